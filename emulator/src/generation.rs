@@ -1,0 +1,580 @@
+//! The generation engine behind `/api/chat` and `/api/generate`: waits like a model would
+//! (queue, load, prompt evaluation), then answers with an NDJSON stream or one JSON object,
+//! applying the fault-injection knobs.
+//!
+//! All waiting before the first chunk happens inside the handler, so the status line and
+//! headers are only written together with the first chunk, as in Ollama.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::config::{Knobs, ModelSpec};
+use crate::pace::{pause, Pacer};
+use crate::params::KeepAlive;
+use crate::scheduler::{self, LoadOutcome};
+use crate::state::Shared;
+use crate::text::{fit_tokens, group_tokens, split_tokens, tool_call_id};
+use crate::tracker::Tracker;
+use crate::wire::{created_at_now, error_line, to_json, with_content_type, ApiError, JSON, NDJSON};
+
+/// Reported `load_duration` of a cold model at least (the value the original emulator used).
+const MIN_LOAD_NS: u64 = 12_345_678;
+/// Reported prompt evaluation time per prompt token at least.
+const PROMPT_NS_PER_TOKEN: u64 = 1_000_000;
+/// Reported generation time per output token at least.
+const EVAL_NS_PER_TOKEN: u64 = 5_000_000;
+/// Time outside load, prompt and eval added to `total_duration` at least.
+const OVERHEAD_NS: u64 = 1_000_000;
+/// Thinking text comes in at most this many chunks.
+const THINKING_CHUNKS: usize = 3;
+
+/// The deterministic "reasoning" of a thinking model about `message`.
+pub(crate) fn thinking_text(message: &str) -> String {
+    format!("The user said {} characters.", message.chars().count())
+}
+
+/// Which endpoint's response shape to produce.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Flavor {
+    /// `/api/chat`: `message.content`, `message.thinking`, `message.tool_calls`.
+    Chat,
+    /// `/api/generate`: `response`, `thinking`, and a `context` array at the end unless raw.
+    Generate { context: bool },
+}
+
+impl Flavor {
+    fn path(self) -> &'static str {
+        match self {
+            Flavor::Chat => "/api/chat",
+            Flavor::Generate { .. } => "/api/generate",
+        }
+    }
+}
+
+/// A tool call as the native API sends it (`arguments` is an object).
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct ToolCall {
+    id: String,
+    function: ToolCallFunction,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct ToolCallFunction {
+    index: usize,
+    name: String,
+    arguments: Map<String, Value>,
+}
+
+impl ToolCall {
+    fn new(name: &str) -> Self {
+        ToolCall {
+            id: tool_call_id(),
+            function: ToolCallFunction { index: 0, name: name.to_string(), arguments: Map::new() },
+        }
+    }
+}
+
+/// One chunk's worth of output.
+#[derive(Clone, Debug)]
+pub(crate) enum Piece {
+    Thinking(String),
+    ToolCall(ToolCall),
+    Content(String),
+}
+
+/// What the "model" will say, before timing and faults are applied.
+pub(crate) struct Answer {
+    pieces: Vec<Piece>,
+    done_reason: &'static str,
+    prompt_eval_count: u64,
+}
+
+impl Answer {
+    /// Thinking (a few chunks), then an optional tool call, then the reply word by word
+    /// (repeated or cut to `knobs.tokens`, then cut to `num_predict` with `done_reason:
+    /// "length"`). `prompt_eval_count` is the number of prompt words plus 10.
+    pub fn compose(
+        reply: &str,
+        thinking: Option<&str>,
+        tool_name: Option<&str>,
+        prompt_words: usize,
+        knobs: &Knobs,
+        num_predict: Option<usize>,
+    ) -> Answer {
+        let mut content = split_tokens(reply);
+        if let Some(count) = knobs.tokens {
+            content = fit_tokens(content, count);
+        }
+        let mut done_reason = "stop";
+        if let Some(limit) = num_predict.filter(|limit| content.len() > *limit) {
+            content.truncate(limit);
+            done_reason = "length";
+        }
+        let thinking = thinking
+            .map(|text| group_tokens(split_tokens(text), THINKING_CHUNKS))
+            .unwrap_or_default();
+        let pieces = thinking
+            .into_iter()
+            .map(Piece::Thinking)
+            .chain(tool_name.map(|name| Piece::ToolCall(ToolCall::new(name))))
+            .chain(content.into_iter().map(Piece::Content))
+            .collect();
+        Answer { pieces, done_reason, prompt_eval_count: prompt_words as u64 + 10 }
+    }
+}
+
+/// What a validated generation request asks for.
+pub(crate) enum Work {
+    /// Empty messages/prompt: load the model and answer `done_reason: "load"`.
+    Load,
+    /// Empty messages/prompt with `keep_alive: 0`: unload, `done_reason: "unload"`.
+    Unload,
+    /// Generate this answer.
+    Answer(Answer),
+}
+
+/// A validated generation request.
+pub(crate) struct Job {
+    pub flavor: Flavor,
+    /// The model name as the client sent it (echoed in every chunk).
+    pub model: String,
+    pub spec: ModelSpec,
+    pub stream: bool,
+    pub keep_alive: KeepAlive,
+    pub num_ctx: Option<u64>,
+    pub work: Work,
+}
+
+/// Serves a validated job with the knobs read when the request started.
+pub(crate) async fn serve(shared: Arc<Shared>, knobs: Knobs, job: Job) -> Response {
+    let started = Instant::now();
+    if let Some((status, message)) = &knobs.fail_before_first_byte {
+        return ApiError::injected(*status, message.clone()).into_response();
+    }
+    let mut tracker = Tracker::new(&shared, job.flavor.path(), &job.model);
+    if job.keep_alive.unloads() {
+        tracker.unload_at_end(&job.spec.name);
+    }
+    if let Work::Unload = job.work {
+        return load_only_response(job.flavor, &job.model, "unload", tracker);
+    }
+    match scheduler::acquire_slot(&shared, &knobs).await {
+        Ok(slot) => tracker.hold_slot(slot),
+        Err(error) => {
+            tracker.end();
+            return error.into_response();
+        }
+    }
+    if knobs.hang {
+        // Ends only when hyper drops this future because the client went away.
+        std::future::pending::<()>().await;
+    }
+    let load =
+        scheduler::load(&shared, &job.spec, knobs.load_delay, job.keep_alive, job.num_ctx).await;
+    let Work::Answer(answer) = job.work else {
+        return load_only_response(job.flavor, &job.model, "load", tracker);
+    };
+    let prompt_started = Instant::now();
+    pause(knobs.first_token_delay).await;
+    let output = Output {
+        flavor: job.flavor,
+        model: job.model,
+        done_reason: answer.done_reason,
+        per_token_delay: knobs.per_token_delay,
+        timing: Timing {
+            started,
+            load,
+            prompt: prompt_started.elapsed(),
+            prompt_eval_count: answer.prompt_eval_count,
+            eval_started: Instant::now(),
+        },
+    };
+    let script = Script::new(answer.pieces, &knobs);
+    if job.stream {
+        stream_response(output, script, tracker)
+    } else {
+        collect_response(output, script, tracker).await
+    }
+}
+
+/// The single object of a load or unload request (even when streaming was asked for).
+fn load_only_response(flavor: Flavor, model: &str, reason: &str, mut tracker: Tracker) -> Response {
+    let body = render(flavor, model, Text::default(), Some((reason, Metrics::default())));
+    tracker.complete();
+    with_content_type(StatusCode::OK, JSON, Body::from(body))
+}
+
+/// How a script ends.
+enum Ending {
+    /// The final chunk with `done: true` and the metrics.
+    Done,
+    /// An in-band `{"error": ...}` line (or a 500 when nothing was sent yet / not streaming).
+    Fail(String),
+    /// An abrupt connection drop.
+    Abort,
+}
+
+/// The pieces actually sent, and how the answer ends, once faults are applied.
+struct Script {
+    pieces: Vec<Piece>,
+    ending: Ending,
+}
+
+impl Script {
+    /// Cuts the answer before the content chunk where `error_after_tokens` or
+    /// `drop_after_tokens` fires (the earlier one; the error on a tie), or before the end.
+    fn new(pieces: Vec<Piece>, knobs: &Knobs) -> Script {
+        let error = knobs.error_after_tokens.clone().map(|(n, message)| (n, Ending::Fail(message)));
+        let abort = knobs.drop_after_tokens.map(|n| (n, Ending::Abort));
+        let mut fault = match (error, abort) {
+            (Some(error), Some(abort)) => Some(if abort.0 < error.0 { abort } else { error }),
+            (error, abort) => error.or(abort),
+        };
+        let mut kept = Vec::with_capacity(pieces.len());
+        let mut content = 0;
+        for piece in pieces {
+            if let Piece::Content(_) = piece {
+                if let Some((_, ending)) = fault.take_if(|(n, _)| *n == content) {
+                    return Script { pieces: kept, ending };
+                }
+                content += 1;
+            }
+            kept.push(piece);
+        }
+        Script { pieces: kept, ending: fault.map_or(Ending::Done, |(_, ending)| ending) }
+    }
+}
+
+/// Measured and reported durations of one request.
+struct Timing {
+    started: Instant,
+    load: LoadOutcome,
+    prompt: Duration,
+    prompt_eval_count: u64,
+    eval_started: Instant,
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Timing {
+    /// Real durations, each raised to a plausible minimum, so that metrics look like a real
+    /// model's even with zero delays, and always `total >= load + prompt_eval + eval`.
+    fn metrics(&self, eval_count: usize) -> Metrics {
+        let eval_count = eval_count as u64;
+        let load = if self.load.cold { nanos(self.load.waited).max(MIN_LOAD_NS) } else { 0 };
+        let prompt = nanos(self.prompt).max(self.prompt_eval_count * PROMPT_NS_PER_TOKEN);
+        let eval = if eval_count == 0 {
+            0
+        } else {
+            nanos(self.eval_started.elapsed()).max(eval_count * EVAL_NS_PER_TOKEN)
+        };
+        Metrics {
+            total_duration: nanos(self.started.elapsed()).max(load + prompt + eval + OVERHEAD_NS),
+            load_duration: load,
+            prompt_eval_count: self.prompt_eval_count,
+            prompt_eval_duration: prompt,
+            eval_count,
+            eval_duration: eval,
+        }
+    }
+}
+
+/// Everything needed to render chunks of one response.
+struct Output {
+    flavor: Flavor,
+    model: String,
+    done_reason: &'static str,
+    per_token_delay: Duration,
+    timing: Timing,
+}
+
+impl Output {
+    fn chunk(&self, piece: &Piece) -> Bytes {
+        let text = match piece {
+            Piece::Thinking(thinking) => Text { thinking, ..Text::default() },
+            Piece::ToolCall(call) => Text { tool_calls: std::slice::from_ref(call), ..Text::default() },
+            Piece::Content(content) => Text { content, ..Text::default() },
+        };
+        line(render(self.flavor, &self.model, text, None))
+    }
+
+    fn final_body(&self, text: Text<'_>, eval_count: usize) -> Vec<u8> {
+        let end = (self.done_reason, self.timing.metrics(eval_count));
+        render(self.flavor, &self.model, text, Some(end))
+    }
+}
+
+fn line(mut json: Vec<u8>) -> Bytes {
+    json.push(b'\n');
+    Bytes::from(json)
+}
+
+/// The error a body stream yields to make hyper abort the connection mid-body.
+fn connection_drop() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "ollama-emulator: injected connection drop")
+}
+
+/// Streams the script as NDJSON; each chunk is produced (and flushed by hyper) when it is due.
+fn stream_response(output: Output, script: Script, mut tracker: Tracker) -> Response {
+    if let (true, Ending::Fail(message)) = (script.pieces.is_empty(), &script.ending) {
+        // Nothing was written yet, so Ollama reports the error as a plain HTTP error.
+        tracker.end();
+        return ApiError::internal(message.clone()).into_response();
+    }
+    let steps = script.pieces.into_iter().map(Step::Piece).chain([Step::End(script.ending)]);
+    let pacer = Pacer::new(output.per_token_delay);
+    let state = StreamState { steps: Box::new(steps), output, tracker, pacer };
+    let body = futures_util::stream::unfold(state, |mut state| async move {
+        let step = state.steps.next()?;
+        state.pacer.next().await;
+        let item = state.emit(step);
+        Some((item, state))
+    });
+    with_content_type(StatusCode::OK, NDJSON, Body::from_stream(body))
+}
+
+enum Step {
+    Piece(Piece),
+    End(Ending),
+}
+
+struct StreamState {
+    steps: Box<dyn Iterator<Item = Step> + Send>,
+    output: Output,
+    tracker: Tracker,
+    pacer: Pacer,
+}
+
+impl StreamState {
+    fn emit(&mut self, step: Step) -> io::Result<Bytes> {
+        match step {
+            Step::Piece(piece) => {
+                if let Piece::Content(_) = piece {
+                    self.tracker.count_sent();
+                }
+                Ok(self.output.chunk(&piece))
+            }
+            Step::End(Ending::Done) => {
+                let body = self.output.final_body(Text::default(), self.tracker.sent());
+                self.tracker.complete();
+                Ok(line(body))
+            }
+            Step::End(Ending::Fail(message)) => {
+                self.tracker.end();
+                Ok(error_line(&message))
+            }
+            Step::End(Ending::Abort) => {
+                self.tracker.end();
+                Err(connection_drop())
+            }
+        }
+    }
+}
+
+/// Runs the script to its end and answers with one JSON object (`stream: false`).
+async fn collect_response(output: Output, script: Script, mut tracker: Tracker) -> Response {
+    let (mut content, mut thinking, mut tool_calls) = (String::new(), String::new(), Vec::new());
+    let mut pacer = Pacer::new(output.per_token_delay);
+    for piece in script.pieces {
+        pacer.next().await;
+        match piece {
+            Piece::Thinking(text) => thinking.push_str(&text),
+            Piece::ToolCall(call) => tool_calls.push(call),
+            Piece::Content(text) => {
+                content.push_str(&text);
+                tracker.count_sent();
+            }
+        }
+    }
+    pacer.next().await;
+    match script.ending {
+        Ending::Done => {
+            let text = Text { content: &content, thinking: &thinking, tool_calls: &tool_calls };
+            let body = output.final_body(text, tracker.sent());
+            tracker.complete();
+            with_content_type(StatusCode::OK, JSON, Body::from(body))
+        }
+        Ending::Fail(message) => {
+            tracker.end();
+            ApiError::internal(message).into_response()
+        }
+        Ending::Abort => {
+            tracker.end();
+            let failing = futures_util::stream::once(async { Err::<Bytes, _>(connection_drop()) });
+            with_content_type(StatusCode::OK, JSON, Body::from_stream(failing))
+        }
+    }
+}
+
+/// `Metrics` of the final chunk; zero values are left out, as Ollama does.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub(crate) struct Metrics {
+    #[serde(skip_serializing_if = "is_zero")]
+    total_duration: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    load_duration: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    prompt_eval_count: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    prompt_eval_duration: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    eval_count: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    eval_duration: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+/// Text carried by one chunk, or joined text of a whole answer.
+#[derive(Default, Clone, Copy)]
+struct Text<'a> {
+    content: &'a str,
+    thinking: &'a str,
+    tool_calls: &'a [ToolCall],
+}
+
+#[derive(Serialize)]
+struct ChatBody<'a> {
+    model: &'a str,
+    created_at: String,
+    message: ChatMessage<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    done_reason: Option<&'a str>,
+    done: bool,
+    #[serde(flatten)]
+    metrics: Metrics,
+}
+
+#[derive(Serialize)]
+struct ChatMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    thinking: &'a str,
+    #[serde(skip_serializing_if = "<[ToolCall]>::is_empty")]
+    tool_calls: &'a [ToolCall],
+}
+
+#[derive(Serialize)]
+struct GenerateBody<'a> {
+    model: &'a str,
+    created_at: String,
+    response: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    thinking: &'a str,
+    done: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    done_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<Vec<u32>>,
+    #[serde(flatten)]
+    metrics: Metrics,
+}
+
+/// Renders one response object; `end` makes it the final one (`done: true`).
+fn render(flavor: Flavor, model: &str, text: Text<'_>, end: Option<(&str, Metrics)>) -> Vec<u8> {
+    let (done_reason, metrics) = match end {
+        Some((reason, metrics)) => (Some(reason), metrics),
+        None => (None, Metrics::default()),
+    };
+    let created_at = created_at_now();
+    match flavor {
+        Flavor::Chat => to_json(&ChatBody {
+            model,
+            created_at,
+            message: ChatMessage {
+                role: "assistant",
+                content: text.content,
+                thinking: text.thinking,
+                tool_calls: text.tool_calls,
+            },
+            done_reason,
+            done: end.is_some(),
+            metrics,
+        }),
+        Flavor::Generate { context } => to_json(&GenerateBody {
+            model,
+            created_at,
+            response: text.content,
+            thinking: text.thinking,
+            done: end.is_some(),
+            done_reason,
+            // Fake token ids of prompt and answer, only at the end of a real generation.
+            context: (context && metrics.prompt_eval_count > 0).then(|| {
+                (0..metrics.prompt_eval_count + metrics.eval_count)
+                    .map(|i| 128_000 + (i * 7_919 % 20_000) as u32)
+                    .collect()
+            }),
+            metrics,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contents(script: &Script) -> Vec<String> {
+        script
+            .pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Content(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn composes_thinking_tool_and_content() {
+        let knobs = Knobs::default();
+        let answer = Answer::compose("Echo: hi there", Some("The user said 8 characters."), Some("get_weather"), 2, &knobs, None);
+        assert!(matches!(answer.pieces[0], Piece::Thinking(_)));
+        assert!(matches!(answer.pieces[3], Piece::ToolCall(_)));
+        assert_eq!(answer.pieces.len(), 3 + 1 + 3);
+        assert_eq!(answer.prompt_eval_count, 12);
+        assert_eq!(answer.done_reason, "stop");
+        let cut = Answer::compose("a b c d", None, None, 0, &knobs, Some(2));
+        assert_eq!(cut.pieces.len(), 2);
+        assert_eq!(cut.done_reason, "length");
+    }
+
+    #[test]
+    fn faults_cut_the_script() {
+        let pieces = || Answer::compose("a b c d", None, None, 0, &Knobs::default(), None).pieces;
+        let knobs = Knobs { error_after_tokens: Some((2, "boom".into())), ..Knobs::default() };
+        let script = Script::new(pieces(), &knobs);
+        assert_eq!(contents(&script), ["a", " b"]);
+        assert!(matches!(script.ending, Ending::Fail(ref m) if m == "boom"));
+        let knobs = Knobs { drop_after_tokens: Some(9), ..Knobs::default() };
+        let script = Script::new(pieces(), &knobs);
+        assert_eq!(contents(&script).len(), 4);
+        assert!(matches!(script.ending, Ending::Abort));
+        let script = Script::new(pieces(), &Knobs::default());
+        assert!(matches!(script.ending, Ending::Done));
+    }
+
+    #[test]
+    fn final_chunk_omits_zero_metrics() {
+        let metrics = Metrics { total_duration: 5, eval_count: 1, ..Metrics::default() };
+        let body = render(Flavor::Chat, "m", Text::default(), Some(("stop", metrics)));
+        let value: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["done"], true);
+        assert_eq!(value["done_reason"], "stop");
+        assert_eq!(value["message"], serde_json::json!({"role": "assistant", "content": ""}));
+        assert!(value.get("load_duration").is_none());
+        assert_eq!(value["total_duration"], 5);
+    }
+}

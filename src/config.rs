@@ -1,0 +1,426 @@
+//! Typed configuration, read once from the environment (and an optional `.env` file) and
+//! validated at startup. Nothing else in the crate reads environment variables.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use rand::RngCore;
+
+/// A configuration value that is wrong, named by its variable. Printed as one line at startup.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, problem: impl Into<String>) -> Self {
+        Self { var, problem: problem.into() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// A secret that never reaches a log or a `Debug` print.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Where the data lives: the URL scheme picks the backend.
+#[derive(Clone, Debug)]
+pub enum DatabaseConfig {
+    /// Embedded SQLite file (the default when `DATABASE_URL` is unset).
+    Sqlite { path: PathBuf },
+    Postgres { url: Secret },
+}
+
+#[derive(Clone, Debug)]
+pub struct JwtConfig {
+    pub access_secret: Secret,
+    pub refresh_secret: Secret,
+    pub algorithm: Algorithm,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct OllamaConfig {
+    pub base_url: String,
+    pub connect_timeout: Duration,
+    /// How long to wait for the first byte of an answer: a cold model can take minutes to load.
+    pub first_byte_timeout: Duration,
+    /// Longest silence between two chunks of a streamed answer.
+    pub idle_timeout: Duration,
+    /// How long `/ollama/tags` answers are cached.
+    pub tags_cache_ttl: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub environment: Environment,
+    pub host: IpAddr,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub log_level: String,
+    pub database: DatabaseConfig,
+    pub database_max_connections: u32,
+    pub jwt: JwtConfig,
+    pub frontend_origins: Vec<String>,
+    pub domain: Option<String>,
+    pub ollama: OllamaConfig,
+}
+
+const MIN_SECRET_BYTES: usize = 32;
+
+impl Config {
+    /// Reads `.env` (if present) and the process environment. Process variables win over `.env`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let _ = dotenvy::dotenv();
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Builds the configuration from explicit variables (tests use this).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let vars = Vars(vars.into_iter().filter(|(_, v)| !v.trim().is_empty()).collect());
+
+        let environment = match vars.get("ENVIRONMENT").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("development") | Some("dev") => Environment::Development,
+            Some("production") | Some("prod") => Environment::Production,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "ENVIRONMENT",
+                    format!("must be development or production, got {other:?}"),
+                ))
+            }
+        };
+        let host: IpAddr = vars.parse("HOST", "an IP address such as 127.0.0.1 or 0.0.0.0")?.unwrap_or([127, 0, 0, 1].into());
+        let port: u16 = vars.parse("PORT", "a port number (0-65535)")?.unwrap_or(8000);
+        let data_dir = PathBuf::from(vars.get("DATA_DIR").unwrap_or("./data"));
+        let log_dir = PathBuf::from(vars.get("LOG_DIR").unwrap_or("./logs"));
+        let log_level = vars.get("LOG_LEVEL").unwrap_or("info").to_ascii_lowercase();
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(ConfigError::new("LOG_LEVEL", format!("not a log level or filter: {log_level:?}")));
+        }
+
+        let database = match vars.get("DATABASE_URL") {
+            None => DatabaseConfig::Sqlite { path: data_dir.join("rovertchat.db") },
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                DatabaseConfig::Postgres { url: Secret::new(url) }
+            }
+            Some(url) if url.starts_with("sqlite:") => {
+                let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                let path = path.split('?').next().unwrap_or_default();
+                if path.is_empty() || path == ":memory:" {
+                    return Err(ConfigError::new("DATABASE_URL", "a sqlite: URL needs a file path"));
+                }
+                DatabaseConfig::Sqlite { path: PathBuf::from(path) }
+            }
+            Some(url) => {
+                let scheme = url.split(':').next().unwrap_or_default();
+                return Err(ConfigError::new(
+                    "DATABASE_URL",
+                    format!("unsupported scheme {scheme:?}: use postgres:// or postgresql://, or leave it unset for embedded SQLite"),
+                ));
+            }
+        };
+        let database_max_connections: u32 =
+            vars.parse("DATABASE_MAX_CONNECTIONS", "a positive number")?.unwrap_or(10);
+        if database_max_connections == 0 {
+            return Err(ConfigError::new("DATABASE_MAX_CONNECTIONS", "must be at least 1"));
+        }
+
+        let algorithm = match vars.get("JWT_ALGORITHM").unwrap_or("HS256").to_ascii_uppercase().as_str() {
+            "HS256" => Algorithm::HS256,
+            "HS384" => Algorithm::HS384,
+            "HS512" => Algorithm::HS512,
+            other => {
+                return Err(ConfigError::new(
+                    "JWT_ALGORITHM",
+                    format!("only HMAC algorithms (HS256, HS384, HS512) are accepted, got {other:?}"),
+                ))
+            }
+        };
+        let access_minutes: u64 =
+            vars.parse("JWT_ACCESS_TOKEN_EXPIRE_MINUTES", "a whole number of minutes")?.unwrap_or(60);
+        let refresh_days: u64 = vars.parse("JWT_REFRESH_TOKEN_EXPIRE_DAYS", "a whole number of days")?.unwrap_or(7);
+        if access_minutes == 0 {
+            return Err(ConfigError::new("JWT_ACCESS_TOKEN_EXPIRE_MINUTES", "must be at least 1"));
+        }
+        if refresh_days == 0 {
+            return Err(ConfigError::new("JWT_REFRESH_TOKEN_EXPIRE_DAYS", "must be at least 1"));
+        }
+        let (access_secret, refresh_secret) = jwt_secrets(&vars, environment, &data_dir)?;
+
+        let frontend_origins = parse_origins(vars.get("FRONTEND_ORIGINS").unwrap_or("http://localhost:5173"))?;
+        if environment == Environment::Production && frontend_origins.iter().any(|o| o == "*") {
+            return Err(ConfigError::new(
+                "FRONTEND_ORIGINS",
+                "\"*\" cannot be used with credentialed cookies in production; list the SPA's origins",
+            ));
+        }
+        let domain = vars.get("DOMAIN").map(str::to_owned);
+
+        let base_url = vars
+            .get("OLLAMA_BASE_URL")
+            .or_else(|| vars.get("OLLAMA_API_BASE_URL"))
+            .unwrap_or("http://127.0.0.1:11434")
+            .trim_end_matches('/')
+            .to_owned();
+        let base_var = if vars.get("OLLAMA_BASE_URL").is_some() { "OLLAMA_BASE_URL" } else { "OLLAMA_API_BASE_URL" };
+        match url::Url::parse(&base_url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            _ => return Err(ConfigError::new(base_var, format!("not an http(s) URL: {base_url:?}"))),
+        }
+        let ollama = OllamaConfig {
+            base_url,
+            connect_timeout: Duration::from_secs(vars.parse("OLLAMA_CONNECT_TIMEOUT_SECS", "a whole number of seconds")?.unwrap_or(5)),
+            first_byte_timeout: Duration::from_secs(
+                vars.parse("OLLAMA_FIRST_BYTE_TIMEOUT_SECS", "a whole number of seconds")?.unwrap_or(600),
+            ),
+            idle_timeout: Duration::from_secs(vars.parse("OLLAMA_IDLE_TIMEOUT_SECS", "a whole number of seconds")?.unwrap_or(300)),
+            tags_cache_ttl: Duration::from_secs(vars.parse("OLLAMA_TAGS_CACHE_SECS", "a whole number of seconds")?.unwrap_or(300)),
+        };
+
+        Ok(Config {
+            environment,
+            host,
+            port,
+            data_dir,
+            log_dir,
+            log_level,
+            database,
+            database_max_connections,
+            jwt: JwtConfig {
+                access_secret,
+                refresh_secret,
+                algorithm,
+                access_ttl: Duration::from_secs(access_minutes * 60),
+                refresh_ttl: Duration::from_secs(refresh_days * 24 * 3600),
+            },
+            frontend_origins,
+            domain,
+            ollama,
+        })
+    }
+}
+
+struct Vars(HashMap<String, String>);
+
+impl Vars {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim())
+    }
+
+    fn parse<T: std::str::FromStr>(&self, name: &'static str, expected: &str) -> Result<Option<T>, ConfigError> {
+        self.get(name)
+            .map(|raw| raw.parse::<T>().map_err(|_| ConfigError::new(name, format!("expected {expected}, got {raw:?}"))))
+            .transpose()
+    }
+}
+
+/// Accepts a JSON list (`["http://a","http://b"]`) or a comma-separated list.
+fn parse_origins(raw: &str) -> Result<Vec<String>, ConfigError> {
+    let items: Vec<String> = if raw.starts_with('[') {
+        serde_json::from_str::<Vec<String>>(raw)
+            .map_err(|e| ConfigError::new("FRONTEND_ORIGINS", format!("not a JSON list of strings: {e}")))?
+    } else {
+        raw.split(',').map(str::to_owned).collect()
+    };
+    let origins: Vec<String> =
+        items.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect();
+    for origin in &origins {
+        if origin == "*" {
+            continue;
+        }
+        match url::Url::parse(origin) {
+            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() && u.path() == "/" => {}
+            _ => {
+                return Err(ConfigError::new(
+                    "FRONTEND_ORIGINS",
+                    format!("{origin:?} is not an origin like http://localhost:5173"),
+                ))
+            }
+        }
+    }
+    Ok(origins)
+}
+
+/// Production: both secrets must be set and at least 32 bytes. Development: a missing secret is
+/// generated once and kept in `DATA_DIR/jwt-secrets.json` (mode 0600) so restarts keep sessions.
+fn jwt_secrets(vars: &Vars, environment: Environment, data_dir: &Path) -> Result<(Secret, Secret), ConfigError> {
+    let access = vars.get("JWT_SECRET_KEY");
+    let refresh = vars.get("JWT_REFRESH_SECRET_KEY");
+    for (name, value) in [("JWT_SECRET_KEY", access), ("JWT_REFRESH_SECRET_KEY", refresh)] {
+        match value {
+            Some(v) if v.len() < MIN_SECRET_BYTES && environment == Environment::Production => {
+                return Err(ConfigError::new(name, format!("must be at least {MIN_SECRET_BYTES} bytes in production")))
+            }
+            None if environment == Environment::Production => {
+                return Err(ConfigError::new(
+                    name,
+                    format!("is required in production (at least {MIN_SECRET_BYTES} random bytes, e.g. `openssl rand -hex 32`)"),
+                ))
+            }
+            _ => {}
+        }
+    }
+    if access.is_some() && access == refresh {
+        return Err(ConfigError::new("JWT_REFRESH_SECRET_KEY", "must differ from JWT_SECRET_KEY"));
+    }
+    if let (Some(a), Some(r)) = (access, refresh) {
+        return Ok((Secret::new(a), Secret::new(r)));
+    }
+    let stored = load_or_create_dev_secrets(data_dir)?;
+    Ok((
+        Secret::new(access.map(str::to_owned).unwrap_or(stored.access)),
+        Secret::new(refresh.map(str::to_owned).unwrap_or(stored.refresh)),
+    ))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSecrets {
+    access: String,
+    refresh: String,
+}
+
+fn load_or_create_dev_secrets(data_dir: &Path) -> Result<StoredSecrets, ConfigError> {
+    let path = data_dir.join("jwt-secrets.json");
+    let io_err = |what: &str, e: std::io::Error| ConfigError::new("DATA_DIR", format!("{what} {}: {e}", path.display()));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            return serde_json::from_str(&text)
+                .map_err(|e| ConfigError::new("DATA_DIR", format!("{} is not valid: {e}", path.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("cannot read", e)),
+    }
+    std::fs::create_dir_all(data_dir).map_err(|e| io_err("cannot create the directory for", e))?;
+    let random_hex = || {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let secrets = StoredSecrets { access: random_hex(), refresh: random_hex() };
+    let text = serde_json::to_string_pretty(&secrets).expect("two strings serialize");
+    write_private_file(&path, text.as_bytes()).map_err(|e| io_err("cannot write", e))?;
+    Ok(secrets)
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    const SECRETS: [(&str, &str); 2] = [
+        ("JWT_SECRET_KEY", "0123456789abcdef0123456789abcdef-access"),
+        ("JWT_REFRESH_SECRET_KEY", "0123456789abcdef0123456789abcdef-refresh"),
+    ];
+
+    #[test]
+    fn origins_accept_json_and_comma_lists() {
+        assert_eq!(parse_origins(r#"["http://a.test","https://b.test/"]"#).unwrap(), ["http://a.test", "https://b.test"]);
+        assert_eq!(parse_origins("http://a.test, http://b.test:8080").unwrap(), ["http://a.test", "http://b.test:8080"]);
+        assert_eq!(parse_origins("not an origin").unwrap_err().var, "FRONTEND_ORIGINS");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let cases = [
+            ("PORT", "eighty"),
+            ("JWT_ALGORITHM", "RS256"),
+            ("DATABASE_URL", "mysql://x"),
+            ("ENVIRONMENT", "staging"),
+            ("JWT_ACCESS_TOKEN_EXPIRE_MINUTES", "-5"),
+            ("OLLAMA_BASE_URL", "ftp://x"),
+        ];
+        for (name, value) in cases {
+            let mut v = vars(&SECRETS);
+            v.push((name.into(), value.into()));
+            let err = Config::from_vars(v).unwrap_err();
+            assert_eq!(err.var, name, "{err}");
+        }
+    }
+
+    #[test]
+    fn production_refuses_missing_or_short_secrets() {
+        let err = Config::from_vars(vars(&[("ENVIRONMENT", "production")])).unwrap_err();
+        assert_eq!(err.var, "JWT_SECRET_KEY");
+        let err = Config::from_vars(vars(&[
+            ("ENVIRONMENT", "production"),
+            ("JWT_SECRET_KEY", "short"),
+            ("JWT_REFRESH_SECRET_KEY", "0123456789abcdef0123456789abcdef-refresh"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "JWT_SECRET_KEY");
+        let mut ok = vars(&SECRETS);
+        ok.push(("ENVIRONMENT".into(), "production".into()));
+        assert!(Config::from_vars(ok).is_ok());
+    }
+
+    #[test]
+    fn development_generates_secrets_once_and_keeps_them_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let v = || vars(&[("DATA_DIR", data.to_str().unwrap())]);
+        let first = Config::from_vars(v()).unwrap();
+        let second = Config::from_vars(v()).unwrap();
+        assert_eq!(first.jwt.access_secret.expose(), second.jwt.access_secret.expose());
+        assert_ne!(first.jwt.access_secret.expose(), first.jwt.refresh_secret.expose());
+        assert!(first.jwt.access_secret.expose().len() >= 32);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(data.join("jwt-secrets.json")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(!format!("{first:?}").contains(first.jwt.access_secret.expose()));
+    }
+
+    #[test]
+    fn ollama_accepts_the_originals_variable_name() {
+        let mut v = vars(&SECRETS);
+        v.push(("OLLAMA_API_BASE_URL".into(), "http://gpu-box:11434/".into()));
+        assert_eq!(Config::from_vars(v).unwrap().ollama.base_url, "http://gpu-box:11434");
+    }
+}

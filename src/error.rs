@@ -1,0 +1,110 @@
+//! The one error type of the HTTP layer. Every failure becomes a FastAPI-style `{"detail": ...}`
+//! answer; 5xx causes go to the log, never into the body.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::validation::ValidationIssue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 422 with the list of `{type, loc, msg, input, ctx}` the SPA shows.
+    #[error("validation failed")]
+    Validation(Vec<ValidationIssue>),
+    /// No credentials at all.
+    #[error("not authenticated")]
+    NotAuthenticated,
+    /// Credentials present but not valid (bad signature, expired, revoked, unknown user).
+    #[error("could not validate credentials")]
+    InvalidCredentials,
+    #[error("incorrect username or password")]
+    IncorrectLogin,
+    #[error("inactive user")]
+    InactiveUser,
+    #[error("not an admin user")]
+    NotAdmin,
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A problem with an upstream service (Ollama), with the status we answer.
+    #[error("upstream: {detail}")]
+    Upstream { status: StatusCode, detail: String },
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("database unavailable")]
+    DatabaseUnavailable(#[source] sqlx::Error),
+    #[error("service unavailable: {0}")]
+    Unavailable(&'static str),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(err.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotAuthenticated | ApiError::InvalidCredentials | ApiError::IncorrectLogin => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::InactiveUser | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotAdmin | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Upstream { status, .. } => *status,
+            ApiError::DatabaseUnavailable(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        if crate::store::is_connection_error(&err) {
+            ApiError::DatabaseUnavailable(err)
+        } else {
+            ApiError::Internal(anyhow::Error::new(err).context("database query failed"))
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = match &self {
+            ApiError::Validation(issues) => serde_json::to_value(issues).unwrap_or_default(),
+            ApiError::NotAuthenticated => json!("Not authenticated"),
+            ApiError::InvalidCredentials => json!("Could not validate credentials"),
+            ApiError::IncorrectLogin => json!("Incorrect username or password"),
+            ApiError::InactiveUser => json!("Inactive user"),
+            ApiError::NotAdmin => json!("Not an admin user"),
+            ApiError::PayloadTooLarge => json!("Request body too large"),
+            ApiError::Forbidden(msg) | ApiError::NotFound(msg) | ApiError::Unavailable(msg) => json!(msg),
+            ApiError::BadRequest(msg) => json!(msg),
+            ApiError::Upstream { detail, .. } => json!(detail),
+            ApiError::DatabaseUnavailable(err) => {
+                tracing::error!(error = %err, "database unavailable");
+                json!("Database unavailable")
+            }
+            ApiError::Internal(err) => {
+                tracing::error!(error = format!("{err:#}"), "internal error");
+                json!("Internal server error")
+            }
+        };
+        let mut response = (status, Json(json!({ "detail": detail }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,78 @@
+//! rovertchat: the Rust backend of the rovertChat self-hosted AI chat platform.
+//!
+//! `routes` (HTTP) call `services` (behaviour), which call the `store` (SQL) and the
+//! `ollama` client. [`Application`] binds a listener and serves; tests start it in-process.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod ollama;
+pub mod routes;
+pub mod schemas;
+pub mod services;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod validation;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::Request;
+use axum::ServiceExt;
+use tokio::net::TcpListener;
+use tower::Layer;
+use tower_http::normalize_path::NormalizePathLayer;
+
+use crate::auth::tokens::TokenKeys;
+use crate::config::Config;
+use crate::ollama::OllamaClient;
+use crate::state::AppState;
+use crate::store::Store;
+
+/// The server: connected to its database (migrated), bound to its port, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects and migrates the database, builds the state and binds `HOST:PORT` (port 0
+    /// picks a free port).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.database, config.database_max_connections).await?;
+        store.migrate().await?;
+        let state = AppState {
+            tokens: Arc::new(TokenKeys::new(&config.jwt)),
+            ollama: OllamaClient::new(&config.ollama)?,
+            store,
+            config: Arc::new(config),
+        };
+        let address = SocketAddr::new(state.config.host, state.config.port);
+        let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+        Ok(Application { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let router = routes::router(self.state.clone());
+        // Trailing slashes are the same route (the original answered a 307 redirect).
+        let app = NormalizePathLayer::trim_trailing_slash().layer(router);
+        axum::serve(self.listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("server error")?;
+        self.state.store.close().await;
+        Ok(())
+    }
+}

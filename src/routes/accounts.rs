@@ -1,0 +1,60 @@
+//! `/auth/*`: register, login, refresh, logout.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+
+use super::with_cookies;
+use crate::auth::cookies::{cookie_value, CookiePolicy, REFRESH_COOKIE};
+use crate::auth::{CurrentUser, MaybeUser};
+use crate::error::ApiResult;
+use crate::schemas::users::{LoginForm, RegisterRequest, TokenResponse, UserResponse};
+use crate::schemas::DetailMessage;
+use crate::services::accounts;
+use crate::state::AppState;
+use crate::store::users::User;
+use crate::validation::{ValidForm, ValidJson};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/register", post(register))
+        .route("/auth/login", post(login))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/logout", post(logout))
+}
+
+async fn register(
+    State(state): State<AppState>,
+    MaybeUser(caller): MaybeUser,
+    ValidJson(request): ValidJson<RegisterRequest>,
+) -> ApiResult<(StatusCode, Json<UserResponse>)> {
+    let user = accounts::register(&state.store, request, caller.as_ref()).await?;
+    Ok((StatusCode::CREATED, Json(user.into())))
+}
+
+/// Issues both tokens, in the body and as cookies.
+fn session_response(state: &AppState, headers: &HeaderMap, user: &User) -> Response {
+    let tokens = state.tokens.issue(user);
+    let policy = CookiePolicy::for_request(headers, state.config.domain.as_deref());
+    let cookies = policy.session(&tokens, state.tokens.access_ttl.as_secs(), state.tokens.refresh_ttl.as_secs());
+    let body = TokenResponse { access_token: tokens.access_token, refresh_token: tokens.refresh_token, token_type: "bearer" };
+    with_cookies(Json(body).into_response(), cookies)
+}
+
+async fn login(State(state): State<AppState>, headers: HeaderMap, ValidForm(form): ValidForm<LoginForm>) -> ApiResult<Response> {
+    let user = accounts::login(&state.store, form).await?;
+    Ok(session_response(&state, &headers, &user))
+}
+
+async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let user = accounts::refresh(&state.store, &state.tokens, cookie_value(&headers, REFRESH_COOKIE)).await?;
+    Ok(session_response(&state, &headers, &user))
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap, CurrentUser(user): CurrentUser) -> ApiResult<Response> {
+    accounts::logout(&state.store, &user).await?;
+    let policy = CookiePolicy::for_request(&headers, state.config.domain.as_deref());
+    Ok(with_cookies(Json(DetailMessage { detail: "Successfully logged out" }).into_response(), policy.cleared()))
+}

@@ -1,0 +1,27 @@
+//! `/health` (the process answers) and `/health/db` (the database answers).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/health", get(health)).route("/health/db", get(health_db))
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "healthy"}))
+}
+
+async fn health_db(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    match state.store.ping().await {
+        Ok(latency) => (StatusCode::OK, Json(json!({"db_status": "reachable", "latency_ms": latency.as_secs_f64() * 1000.0}))),
+        Err(err) => {
+            tracing::warn!(error = %err, "database health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"db_status": "unreachable", "detail": "Database unavailable"})))
+        }
+    }
+}

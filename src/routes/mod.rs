@@ -1,0 +1,94 @@
+//! The HTTP surface: one router per area nested under `/api/v1`, and the middleware stack.
+
+pub mod accounts;
+pub mod chats;
+pub mod health;
+pub mod ollama;
+pub mod settings;
+pub mod users;
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::auth::extract::RequestUser;
+use crate::state::AppState;
+
+/// Large enough for a few base64-encoded images in one message.
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(accounts::router())
+        .merge(users::router())
+        .merge(settings::router())
+        .merge(health::router())
+        .merge(chats::router())
+        .merge(ollama::router());
+    let cors = cors_layer(&state.config.frontend_origins);
+    Router::new()
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(log_requests))
+        .layer(cors)
+        .layer(CatchPanicLayer::custom(|_| internal_error()))
+        .with_state(state)
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let allowed: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_credentials(true)
+        .allow_methods([Method::DELETE, Method::GET, Method::HEAD, Method::OPTIONS, Method::PATCH, Method::POST, Method::PUT])
+        .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
+        .max_age(Duration::from_secs(600))
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"detail": "Not Found"}))).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"detail": "Method Not Allowed"}))).into_response()
+}
+
+fn internal_error() -> Response {
+    tracing::error!("a handler panicked");
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"detail": "Internal server error"}))).into_response()
+}
+
+/// One line per request: method, path, status, latency and the user when known. Never the
+/// query string, headers or body, where secrets could be.
+async fn log_requests(mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let user = RequestUser::default();
+    request.extensions_mut().insert(user.clone());
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match user.0.get() {
+        Some(user_id) => tracing::info!(%method, %path, status, latency_ms, %user_id, "request"),
+        None => tracing::info!(%method, %path, status, latency_ms, "request"),
+    }
+    response
+}
+
+/// Adds `Set-Cookie` headers to a response.
+pub fn with_cookies(mut response: Response, cookies: impl IntoIterator<Item = HeaderValue>) -> Response {
+    for cookie in cookies {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}

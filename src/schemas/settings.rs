@@ -1,0 +1,64 @@
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::store::settings::UserSettings;
+use crate::validation::{object, string, uuid_v4, FromFields, Fields, Patch};
+
+/// `PUT /user-settings/...`: a partial update; `null` clears a field, `preferences` is replaced whole.
+pub struct SettingsUpdate {
+    pub default_model_id: Patch<Uuid>,
+    pub display_name: Patch<String>,
+    pub avatar_url: Patch<String>,
+    pub preferences: Patch<Map<String, Value>>,
+}
+
+impl FromFields for SettingsUpdate {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        Some(SettingsUpdate {
+            default_model_id: f.patch("default_model_id", uuid_v4),
+            display_name: f.patch("display_name", string(0, 100)),
+            avatar_url: f.patch("avatar_url", string(0, 255)),
+            preferences: f.patch("preferences", object),
+        })
+    }
+}
+
+impl SettingsUpdate {
+    pub fn apply(self, settings: &mut UserSettings) {
+        if let Some(v) = self.default_model_id.into_update() {
+            settings.default_model_id = v;
+        }
+        if let Some(v) = self.display_name.into_update() {
+            settings.display_name = v;
+        }
+        if let Some(v) = self.avatar_url.into_update() {
+            settings.avatar_url = v;
+        }
+        if let Some(v) = self.preferences.into_update() {
+            settings.preferences = v.map(Value::Object);
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SettingsResponse {
+    pub default_model_id: Option<Uuid>,
+    pub display_name: Option<String>,
+    pub avatar_url: Option<String>,
+    pub preferences: Option<Value>,
+    pub user_id: Uuid,
+}
+
+impl From<UserSettings> for SettingsResponse {
+    fn from(s: UserSettings) -> Self {
+        SettingsResponse {
+            default_model_id: s.default_model_id,
+            display_name: s.display_name,
+            avatar_url: s.avatar_url,
+            // A JSON `null` stored by hand reads the same as SQL NULL.
+            preferences: s.preferences.filter(|p| !p.is_null()),
+            user_id: s.user_id,
+        }
+    }
+}

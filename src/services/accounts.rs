@@ -1,0 +1,101 @@
+//! Registration, login, token refresh and logout.
+
+use crate::auth::passwords::{hash_password, verify_password, Verification};
+use crate::auth::tokens::{TokenKeys, TokenType};
+use crate::error::{ApiError, ApiResult};
+use crate::schemas::users::{LoginForm, RegisterRequest};
+use crate::store::users::{NewUser, User};
+use crate::store::{self, Store, UniqueRule};
+
+pub fn username_taken() -> ApiError {
+    ApiError::BadRequest("Username already registered".into())
+}
+
+pub fn email_taken() -> ApiError {
+    ApiError::BadRequest("Email already registered".into())
+}
+
+/// Maps a unique-constraint failure (two requests racing for one name) to the contract's 400s.
+pub fn duplicate_or(err: sqlx::Error) -> ApiError {
+    match store::unique_violation(&err) {
+        Some(UniqueRule::Username) => username_taken(),
+        Some(UniqueRule::Email) => email_taken(),
+        _ => err.into(),
+    }
+}
+
+/// Fails with the contract's 400 when the username or e-mail is used by another account.
+pub async fn ensure_available(store: &Store, username: Option<&str>, email: Option<&str>, except: Option<uuid::Uuid>) -> ApiResult<()> {
+    if username.is_none() && email.is_none() {
+        return Ok(());
+    }
+    let (name_taken, mail_taken) = store.taken_username_or_email(username, email, except).await?;
+    if name_taken {
+        return Err(username_taken());
+    }
+    if mail_taken {
+        return Err(email_taken());
+    }
+    Ok(())
+}
+
+/// The first account becomes admin. `role` and `is_active` are honoured only when an admin
+/// creates the account.
+pub async fn register(store: &Store, request: RegisterRequest, caller: Option<&User>) -> ApiResult<User> {
+    ensure_available(store, Some(&request.username), Some(&request.email), None).await?;
+    let password_hash = hash_password(request.password).await?;
+    let by_admin = caller.is_some_and(User::is_admin);
+    let new = NewUser {
+        username: request.username,
+        email: request.email,
+        password_hash,
+        role: if by_admin { request.role } else { None },
+        is_active: if by_admin { request.is_active.unwrap_or(true) } else { true },
+        created_at: store::now(),
+    };
+    let user = store.create_user(new).await.map_err(duplicate_or)?;
+    tracing::info!(user_id = %user.id, role = user.role().as_str(), by_admin, "account registered");
+    Ok(user)
+}
+
+/// Checks the password (a legacy bcrypt hash is replaced by argon2id on success) and records
+/// the login. A wrong password is answered before the active flag is looked at.
+pub async fn login(store: &Store, form: LoginForm) -> ApiResult<User> {
+    let user = store.user_by_login_name(&form.username).await?;
+    let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
+    let verification = verify_password(form.password, stored_hash).await?;
+    let (Some(mut user), Verification::Match | Verification::MatchRehashed(_)) = (user, &verification) else {
+        return Err(ApiError::IncorrectLogin);
+    };
+    if !user.is_active() {
+        return Err(ApiError::InactiveUser);
+    }
+    let rehashed = match verification {
+        Verification::MatchRehashed(hash) => Some(hash),
+        _ => None,
+    };
+    let at = store::now();
+    store.record_login(user.id, at, rehashed.as_deref()).await?;
+    if rehashed.is_some() {
+        tracing::info!(user_id = %user.id, "password hash upgraded to argon2id");
+    }
+    user.last_login = Some(at);
+    Ok(user)
+}
+
+/// The user a refresh token belongs to, if the token is still good.
+pub async fn refresh(store: &Store, keys: &TokenKeys, refresh_token: Option<&str>) -> ApiResult<User> {
+    let token = refresh_token.ok_or(ApiError::InvalidCredentials)?;
+    let verified = keys.verify(token, TokenType::Refresh).map_err(|_| ApiError::InvalidCredentials)?;
+    let user = store.user_by_id(verified.user_id).await?.ok_or(ApiError::InvalidCredentials)?;
+    if !user.is_active() || user.token_version != verified.token_version {
+        return Err(ApiError::InvalidCredentials);
+    }
+    Ok(user)
+}
+
+/// Revokes every token of the user.
+pub async fn logout(store: &Store, user: &User) -> ApiResult<()> {
+    store.bump_token_version(user.id).await?;
+    Ok(())
+}

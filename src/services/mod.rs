@@ -1,0 +1,6 @@
+//! Behaviour, independent of HTTP: what happens when someone registers, sends a message, ...
+
+pub mod accounts;
+pub mod chats;
+pub mod settings;
+pub mod users;

@@ -1,0 +1,41 @@
+//! User settings: read with auto-creation, partial updates.
+
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+use crate::schemas::settings::SettingsUpdate;
+use crate::store::settings::UserSettings;
+use crate::store::users::User;
+use crate::store::Store;
+
+/// The user's settings, created with defaults (display name = username) when missing.
+pub async fn settings_of(store: &Store, user: &User) -> ApiResult<UserSettings> {
+    store.settings_or_default(user.id, &user.username).await?.ok_or(ApiError::NotFound("User not found"))
+}
+
+pub async fn update_settings(store: &Store, user: &User, update: SettingsUpdate) -> ApiResult<UserSettings> {
+    let mut settings = settings_of(store, user).await?;
+    update.apply(&mut settings);
+    store.save_settings(&settings).await?;
+    Ok(settings)
+}
+
+/// An admin reads another user's settings (no auto-creation).
+pub async fn settings_for_admin(store: &Store, user_id: Uuid) -> ApiResult<UserSettings> {
+    store.settings(user_id).await?.ok_or(ApiError::NotFound("Settings not found"))
+}
+
+pub async fn update_settings_for_admin(store: &Store, admin: &User, user_id: Uuid, update: SettingsUpdate) -> ApiResult<UserSettings> {
+    let user = store.user_by_id(user_id).await?.ok_or(ApiError::NotFound("User not found"))?;
+    let settings = update_settings(store, &user, update).await?;
+    tracing::info!(admin_id = %admin.id, target_id = %user_id, "admin updated settings");
+    Ok(settings)
+}
+
+pub async fn delete_settings_for_admin(store: &Store, admin: &User, user_id: Uuid) -> ApiResult<()> {
+    if !store.delete_settings(user_id).await? {
+        return Err(ApiError::NotFound("Settings not found"));
+    }
+    tracing::info!(admin_id = %admin.id, target_id = %user_id, "admin deleted settings");
+    Ok(())
+}

@@ -1,0 +1,126 @@
+use chrono::NaiveDateTime;
+use uuid::Uuid;
+
+use crate::{in_transaction, on_pool};
+
+use super::Store;
+
+/// A row of `chats`.
+#[derive(Debug, Clone, sqlx::FromRow, PartialEq)]
+pub struct Chat {
+    pub id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub title: Option<String>,
+    pub created_at: Option<NaiveDateTime>,
+    pub updated_at: Option<NaiveDateTime>,
+    pub is_archived: Option<bool>,
+}
+
+pub const DEFAULT_CHAT_TITLE: &str = "New Chat";
+
+const CHAT_COLUMNS: &str = "id, user_id, title, created_at, updated_at, is_archived";
+
+/// A page of a user's chats and how many match in all.
+pub struct ChatPage {
+    pub total: i64,
+    pub chats: Vec<Chat>,
+}
+
+impl Store {
+    pub async fn create_chat(&self, user_id: Uuid, title: &str, at: NaiveDateTime) -> Result<Chat, sqlx::Error> {
+        let sql = format!(
+            "INSERT INTO chats (id, user_id, title, created_at, updated_at, is_archived) \
+             VALUES ($1, $2, $3, $4, $4, FALSE) RETURNING {CHAT_COLUMNS}"
+        );
+        on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(Uuid::new_v4()).bind(user_id).bind(title).bind(at).fetch_one(pool).await
+        })
+    }
+
+    /// The chat when it exists and belongs to `user_id` (a foreign chat reads as missing).
+    pub async fn user_chat(&self, user_id: Uuid, chat_id: Uuid) -> Result<Option<Chat>, sqlx::Error> {
+        let sql = format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = $1 AND user_id = $2");
+        on_pool!(self, pool => sqlx::query_as(&sql).bind(chat_id).bind(user_id).fetch_optional(pool).await)
+    }
+
+    /// Newest activity first.
+    pub async fn list_chats(&self, user_id: Uuid, include_archived: bool, skip: i64, limit: i64) -> Result<ChatPage, sqlx::Error> {
+        let filter = "user_id = $1 AND ($2 OR NOT COALESCE(is_archived, FALSE))";
+        let count_sql = format!("SELECT COUNT(*) FROM chats WHERE {filter}");
+        let page_sql = format!(
+            "SELECT {CHAT_COLUMNS} FROM chats WHERE {filter} ORDER BY updated_at DESC, id LIMIT $3 OFFSET $4"
+        );
+        on_pool!(self, pool => {
+            let total: i64 = sqlx::query_scalar(&count_sql).bind(user_id).bind(include_archived).fetch_one(pool).await?;
+            let chats = sqlx::query_as(&page_sql)
+                .bind(user_id)
+                .bind(include_archived)
+                .bind(limit)
+                .bind(skip)
+                .fetch_all(pool)
+                .await?;
+            Ok(ChatPage { total, chats })
+        })
+    }
+
+    /// Renames and/or (un)archives a chat of `user_id`, moving its `updated_at`.
+    pub async fn update_chat(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        title: Option<&str>,
+        is_archived: Option<bool>,
+        at: NaiveDateTime,
+    ) -> Result<Option<Chat>, sqlx::Error> {
+        let sql = format!(
+            "UPDATE chats SET title = COALESCE($3, title), is_archived = COALESCE($4, is_archived), updated_at = $5 \
+             WHERE id = $1 AND user_id = $2 RETURNING {CHAT_COLUMNS}"
+        );
+        on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(chat_id).bind(user_id).bind(title).bind(is_archived).bind(at).fetch_optional(pool).await
+        })
+    }
+
+    /// Sets the title while it is still the default one; returns the chat's title afterwards.
+    pub async fn title_untitled_chat(&self, chat_id: Uuid, title: &str) -> Result<Option<String>, sqlx::Error> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE chats SET title = $2 WHERE id = $1 AND title = $3")
+                .bind(chat_id)
+                .bind(title)
+                .bind(DEFAULT_CHAT_TITLE)
+                .execute(pool)
+                .await?;
+            sqlx::query_scalar("SELECT title FROM chats WHERE id = $1").bind(chat_id).fetch_optional(pool).await.map(Option::flatten)
+        })
+    }
+
+    /// Deletes one chat of `user_id` and its messages. False when there was no such chat.
+    pub async fn delete_chat(&self, user_id: Uuid, chat_id: Uuid) -> Result<bool, sqlx::Error> {
+        in_transaction!(self, tx => {
+            let deleted = sqlx::query(
+                "DELETE FROM messages WHERE chat_id IN (SELECT id FROM chats WHERE id = $1 AND user_id = $2)",
+            )
+            .bind(chat_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .and(sqlx::query("DELETE FROM chats WHERE id = $1 AND user_id = $2").bind(chat_id).bind(user_id).execute(&mut *tx).await)?;
+            Ok::<_, sqlx::Error>(deleted.rows_affected() > 0)
+        })
+    }
+
+    /// Deletes all chats of `user_id` and their messages; returns the ids of the deleted chats.
+    pub async fn delete_all_chats(&self, user_id: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+        in_transaction!(self, tx => {
+            sqlx::query("DELETE FROM messages WHERE chat_id IN (SELECT id FROM chats WHERE user_id = $1)")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            let ids: Vec<Uuid> = sqlx::query_scalar("DELETE FROM chats WHERE user_id = $1 RETURNING id")
+                .bind(user_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            Ok::<_, sqlx::Error>(ids)
+        })
+    }
+}

@@ -1,0 +1,150 @@
+use chrono::NaiveDateTime;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{in_transaction, on_pool};
+
+use super::Store;
+
+/// A row of `messages`.
+#[derive(Debug, Clone, sqlx::FromRow, PartialEq)]
+pub struct Message {
+    pub id: Uuid,
+    pub chat_id: Option<Uuid>,
+    pub role: String,
+    pub content: String,
+    pub thinking: Option<String>,
+    pub tool_calls: Option<Value>,
+    pub images: Option<Value>,
+    pub model_id: Option<Uuid>,
+    pub created_at: Option<NaiveDateTime>,
+    pub tokens_used: Option<i32>,
+    pub extended_metadata: Option<Value>,
+}
+
+/// A message to append to a chat.
+#[derive(Debug, Clone, Default)]
+pub struct NewMessage {
+    pub role: String,
+    pub content: String,
+    pub thinking: Option<String>,
+    pub tool_calls: Option<Value>,
+    pub images: Option<Value>,
+    pub model_id: Option<Uuid>,
+    pub tokens_used: i32,
+    pub extended_metadata: Option<Value>,
+}
+
+const MESSAGE_COLUMNS: &str =
+    "id, chat_id, role, content, thinking, tool_calls, images, model_id, created_at, tokens_used, extended_metadata";
+
+/// Moves the chat's `updated_at`, only when it belongs to the user: zero rows means "not yours".
+const TOUCH_USER_CHAT: &str = "UPDATE chats SET updated_at = $3 WHERE id = $1 AND user_id = $2";
+
+impl Store {
+    /// Appends a message to a chat of `user_id` and moves the chat's `updated_at`, in one
+    /// transaction. `Ok(None)` when the chat is missing or foreign.
+    pub async fn add_message(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        new: &NewMessage,
+        at: NaiveDateTime,
+    ) -> Result<Option<Message>, sqlx::Error> {
+        let insert = format!(
+            "INSERT INTO messages (id, chat_id, role, content, thinking, tool_calls, images, model_id, created_at, tokens_used, extended_metadata) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {MESSAGE_COLUMNS}"
+        );
+        in_transaction!(self, tx => {
+            // Write first: on SQLite this takes the write lock at once instead of upgrading later.
+            let touched = sqlx::query(TOUCH_USER_CHAT).bind(chat_id).bind(user_id).bind(at).execute(&mut *tx).await?;
+            if touched.rows_affected() == 0 {
+                return Ok(None);
+            }
+            let message = sqlx::query_as(&insert)
+                .bind(Uuid::new_v4())
+                .bind(chat_id)
+                .bind(&new.role)
+                .bind(&new.content)
+                .bind(&new.thinking)
+                .bind(&new.tool_calls)
+                .bind(&new.images)
+                .bind(new.model_id)
+                .bind(at)
+                .bind(new.tokens_used)
+                .bind(&new.extended_metadata)
+                .fetch_one(&mut *tx)
+                .await?;
+            Ok::<_, sqlx::Error>(Some(message))
+        })
+    }
+
+    /// The chat's messages, oldest first.
+    pub async fn chat_messages(&self, chat_id: Uuid) -> Result<Vec<Message>, sqlx::Error> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = $1 ORDER BY created_at, id");
+        on_pool!(self, pool => sqlx::query_as(&sql).bind(chat_id).fetch_all(pool).await)
+    }
+
+    pub async fn chat_message(&self, chat_id: Uuid, message_id: Uuid) -> Result<Option<Message>, sqlx::Error> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND chat_id = $2");
+        on_pool!(self, pool => sqlx::query_as(&sql).bind(message_id).bind(chat_id).fetch_optional(pool).await)
+    }
+
+    /// Writes a message's content and metadata, moving the chat's `updated_at`.
+    pub async fn edit_message(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        message_id: Uuid,
+        content: &str,
+        extended_metadata: Option<&Value>,
+        at: NaiveDateTime,
+    ) -> Result<Option<Message>, sqlx::Error> {
+        let update = format!(
+            "UPDATE messages SET content = $3, extended_metadata = $4 WHERE id = $1 AND chat_id = $2 RETURNING {MESSAGE_COLUMNS}"
+        );
+        in_transaction!(self, tx => {
+            let touched = sqlx::query(TOUCH_USER_CHAT).bind(chat_id).bind(user_id).bind(at).execute(&mut *tx).await?;
+            if touched.rows_affected() == 0 {
+                return Ok(None);
+            }
+            let message = sqlx::query_as(&update)
+                .bind(message_id)
+                .bind(chat_id)
+                .bind(content)
+                .bind(extended_metadata)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(message) = message else { return Ok(None) };
+            Ok::<_, sqlx::Error>(Some(message))
+        })
+    }
+
+    /// Deletes the given messages of a chat of `user_id`; returns the ids that were deleted
+    /// (ids of other chats or unknown ids are left alone). Moves the chat's `updated_at`.
+    pub async fn delete_messages(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        message_ids: &[Uuid],
+        at: NaiveDateTime,
+    ) -> Result<Option<Vec<Uuid>>, sqlx::Error> {
+        in_transaction!(self, tx => {
+            let touched = sqlx::query(TOUCH_USER_CHAT).bind(chat_id).bind(user_id).bind(at).execute(&mut *tx).await?;
+            if touched.rows_affected() == 0 {
+                return Ok(None);
+            }
+            let mut deleted = Vec::with_capacity(message_ids.len());
+            for id in message_ids {
+                let gone: Option<Uuid> = sqlx::query_scalar("DELETE FROM messages WHERE id = $1 AND chat_id = $2 RETURNING id")
+                    .bind(id)
+                    .bind(chat_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                deleted.extend(gone);
+            }
+            Ok::<_, sqlx::Error>(Some(deleted))
+        })
+    }
+}
+

@@ -1,0 +1,193 @@
+//! All SQL, grouped by table. One `Store` over two backends: PostgreSQL and embedded SQLite.
+//!
+//! Queries are written once: sqlx binds `$1` on both, every row type derives `FromRow` for both,
+//! and ids and timestamps are bound from Rust (no `now()` or `gen_random_uuid()` in SQL). The
+//! [`on_pool!`] macro expands one query body for each backend.
+
+pub mod adopt;
+pub mod chats;
+pub mod messages;
+pub mod models;
+pub mod settings;
+pub mod users;
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{NaiveDateTime, Timelike, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::config::DatabaseConfig;
+
+pub static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+pub static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Clone, Debug)]
+pub enum Pool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool (or any expression derived from it).
+/// The body is compiled once per backend, so it must be valid for both.
+#[macro_export]
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store.pool() {
+            $crate::store::Pool::Postgres($pool) => $body,
+            $crate::store::Pool::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` inside one transaction, with `$tx` a `&mut` connection of that transaction.
+/// Commits when `$body` returns `Ok`, rolls back (by drop) otherwise.
+#[macro_export]
+macro_rules! in_transaction {
+    ($store:expr, $tx:ident => $body:expr) => {
+        $crate::on_pool!($store, pool => async {
+            let mut transaction = pool.begin().await?;
+            let result = {
+                let $tx = &mut *transaction;
+                $body
+            };
+            match result {
+                Ok(value) => {
+                    transaction.commit().await?;
+                    Ok(value)
+                }
+                Err(err) => Err(err),
+            }
+        }
+        .await)
+    };
+}
+
+impl Store {
+    /// Connects, and creates the SQLite file (and its directory) when missing.
+    pub async fn connect(config: &DatabaseConfig, max_connections: u32) -> anyhow::Result<Self> {
+        let pool = match config {
+            DatabaseConfig::Postgres { url } => {
+                let options = PgConnectOptions::from_str(url.expose()).context("DATABASE_URL is not a valid PostgreSQL URL")?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .min_connections(1)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(options)
+                    .await
+                    .context("cannot connect to PostgreSQL")?;
+                Pool::Postgres(pool)
+            }
+            DatabaseConfig::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(options)
+                    .await
+                    .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
+                Pool::Sqlite(pool)
+            }
+        };
+        Ok(Store { pool })
+    }
+
+    pub fn from_pool(pool: Pool) -> Self {
+        Store { pool }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.pool {
+            Pool::Postgres(_) => "postgres",
+            Pool::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Brings the schema up to date under sqlx's migration lock. A PostgreSQL database made by
+    /// the original backend is adopted first (see [`adopt`]).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match &self.pool {
+            Pool::Postgres(pool) => {
+                adopt::adopt_original_schema(pool).await?;
+                POSTGRES_MIGRATIONS.run(pool).await.context("PostgreSQL migrations failed")?;
+            }
+            Pool::Sqlite(pool) => {
+                SQLITE_MIGRATIONS.run(pool).await.context("SQLite migrations failed")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Round-trip time of a trivial query.
+    pub async fn ping(&self) -> Result<Duration, sqlx::Error> {
+        let started = Instant::now();
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        Ok(started.elapsed())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// The current UTC time at the databases' precision (microseconds), so what is written and
+/// what is read back are equal on both backends.
+pub fn now() -> NaiveDateTime {
+    let now = Utc::now().naive_utc();
+    now.with_nanosecond(now.nanosecond() / 1_000 * 1_000).unwrap_or(now)
+}
+
+/// True when the database could not be reached (as opposed to a query that failed).
+pub fn is_connection_error(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
+/// Which unique rule a failed insert or update broke, on either backend.
+pub fn unique_violation(err: &sqlx::Error) -> Option<UniqueRule> {
+    let sqlx::Error::Database(db) = err else { return None };
+    if !db.is_unique_violation() {
+        return None;
+    }
+    // PostgreSQL names the constraint; SQLite names the columns or the index in its message.
+    let name = db.constraint().map(str::to_owned).unwrap_or_else(|| db.message().to_owned());
+    if name.contains("username") {
+        Some(UniqueRule::Username)
+    } else if name.contains("email") {
+        Some(UniqueRule::Email)
+    } else {
+        Some(UniqueRule::Other)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniqueRule {
+    Username,
+    Email,
+    Other,
+}

@@ -1,0 +1,647 @@
+//! Request validation at the edge, answered in the FastAPI/Pydantic 2 shape the SPA parses:
+//! `422 {"detail":[{"type","loc","msg","input","ctx"?}]}`.
+//!
+//! Request types implement [`FromFields`] by reading their fields through a [`Fields`] reader,
+//! which collects every problem (not only the first) like Pydantic does. Extractors turn bodies,
+//! forms, query strings and path segments into such readers.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// One entry of a 422 `detail` list.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ValidationIssue {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub loc: Vec<Value>,
+    pub msg: String,
+    pub input: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctx: Option<Value>,
+}
+
+/// What is wrong with one value, before it is placed at a location.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub kind: &'static str,
+    pub msg: String,
+    pub ctx: Option<Value>,
+}
+
+impl Problem {
+    pub fn new(kind: &'static str, msg: impl Into<String>) -> Self {
+        Self { kind, msg: msg.into(), ctx: None }
+    }
+    pub fn with_ctx(mut self, ctx: Value) -> Self {
+        self.ctx = Some(ctx);
+        self
+    }
+}
+
+/// A field that may be absent, explicitly null, or set: partial updates apply only what was sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Patch<T> {
+    #[default]
+    Absent,
+    Null,
+    Value(T),
+}
+
+impl<T> Patch<T> {
+    /// `None` when absent; `Some(None)` when null; `Some(Some(v))` when set.
+    pub fn into_update(self) -> Option<Option<T>> {
+        match self {
+            Patch::Absent => None,
+            Patch::Null => Some(None),
+            Patch::Value(v) => Some(Some(v)),
+        }
+    }
+    pub fn value(self) -> Option<T> {
+        match self {
+            Patch::Value(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the fields of one object at a location (`["body"]`, `["query"]`, `["body","messages",0]`).
+pub struct Fields<'a> {
+    loc: Vec<Value>,
+    whole: &'a Value,
+    empty: Map<String, Value>,
+    issues: Vec<ValidationIssue>,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(loc: Vec<Value>, whole: &'a Value) -> Self {
+        Self { loc, whole, empty: Map::new(), issues: Vec::new() }
+    }
+
+    fn object(&self) -> &Map<String, Value> {
+        self.whole.as_object().unwrap_or(&self.empty)
+    }
+
+    fn push(&mut self, name: &str, input: Value, problem: Problem) {
+        let mut loc = self.loc.clone();
+        loc.push(json!(name));
+        self.issues.push(ValidationIssue { kind: problem.kind, loc, msg: problem.msg, input, ctx: problem.ctx });
+    }
+
+    /// A field that must be present (and, unless the parser accepts it, not null).
+    pub fn required<T>(&mut self, name: &str, parse: impl FnOnce(&Value) -> Result<T, Problem>) -> Option<T> {
+        match self.object().get(name).cloned() {
+            None => {
+                let input = self.whole.clone();
+                self.push(name, input, Problem::new("missing", "Field required"));
+                None
+            }
+            Some(value) => self.check(name, value, parse),
+        }
+    }
+
+    /// A field that may be absent or null (both give `None`).
+    pub fn optional<T>(&mut self, name: &str, parse: impl FnOnce(&Value) -> Result<T, Problem>) -> Option<T> {
+        match self.object().get(name).cloned() {
+            None | Some(Value::Null) => None,
+            Some(value) => self.check(name, value, parse),
+        }
+    }
+
+    /// A field of a partial update: absent, null or a value. An invalid value is recorded and
+    /// reported as `Absent` (the whole request fails anyway).
+    pub fn patch<T>(&mut self, name: &str, parse: impl FnOnce(&Value) -> Result<T, Problem>) -> Patch<T> {
+        match self.object().get(name).cloned() {
+            None => Patch::Absent,
+            Some(Value::Null) => Patch::Null,
+            Some(value) => self.check(name, value, parse).map_or(Patch::Absent, Patch::Value),
+        }
+    }
+
+    /// A list of objects, each read by `item` at `loc + [name, index]`.
+    pub fn list_of<T>(
+        &mut self,
+        name: &str,
+        required: bool,
+        item: impl Fn(&mut Fields<'_>) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let value = match self.object().get(name).cloned() {
+            None if required => {
+                let input = self.whole.clone();
+                self.push(name, input, Problem::new("missing", "Field required"));
+                return None;
+            }
+            None | Some(Value::Null) if !required => return None,
+            None => return None,
+            Some(v) => v,
+        };
+        let Value::Array(items) = &value else {
+            self.push(name, value.clone(), Problem::new("list_type", "Input should be a valid list"));
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (index, element) in items.iter().enumerate() {
+            let mut loc = self.loc.clone();
+            loc.push(json!(name));
+            loc.push(json!(index));
+            if !element.is_object() {
+                self.issues.push(ValidationIssue {
+                    kind: "model_attributes_type",
+                    loc,
+                    msg: "Input should be a valid dictionary or object to extract fields from".into(),
+                    input: element.clone(),
+                    ctx: None,
+                });
+                ok = false;
+                continue;
+            }
+            let mut nested = Fields::new(loc, element);
+            let parsed = item(&mut nested);
+            ok &= nested.issues.is_empty();
+            self.issues.append(&mut nested.issues);
+            if let Some(p) = parsed {
+                out.push(p);
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn check<T>(&mut self, name: &str, value: Value, parse: impl FnOnce(&Value) -> Result<T, Problem>) -> Option<T> {
+        match parse(&value) {
+            Ok(v) => Some(v),
+            Err(problem) => {
+                self.push(name, value, problem);
+                None
+            }
+        }
+    }
+
+    /// Records a problem found by a cross-field check.
+    pub fn fail(&mut self, name: &str, input: Value, problem: Problem) {
+        self.push(name, input, problem);
+    }
+
+    pub fn into_issues(self) -> Vec<ValidationIssue> {
+        self.issues
+    }
+}
+
+/// A request type read from named fields.
+pub trait FromFields: Sized {
+    fn from_fields(fields: &mut Fields<'_>) -> Option<Self>;
+}
+
+fn finish<T: FromFields>(loc: Vec<Value>, whole: &Value) -> Result<T, ApiError> {
+    let mut fields = Fields::new(loc, whole);
+    let parsed = T::from_fields(&mut fields);
+    let issues = fields.into_issues();
+    match parsed {
+        Some(value) if issues.is_empty() => Ok(value),
+        _ if !issues.is_empty() => Err(ApiError::Validation(issues)),
+        _ => Err(ApiError::internal(anyhow::anyhow!("request type refused input without saying why"))),
+    }
+}
+
+// ---- value parsers ---------------------------------------------------------------------------
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// A string of `min..=max` characters (Unicode scalar values, as Python counts).
+pub fn string(min: usize, max: usize) -> impl Fn(&Value) -> Result<String, Problem> {
+    move |value| {
+        let Value::String(s) = value else {
+            return Err(Problem::new("string_type", "Input should be a valid string"));
+        };
+        let len = s.chars().count();
+        if len < min {
+            return Err(Problem::new("string_too_short", format!("String should have at least {}", plural(min, "character")))
+                .with_ctx(json!({ "min_length": min })));
+        }
+        if len > max {
+            return Err(Problem::new("string_too_long", format!("String should have at most {}", plural(max, "character")))
+                .with_ctx(json!({ "max_length": max })));
+        }
+        Ok(s.clone())
+    }
+}
+
+pub fn any_string(value: &Value) -> Result<String, Problem> {
+    string(0, usize::MAX)(value)
+}
+
+pub fn boolean(value: &Value) -> Result<bool, Problem> {
+    match value {
+        Value::Bool(b) => Ok(*b),
+        Value::Number(n) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => Ok(n.as_i64() == Some(1)),
+        Value::String(s) => parse_bool_str(s).ok_or_else(bool_parsing),
+        _ => Err(Problem::new("bool_type", "Input should be a valid boolean")),
+    }
+}
+
+fn bool_parsing() -> Problem {
+    Problem::new("bool_parsing", "Input should be a valid boolean, unable to interpret input")
+}
+
+/// Pydantic's accepted spellings of a boolean.
+fn parse_bool_str(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "y" | "on" | "t" => Some(true),
+        "false" | "0" | "no" | "n" | "off" | "f" => Some(false),
+        _ => None,
+    }
+}
+
+pub fn object(value: &Value) -> Result<Map<String, Value>, Problem> {
+    value.as_object().cloned().ok_or_else(|| Problem::new("dict_type", "Input should be a valid dictionary"))
+}
+
+pub fn any_json(value: &Value) -> Result<Value, Problem> {
+    Ok(value.clone())
+}
+
+pub fn integer(value: &Value) -> Result<i64, Problem> {
+    match value {
+        Value::Number(n) => n.as_i64().ok_or_else(|| {
+            Problem::new("int_from_float", "Input should be a valid integer, got a number with a fractional part")
+        }),
+        Value::String(s) => s.trim().parse().map_err(|_| {
+            Problem::new("int_parsing", "Input should be a valid integer, unable to parse string as an integer")
+        }),
+        _ => Err(Problem::new("int_type", "Input should be a valid integer")),
+    }
+}
+
+pub fn string_list(value: &Value) -> Result<Vec<String>, Problem> {
+    let Value::Array(items) = value else {
+        return Err(Problem::new("list_type", "Input should be a valid list"));
+    };
+    items
+        .iter()
+        .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| Problem::new("string_type", "Input should be a valid string")))
+        .collect()
+}
+
+pub fn uuid_any(value: &Value) -> Result<Uuid, Problem> {
+    let Value::String(s) = value else {
+        return Err(Problem::new("uuid_type", "UUID input should be a string, bytes or UUID object"));
+    };
+    parse_uuid(s)
+}
+
+pub fn uuid_v4(value: &Value) -> Result<Uuid, Problem> {
+    let id = uuid_any(value)?;
+    if id.get_version_num() != 4 {
+        return Err(Problem::new("uuid_version", "UUID version 4 expected").with_ctx(json!({ "expected_version": 4 })));
+    }
+    Ok(id)
+}
+
+/// Parses a UUID; failures are described in pydantic-core's words (it uses an older `uuid`
+/// crate whose messages the SPA shows).
+pub fn parse_uuid(s: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(s).map_err(|_| {
+        let reason = uuid_error_reason(s);
+        Problem::new("uuid_parsing", format!("Input should be a valid UUID, {reason}")).with_ctx(json!({ "error": reason }))
+    })
+}
+
+fn uuid_error_reason(s: &str) -> String {
+    let body = s.strip_prefix("urn:uuid:").unwrap_or(s);
+    let offset = s.len() - body.len();
+    if let Some((index, c)) = body.char_indices().find(|(_, c)| !(c.is_ascii_hexdigit() || *c == '-')) {
+        return format!(
+            "invalid character: expected an optional prefix of `urn:uuid:` followed by [0-9a-fA-F-], found `{c}` at {}",
+            offset + index + 1
+        );
+    }
+    if !body.contains('-') {
+        return format!("invalid length: expected length 32 for simple format, found {}", body.len());
+    }
+    let groups: Vec<&str> = body.split('-').collect();
+    if groups.len() != 5 {
+        return format!("invalid group count: expected 5, found {}", groups.len());
+    }
+    for (index, (group, expected)) in groups.iter().zip([8, 4, 4, 4, 12]).enumerate() {
+        if group.len() != expected {
+            return format!("invalid group length in group {index}: expected {expected}, found {}", group.len());
+        }
+    }
+    "invalid UUID".into()
+}
+
+/// One of a fixed set of strings.
+pub fn literal(allowed: &'static [&'static str]) -> impl Fn(&Value) -> Result<String, Problem> {
+    move |value| match value.as_str() {
+        Some(s) if allowed.contains(&s) => Ok(s.to_owned()),
+        _ => {
+            let expected = match allowed {
+                [] => String::new(),
+                [only] => format!("'{only}'"),
+                [init @ .., last] => {
+                    format!("{} or '{last}'", init.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(", "))
+                }
+            };
+            Err(Problem::new("literal_error", format!("Input should be {expected}")).with_ctx(json!({ "expected": expected })))
+        }
+    }
+}
+
+/// An e-mail address, normalised like `email-validator`: the domain is lower-cased.
+pub fn email(value: &Value) -> Result<String, Problem> {
+    let s = any_string(value)?;
+    let invalid = |reason: &str| {
+        Problem::new("value_error", format!("value is not a valid email address: {reason}"))
+            .with_ctx(json!({ "reason": reason }))
+    };
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return Err(invalid("An email address must have an @-sign."));
+    };
+    if local.is_empty() {
+        return Err(invalid("There must be something before the @-sign."));
+    }
+    if domain.is_empty() {
+        return Err(invalid("There must be something after the @-sign."));
+    }
+    if !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
+        return Err(invalid("The part after the @-sign is not valid. It should have a period."));
+    }
+    let normalised = format!("{local}@{}", domain.to_lowercase());
+    if normalised.len() > 255 || !email_address::EmailAddress::is_valid(&normalised) {
+        return Err(invalid("The email address is not valid."));
+    }
+    Ok(normalised)
+}
+
+/// A query-string integer within bounds.
+pub fn query_int(min: i64, max: Option<i64>) -> impl Fn(&Value) -> Result<i64, Problem> {
+    move |value| {
+        let n = integer(value)?;
+        if n < min {
+            return Err(Problem::new("greater_than_equal", format!("Input should be greater than or equal to {min}"))
+                .with_ctx(json!({ "ge": min })));
+        }
+        if let Some(max) = max {
+            if n > max {
+                return Err(Problem::new("less_than_equal", format!("Input should be less than or equal to {max}"))
+                    .with_ctx(json!({ "le": max })));
+            }
+        }
+        Ok(n)
+    }
+}
+
+// ---- extractors ------------------------------------------------------------------------------
+
+/// A JSON body read into `T`. A missing body, malformed JSON or a non-object answer 422.
+pub struct ValidJson<T>(pub T);
+
+/// Like [`ValidJson`] but an empty body gives `None` (endpoints whose body is optional).
+pub struct OptionalJson<T>(pub Option<T>);
+
+fn json_body(bytes: &Bytes) -> Result<Option<Value>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| json_invalid(e.valid_up_to(), "Invalid UTF-8 in request body"))?;
+    match serde_json::from_str::<Value>(text) {
+        Ok(value) => Ok(Some(value)),
+        // Python reports the offset where parsing stopped: past the end for a truncated body.
+        Err(err) if err.is_eof() => Err(json_invalid(text.chars().count(), &err.to_string())),
+        Err(err) => Err(json_invalid(char_offset(text, err.line(), err.column()), &err.to_string())),
+    }
+}
+
+fn char_offset(text: &str, line: usize, column: usize) -> usize {
+    let mut offset = 0;
+    for (i, l) in text.split('\n').enumerate() {
+        if i + 1 == line {
+            return offset + l.chars().take(column.saturating_sub(1)).count();
+        }
+        offset += l.chars().count() + 1;
+    }
+    offset
+}
+
+fn json_invalid(offset: usize, error: &str) -> ApiError {
+    ApiError::Validation(vec![ValidationIssue {
+        kind: "json_invalid",
+        loc: vec![json!("body"), json!(offset)],
+        msg: "JSON decode error".into(),
+        input: json!({}),
+        ctx: Some(json!({ "error": error })),
+    }])
+}
+
+fn body_from_value<T: FromFields>(value: &Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::Validation(vec![ValidationIssue {
+            kind: "model_attributes_type",
+            loc: vec![json!("body")],
+            msg: "Input should be a valid dictionary or object to extract fields from".into(),
+            input: value.clone(),
+            ctx: None,
+        }]));
+    }
+    finish(vec![json!("body")], value)
+}
+
+fn missing_body() -> ApiError {
+    ApiError::Validation(vec![ValidationIssue {
+        kind: "missing",
+        loc: vec![json!("body")],
+        msg: "Field required".into(),
+        input: Value::Null,
+        ctx: None,
+    }])
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest("Could not read the request body".into())
+        }
+    })
+}
+
+impl<S: Send + Sync, T: FromFields> FromRequest<S> for ValidJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, state).await?;
+        match json_body(&bytes)? {
+            None => Err(missing_body()),
+            Some(value) => body_from_value(&value).map(ValidJson),
+        }
+    }
+}
+
+impl<S: Send + Sync, T: FromFields> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, state).await?;
+        match json_body(&bytes)? {
+            None | Some(Value::Null) => Ok(OptionalJson(None)),
+            Some(value) => body_from_value(&value).map(|v| OptionalJson(Some(v))),
+        }
+    }
+}
+
+/// An `application/x-www-form-urlencoded` body read into `T`. Any other content type reads as
+/// an empty form (as FastAPI's form parsing does), so its fields are reported missing.
+pub struct ValidForm<T>(pub T);
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
+}
+
+impl<S: Send + Sync, T: FromFields> FromRequest<S> for ValidForm<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let form = is_form(req.headers());
+        let bytes = read_body(req, state).await?;
+        let mut map = Map::new();
+        if form {
+            for (key, value) in url::form_urlencoded::parse(&bytes) {
+                map.entry(key.into_owned()).or_insert(Value::String(value.into_owned()));
+            }
+        }
+        // FastAPI reports missing form fields with `input: null`, not the whole form.
+        let whole = if map.is_empty() { Value::Null } else { Value::Object(map) };
+        finish(vec![json!("body")], &whole).map(ValidForm)
+    }
+}
+
+/// Query parameters read into `T` (values arrive as strings).
+pub struct ValidQuery<T>(pub T);
+
+impl<S: Send + Sync, T: FromFields> FromRequestParts<S> for ValidQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let mut map = Map::new();
+        for (key, value) in url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes()) {
+            map.insert(key.into_owned(), Value::String(value.into_owned()));
+        }
+        finish(vec![json!("query")], &Value::Object(map)).map(ValidQuery)
+    }
+}
+
+/// Path parameters read into `T`; malformed ids answer 422 with `loc: ["path", name]`.
+pub struct ValidPath<T>(pub T);
+
+impl<S: Send + Sync, T: FromFields> FromRequestParts<S> for ValidPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("path parameters unavailable: {e}")))?;
+        let map: Map<String, Value> =
+            params.iter().map(|(k, v)| (k.to_owned(), Value::String(v.to_owned()))).collect();
+        finish(vec![json!("path")], &Value::Object(map)).map(ValidPath)
+    }
+}
+
+/// `{chat_id}` path segment.
+pub struct ChatPath {
+    pub chat_id: Uuid,
+}
+
+impl FromFields for ChatPath {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        Some(ChatPath { chat_id: f.required("chat_id", uuid_any)? })
+    }
+}
+
+/// `{chat_id}/messages/{message_id}` path segments.
+pub struct MessagePath {
+    pub chat_id: Uuid,
+    pub message_id: Uuid,
+}
+
+impl FromFields for MessagePath {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        let chat_id = f.required("chat_id", uuid_any);
+        let message_id = f.required("message_id", uuid_any);
+        Some(MessagePath { chat_id: chat_id?, message_id: message_id? })
+    }
+}
+
+/// `{user_id}` path segment.
+pub struct UserPath {
+    pub user_id: Uuid,
+}
+
+impl FromFields for UserPath {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        Some(UserPath { user_id: f.required("user_id", uuid_any)? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_messages_match_pydantic() {
+        let p = parse_uuid("not-a-uuid").unwrap_err();
+        assert_eq!(
+            p.msg,
+            "Input should be a valid UUID, invalid character: expected an optional prefix of `urn:uuid:` followed by [0-9a-fA-F-], found `n` at 1"
+        );
+        let p = parse_uuid("123").unwrap_err();
+        assert_eq!(p.msg, "Input should be a valid UUID, invalid length: expected length 32 for simple format, found 3");
+    }
+
+    #[test]
+    fn string_lengths_use_python_wording() {
+        assert_eq!(string(1, 100)(&json!("")).unwrap_err().msg, "String should have at least 1 character");
+        assert_eq!(string(4, 100)(&json!("ab")).unwrap_err().msg, "String should have at least 4 characters");
+        assert_eq!(string(0, 3)(&json!("abcd")).unwrap_err().msg, "String should have at most 3 characters");
+        assert!(string(1, 2)(&json!("ÜÜ")).is_ok());
+    }
+
+    #[test]
+    fn emails_are_checked_and_domain_lowercased() {
+        assert_eq!(email(&json!("Dave.Mixed@Example.COM")).unwrap(), "Dave.Mixed@example.com");
+        assert_eq!(
+            email(&json!("nope")).unwrap_err().msg,
+            "value is not a valid email address: An email address must have an @-sign."
+        );
+        assert!(email(&json!("a@b")).is_err());
+    }
+
+    #[test]
+    fn literal_lists_choices_like_pydantic() {
+        let p = literal(&["user", "assistant", "system", "tool"])(&json!("bot")).unwrap_err();
+        assert_eq!(p.msg, "Input should be 'user', 'assistant', 'system' or 'tool'");
+    }
+
+    #[test]
+    fn json_errors_point_at_the_character() {
+        let err = json_body(&Bytes::from_static(b"{\"username\": \"x\",")).unwrap_err();
+        let ApiError::Validation(issues) = err else { panic!() };
+        assert_eq!(issues[0].kind, "json_invalid");
+        assert_eq!(issues[0].loc, vec![json!("body"), json!(17)]);
+    }
+}

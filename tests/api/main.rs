@@ -1,0 +1,10 @@
+//! Black-box tests of the HTTP API: a real server on a random port, a database of its own
+//! per test (SQLite always, PostgreSQL when `TEST_DATABASE_URL` is set).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod accounts;
+mod health;
+mod settings;
+mod users;

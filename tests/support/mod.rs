@@ -1,0 +1,298 @@
+//! Test support: start the real server on a random port with its own database (SQLite
+//! always, PostgreSQL when `TEST_DATABASE_URL` is set) and an Ollama emulator, and talk HTTP.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use ollama_emulator::Emulator;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use rovertchat::config::Config;
+use rovertchat::store::{Pool, Store};
+use rovertchat::Application;
+use serde_json::{json, Value};
+use sqlx::Connection;
+
+pub const PASSWORD: &str = "Correct-horse-1";
+pub const ACCESS_SECRET: &str = "test-access-secret-0123456789abcdef0123456789";
+pub const REFRESH_SECRET: &str = "test-refresh-secret-0123456789abcdef012345678";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs one test body on SQLite and, when `TEST_DATABASE_URL` is set, on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let app = $crate::support::TestApp::spawn($crate::support::Backend::Sqlite).await;
+                super::$name(app).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(app) = $crate::support::TestApp::spawn_postgres().await {
+                    super::$name(app).await;
+                }
+            }
+        }
+    )*};
+}
+
+/// A PostgreSQL database made for one test and dropped after it.
+struct PgTestDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PgTestDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop cannot await; a short-lived runtime on another thread does the cleanup.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub fn pg_admin_url() -> Option<String> {
+    std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty())
+}
+
+/// Creates an empty database and returns its URL and guard.
+async fn create_pg_database() -> (String, PgTestDatabase) {
+    let admin_url = pg_admin_url().expect("TEST_DATABASE_URL is set");
+    let name = format!("rovertchat_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin_url).await.expect("TEST_DATABASE_URL must reach PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.expect("create test database");
+    let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
+    url.set_path(&name);
+    (url.to_string(), PgTestDatabase { admin_url, name })
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub backend: Backend,
+    pub store: Store,
+    pub emulator: Emulator,
+    pub client: reqwest::Client,
+    pub data_dir: tempfile::TempDir,
+    pub log_dir: std::path::PathBuf,
+    server: tokio::task::JoinHandle<()>,
+    _pg: Option<PgTestDatabase>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, Vec::new()).await
+    }
+
+    pub async fn spawn_postgres() -> Option<TestApp> {
+        if pg_admin_url().is_none() {
+            eprintln!("TEST_DATABASE_URL is not set: PostgreSQL variant not run");
+            return None;
+        }
+        Some(Self::spawn(Backend::Postgres).await)
+    }
+
+    /// Starts a server with extra configuration variables.
+    pub async fn spawn_with(backend: Backend, extra: Vec<(&str, String)>) -> TestApp {
+        let emulator = Emulator::start().await;
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let log_dir = data_dir.path().join("logs");
+        let mut vars: Vec<(String, String)> = vec![
+            ("HOST".into(), "127.0.0.1".into()),
+            ("PORT".into(), "0".into()),
+            ("DATA_DIR".into(), data_dir.path().join("data").display().to_string()),
+            ("LOG_DIR".into(), log_dir.display().to_string()),
+            ("JWT_SECRET_KEY".into(), ACCESS_SECRET.into()),
+            ("JWT_REFRESH_SECRET_KEY".into(), REFRESH_SECRET.into()),
+            ("OLLAMA_BASE_URL".into(), emulator.base_url()),
+            ("DATABASE_MAX_CONNECTIONS".into(), "5".into()),
+        ];
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let (url, guard) = create_pg_database().await;
+                vars.push(("DATABASE_URL".into(), url));
+                Some(guard)
+            }
+        };
+        vars.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        let config = Config::from_vars(vars).expect("test configuration is valid");
+        let app = Application::build(config).await.expect("server starts");
+        let address = format!("http://{}", app.local_addr());
+        let store = app.state().store.clone();
+        let server = tokio::spawn(async move {
+            app.run(std::future::pending()).await.expect("server runs");
+        });
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        TestApp { address, backend, store, emulator, client, data_dir, log_dir, server, _pg: pg }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{}", self.address, path)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> TestRequest<'_> {
+        TestRequest { app: self, builder: self.client.request(method, self.url(path)) }
+    }
+    pub fn get(&self, path: &str) -> TestRequest<'_> {
+        self.request(Method::GET, path)
+    }
+    pub fn post(&self, path: &str) -> TestRequest<'_> {
+        self.request(Method::POST, path)
+    }
+    pub fn put(&self, path: &str) -> TestRequest<'_> {
+        self.request(Method::PUT, path)
+    }
+    pub fn patch(&self, path: &str) -> TestRequest<'_> {
+        self.request(Method::PATCH, path)
+    }
+    pub fn delete(&self, path: &str) -> TestRequest<'_> {
+        self.request(Method::DELETE, path)
+    }
+
+    /// Registers an account (asserting 201) and returns its JSON.
+    pub async fn register(&self, username: &str) -> Value {
+        let response = self
+            .post("/auth/register")
+            .json(&json!({"username": username, "email": format!("{username}@example.com"), "password": PASSWORD}))
+            .send()
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "register {username}: {}", response.body);
+        response.body
+    }
+
+    /// Logs in (asserting 200) and returns the session.
+    pub async fn login(&self, username: &str, password: &str) -> Session {
+        let response = self.post("/auth/login").form(&[("username", username), ("password", password)]).send().await;
+        assert_eq!(response.status, StatusCode::OK, "login {username}: {}", response.body);
+        Session {
+            access_token: response.body["access_token"].as_str().unwrap().to_owned(),
+            refresh_token: response.body["refresh_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Registers and logs in.
+    pub async fn signed_up(&self, username: &str) -> (Value, Session) {
+        let user = self.register(username).await;
+        let session = self.login(username, PASSWORD).await;
+        (user, session)
+    }
+
+    /// Runs SQL against the test's database and returns one integer.
+    pub async fn count(&self, sql: &str) -> i64 {
+        rovertchat::on_pool!(self.store, pool => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await).expect(sql)
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.store.pool(), Pool::Postgres(_))
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+pub struct TestRequest<'a> {
+    app: &'a TestApp,
+    builder: reqwest::RequestBuilder,
+}
+
+impl<'a> TestRequest<'a> {
+    /// Authenticates with the access token as the SPA does: the `access_token` cookie.
+    pub fn session(self, session: &Session) -> Self {
+        self.cookie(&format!("access_token={}", session.access_token))
+    }
+    pub fn cookie(self, cookie: &str) -> Self {
+        self.header("cookie", cookie)
+    }
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+    pub fn header(self, name: &str, value: &str) -> Self {
+        Self { builder: self.builder.header(name, value), ..self }
+    }
+    pub fn json(self, body: &Value) -> Self {
+        Self { builder: self.builder.json(body), ..self }
+    }
+    pub fn form(self, form: &[(&str, &str)]) -> Self {
+        Self { builder: self.builder.form(form), ..self }
+    }
+    pub fn raw(self, content_type: &str, body: impl Into<reqwest::Body>) -> Self {
+        Self { builder: self.builder.header("content-type", content_type).body(body), ..self }
+    }
+    pub fn timeout(self, timeout: Duration) -> Self {
+        Self { builder: self.builder.timeout(timeout), ..self }
+    }
+    pub fn builder(self) -> reqwest::RequestBuilder {
+        self.builder
+    }
+
+    pub async fn send(self) -> TestResponse {
+        let _ = self.app;
+        let response = self.builder.send().await.expect("request reaches the server");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        TestResponse { status, headers, body }
+    }
+}
+
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl TestResponse {
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok())
+    }
+    /// Asserts the status and a `{"detail": "<message>"}` body.
+    #[track_caller]
+    pub fn assert_detail(&self, status: u16, detail: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(self.body, json!({ "detail": detail }));
+    }
+    /// Asserts a 422 whose issues have these `(type, loc)` pairs, in order.
+    #[track_caller]
+    pub fn assert_validation(&self, expected: &[(&str, Value)]) {
+        assert_eq!(self.status.as_u16(), 422, "body: {}", self.body);
+        let issues = self.body["detail"].as_array().expect("detail list");
+        let got: Vec<(String, Value)> =
+            issues.iter().map(|i| (i["type"].as_str().unwrap().to_owned(), i["loc"].clone())).collect();
+        let want: Vec<(String, Value)> = expected.iter().map(|(t, l)| (t.to_string(), l.clone())).collect();
+        assert_eq!(got, want, "body: {}", self.body);
+    }
+}
