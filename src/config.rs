@@ -92,6 +92,8 @@ pub struct Config {
     pub frontend_origins: Vec<String>,
     pub domain: Option<String>,
     pub ollama: OllamaConfig,
+    /// How long running generations may go on after a shutdown signal before they are stopped.
+    pub shutdown_grace: Duration,
 }
 
 const MIN_SECRET_BYTES: usize = 32;
@@ -205,7 +207,11 @@ impl Config {
             tags_cache_ttl: Duration::from_secs(vars.parse("OLLAMA_TAGS_CACHE_SECS", "a whole number of seconds")?.unwrap_or(300)),
         };
 
+        let shutdown_grace =
+            Duration::from_secs(vars.parse("SHUTDOWN_GRACE_SECS", "a whole number of seconds")?.unwrap_or(30));
+
         Ok(Config {
+            shutdown_grace,
             environment,
             host,
             port,

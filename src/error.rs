@@ -29,6 +29,8 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("not found: {0}")]
     NotFound(&'static str),
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
     #[error("bad request: {0}")]
     BadRequest(String),
     /// A problem with an upstream service (Ollama), with the status we answer.
@@ -60,6 +62,7 @@ impl ApiError {
             ApiError::InactiveUser | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotAdmin | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Upstream { status, .. } => *status,
             ApiError::DatabaseUnavailable(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -89,7 +92,9 @@ impl IntoResponse for ApiError {
             ApiError::InactiveUser => json!("Inactive user"),
             ApiError::NotAdmin => json!("Not an admin user"),
             ApiError::PayloadTooLarge => json!("Request body too large"),
-            ApiError::Forbidden(msg) | ApiError::NotFound(msg) | ApiError::Unavailable(msg) => json!(msg),
+            ApiError::Forbidden(msg) | ApiError::NotFound(msg) | ApiError::Conflict(msg) | ApiError::Unavailable(msg) => {
+                json!(msg)
+            }
             ApiError::BadRequest(msg) => json!(msg),
             ApiError::Upstream { detail, .. } => json!(detail),
             ApiError::DatabaseUnavailable(err) => {

@@ -29,6 +29,7 @@ use tower_http::normalize_path::NormalizePathLayer;
 use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
 use crate::ollama::OllamaClient;
+use crate::services::generation::Generations;
 use crate::state::AppState;
 use crate::store::Store;
 
@@ -44,9 +45,11 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let store = Store::connect(&config.database, config.database_max_connections).await?;
         store.migrate().await?;
+        let ollama = OllamaClient::new(&config.ollama)?;
         let state = AppState {
             tokens: Arc::new(TokenKeys::new(&config.jwt)),
-            ollama: OllamaClient::new(&config.ollama)?,
+            generations: Generations::new(store.clone(), ollama.clone()),
+            ollama,
             store,
             config: Arc::new(config),
         };
@@ -63,8 +66,19 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    /// Serves until `shutdown` completes; then stops accepting work, lets running generations
+    /// end within the grace period (then stops them, storing their partial answers), and
+    /// finishes in-flight requests.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let grace = self.state.config.shutdown_grace;
+        let generations = self.state.generations.clone();
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!(running = generations.running_count(), "shutting down");
+            // Generations end on their own schedule while the server drains connections:
+            // their streams are among the connections being drained.
+            tokio::spawn(async move { generations.shutdown(grace).await });
+        };
         let router = routes::router(self.state.clone());
         // Trailing slashes are the same route (the original answered a 307 redirect).
         let app = NormalizePathLayer::trim_trailing_slash().layer(router);
@@ -72,6 +86,7 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .context("server error")?;
+        self.state.generations.shutdown(grace).await;
         self.state.store.close().await;
         Ok(())
     }

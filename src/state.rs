@@ -3,6 +3,7 @@ use std::sync::Arc;
 use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
 use crate::ollama::OllamaClient;
+use crate::services::generation::Generations;
 use crate::store::Store;
 
 /// What every handler can reach. Cheap to clone.
@@ -12,4 +13,5 @@ pub struct AppState {
     pub store: Store,
     pub tokens: Arc<TokenKeys>,
     pub ollama: OllamaClient,
+    pub generations: Generations,
 }

@@ -50,7 +50,9 @@ fn prepare(shared: &Shared, body: &[u8]) -> Result<(Knobs, Job), ApiError> {
     let is_set = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
     let has_context = request.context.as_ref().is_some_and(|c| !c.is_empty());
     if raw && (is_set(&request.template) || is_set(&request.system) || has_context) {
-        return Err(ApiError::bad_request("raw mode does not support template, system, or context"));
+        return Err(ApiError::bad_request(
+            "raw mode does not support template, system, or context",
+        ));
     }
     let spec = validate::installed_model(shared, &model)?;
     validate::capability(&spec, &model, "completion", "generate")?;
@@ -65,12 +67,22 @@ fn prepare(shared: &Shared, body: &[u8]) -> Result<(Knobs, Job), ApiError> {
 
     let prompt = request.prompt.unwrap_or_default();
     let work = if prompt.is_empty() {
-        if keep_alive.unloads() { Work::Unload } else { Work::Load }
+        Work::empty_request(keep_alive)
     } else {
-        let reply = knobs.reply.clone().unwrap_or_else(|| format!("Echo: {prompt}"));
-        let thinking = (spec.has_capability("thinking") && think != Some(false)).then(|| thinking_text(&prompt));
+        let reply = knobs
+            .reply
+            .clone()
+            .unwrap_or_else(|| format!("Echo: {prompt}"));
+        let thinking = thinking_text(&spec, think, &prompt);
         let prompt_words = word_count(&prompt) + request.system.as_deref().map_or(0, word_count);
-        Work::Answer(Answer::compose(&reply, thinking.as_deref(), None, prompt_words, &knobs, options.num_predict))
+        Work::Answer(Answer::compose(
+            &reply,
+            thinking.as_deref(),
+            None,
+            prompt_words,
+            &knobs,
+            options.num_predict,
+        ))
     };
     let job = Job {
         flavor: Flavor::Generate { context: !raw },

@@ -57,7 +57,10 @@ async fn main() -> ExitCode {
     let emulator = match Emulator::try_start_with(config).await {
         Ok(emulator) => emulator,
         Err(error) => {
-            eprintln!("ollama-emulator: cannot listen on {}:{}: {error}", args.host, args.port);
+            eprintln!(
+                "ollama-emulator: cannot listen on {}:{}: {error}",
+                args.host, args.port
+            );
             return ExitCode::FAILURE;
         }
     };

@@ -38,7 +38,10 @@ pub(crate) fn with_default_tag(name: &str) -> String {
 pub(crate) fn key(name: &str) -> String {
     let lower = with_default_tag(name.trim()).to_lowercase();
     let short = lower.strip_prefix(DEFAULT_HOST).unwrap_or(&lower);
-    short.strip_prefix(DEFAULT_NAMESPACE).unwrap_or(short).to_string()
+    short
+        .strip_prefix(DEFAULT_NAMESPACE)
+        .unwrap_or(short)
+        .to_string()
 }
 
 #[cfg(test)]
@@ -56,7 +59,12 @@ mod tests {
 
     #[test]
     fn validates_names() {
-        for ok in ["llama3.2", "llama3.2:1b", "library/llama3.2:latest", "host:5000/ns/model:tag"] {
+        for ok in [
+            "llama3.2",
+            "llama3.2:1b",
+            "library/llama3.2:latest",
+            "host:5000/ns/model:tag",
+        ] {
             assert!(is_valid(ok), "{ok}");
         }
         for bad in ["", ":1b", "foo:", "a b", "foo:bar:baz", "/foo", "ns//foo"] {

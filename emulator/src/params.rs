@@ -96,14 +96,18 @@ fn parse_go_duration(input: &str) -> Result<f64, String> {
     }
     let mut total_seconds = 0.0;
     while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let number = &rest[..number_len];
         if number.is_empty() || number == "." || number.matches('.').count() > 1 {
             return Err(invalid());
         }
         let value: f64 = number.parse().map_err(|_| invalid())?;
         rest = &rest[number_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let scale = match unit {
@@ -114,11 +118,19 @@ fn parse_go_duration(input: &str) -> Result<f64, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            other => return Err(format!("time: unknown unit {other:?} in duration {input:?}")),
+            other => {
+                return Err(format!(
+                    "time: unknown unit {other:?} in duration {input:?}"
+                ))
+            }
         };
         total_seconds += value * scale;
     }
-    Ok(if negative { -total_seconds } else { total_seconds })
+    Ok(if negative {
+        -total_seconds
+    } else {
+        total_seconds
+    })
 }
 
 /// The model options the emulator acts on. All known options are type-checked like Ollama does.
@@ -131,11 +143,25 @@ pub(crate) struct ModelOptions {
 }
 
 const INTEGER_OPTIONS: &[&str] = &[
-    "num_keep", "seed", "num_predict", "top_k", "repeat_last_n", "num_ctx", "num_batch", "num_gpu",
-    "main_gpu", "num_thread", "draft_num_predict",
+    "num_keep",
+    "seed",
+    "num_predict",
+    "top_k",
+    "repeat_last_n",
+    "num_ctx",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "num_thread",
+    "draft_num_predict",
 ];
 const FLOAT_OPTIONS: &[&str] = &[
-    "temperature", "top_p", "min_p", "typical_p", "repeat_penalty", "presence_penalty",
+    "temperature",
+    "top_p",
+    "min_p",
+    "typical_p",
+    "repeat_penalty",
+    "presence_penalty",
     "frequency_penalty",
 ];
 const BOOL_OPTIONS: &[&str] = &["use_mmap", "numa", "low_vram", "vocab_only", "use_mlock"];
@@ -145,10 +171,13 @@ impl ModelOptions {
     /// Unknown keys and null values are ignored.
     pub fn parse(options: Option<&Map<String, Value>>) -> Result<Self, ApiError> {
         let mut parsed = ModelOptions::default();
-        let Some(options) = options else { return Ok(parsed) };
+        let Some(options) = options else {
+            return Ok(parsed);
+        };
         for (key, value) in options.iter().filter(|(_, v)| !v.is_null()) {
             let key = key.as_str();
-            let wrong = |kind: &str| ApiError::internal(format!("option {key:?} must be of {kind}"));
+            let wrong =
+                |kind: &str| ApiError::internal(format!("option {key:?} must be of {kind}"));
             if INTEGER_OPTIONS.contains(&key) {
                 let n = value.as_f64().ok_or_else(|| wrong("type integer"))? as i64;
                 match key {
@@ -183,9 +212,17 @@ mod tests {
         assert_eq!(parse_go_duration("1h30m"), Ok(5400.0));
         assert_eq!(parse_go_duration("-1m"), Ok(-60.0));
         assert_eq!(parse_go_duration("1.5s"), Ok(1.5));
-        assert_eq!(parse_go_duration("10"), Err("time: missing unit in duration \"10\"".into()));
-        assert_eq!(parse_go_duration("abc"), Err("time: invalid duration \"abc\"".into()));
-        assert!(parse_go_duration("3d").unwrap_err().starts_with("time: unknown unit \"d\""));
+        assert_eq!(
+            parse_go_duration("10"),
+            Err("time: missing unit in duration \"10\"".into())
+        );
+        assert_eq!(
+            parse_go_duration("abc"),
+            Err("time: invalid duration \"abc\"".into())
+        );
+        assert!(parse_go_duration("3d")
+            .unwrap_err()
+            .starts_with("time: unknown unit \"d\""));
     }
 
     #[test]
@@ -194,7 +231,10 @@ mod tests {
         assert!(KeepAlive::parse(Some(&json!(0))).unwrap().unloads());
         assert!(KeepAlive::parse(Some(&json!("0"))).unwrap().unloads());
         assert_eq!(KeepAlive::parse(Some(&json!(-1))), Ok(KeepAlive::Forever));
-        assert_eq!(KeepAlive::parse(Some(&json!("10m"))), Ok(KeepAlive::For(Duration::from_secs(600))));
+        assert_eq!(
+            KeepAlive::parse(Some(&json!("10m"))),
+            Ok(KeepAlive::For(Duration::from_secs(600)))
+        );
         assert!(KeepAlive::parse(Some(&json!(true))).is_err());
     }
 
@@ -214,7 +254,10 @@ mod tests {
         assert_eq!(parsed.num_predict, Some(3));
         let bad = json!({"temperature": "hot"});
         let err = ModelOptions::parse(bad.as_object()).unwrap_err();
-        assert_eq!(err.message, "option \"temperature\" must be of type float32");
+        assert_eq!(
+            err.message,
+            "option \"temperature\" must be of type float32"
+        );
         assert_eq!(err.status.as_u16(), 500);
     }
 }

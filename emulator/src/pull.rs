@@ -54,7 +54,12 @@ fn is_zero(value: &u64) -> bool {
 
 impl Progress {
     fn status(status: &str) -> Self {
-        Progress { status: status.to_string(), digest: String::new(), total: 0, completed: 0 }
+        Progress {
+            status: status.to_string(),
+            digest: String::new(),
+            total: 0,
+            completed: 0,
+        }
     }
 
     fn layer(digest: &str, total: u64, completed: u64) -> Self {
@@ -77,7 +82,10 @@ struct PullPlan {
 impl PullPlan {
     fn new(shared: &Shared, name: &str) -> Self {
         let Some(spec) = shared.pullable(name) else {
-            return PullPlan { spec: None, lines: vec![Progress::status("pulling manifest")] };
+            return PullPlan {
+                spec: None,
+                lines: vec![Progress::status("pulling manifest")],
+            };
         };
         let on_disk = shared.installed(name).is_some();
         let mut lines = vec![Progress::status("pulling manifest")];
@@ -90,8 +98,13 @@ impl PullPlan {
                 lines.extend((1..=steps).map(|k| Progress::layer(&digest, size, size * k / steps)));
             }
         }
-        lines.extend(["verifying sha256 digest", "writing manifest", "success"].map(Progress::status));
-        PullPlan { spec: Some(spec), lines }
+        lines.extend(
+            ["verifying sha256 digest", "writing manifest", "success"].map(Progress::status),
+        );
+        PullPlan {
+            spec: Some(spec),
+            lines,
+        }
     }
 }
 
@@ -117,7 +130,11 @@ pub(crate) async fn pull(State(shared): State<Arc<Shared>>, body: Bytes) -> Resp
         Ok(request) => request,
         Err(error) => return error.into_response(),
     };
-    let name = request.model.filter(|m| !m.is_empty()).or(request.name).unwrap_or_default();
+    let name = request
+        .model
+        .filter(|m| !m.is_empty())
+        .or(request.name)
+        .unwrap_or_default();
     if !names::is_valid(&name) {
         return ApiError::bad_request("invalid model name").into_response();
     }

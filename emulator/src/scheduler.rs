@@ -42,8 +42,13 @@ impl LoadedModel {
 /// The loaded models for `/api/ps`, latest `expires_at` first.
 pub(crate) fn loaded_models(shared: &Shared) -> Vec<LoadedModel> {
     let now = Instant::now();
-    let mut models: Vec<LoadedModel> =
-        shared.lock().loaded.iter().filter(|m| !m.expired(now)).cloned().collect();
+    let mut models: Vec<LoadedModel> = shared
+        .lock()
+        .loaded
+        .iter()
+        .filter(|m| !m.expired(now))
+        .cloned()
+        .collect();
     models.sort_by_key(|m| std::cmp::Reverse(m.expires_at));
     models
 }
@@ -93,12 +98,23 @@ pub(crate) async fn load(
         }
     };
     let cold = ready_at > started || new_load.is_some();
-    let pending = new_load.map(|load_id| PendingLoad { shared, key: key.clone(), load_id });
+    let pending = new_load.map(|load_id| PendingLoad {
+        shared,
+        key: key.clone(),
+        load_id,
+    });
     tokio::time::sleep_until(ready_at.into()).await;
     // The load is complete, so dropping the guard no longer undoes anything.
     drop(pending);
     set_keep_alive(shared, &key, keep_alive, num_ctx);
-    LoadOutcome { cold, waited: if cold { started.elapsed() } else { Duration::ZERO } }
+    LoadOutcome {
+        cold,
+        waited: if cold {
+            started.elapsed()
+        } else {
+            Duration::ZERO
+        },
+    }
 }
 
 /// Undoes a load whose request was dropped before the load finished (a no-op once it did).
@@ -111,13 +127,18 @@ struct PendingLoad<'a> {
 impl Drop for PendingLoad<'_> {
     fn drop(&mut self) {
         let now = Instant::now();
-        self.shared.lock().loaded.retain(|m| !(m.key == self.key && m.load_id == self.load_id && m.ready_at > now));
+        self.shared
+            .lock()
+            .loaded
+            .retain(|m| !(m.key == self.key && m.load_id == self.load_id && m.ready_at > now));
     }
 }
 
 fn set_keep_alive(shared: &Shared, key: &str, keep_alive: KeepAlive, num_ctx: Option<u64>) {
     let mut inner = shared.lock();
-    let Some(model) = inner.loaded.iter_mut().find(|m| m.key == key) else { return };
+    let Some(model) = inner.loaded.iter_mut().find(|m| m.key == key) else {
+        return;
+    };
     if let Some(ctx) = num_ctx {
         model.context_length = ctx;
     }
@@ -170,9 +191,17 @@ impl Drop for QueueTicket {
 
 /// Waits silently for a generation slot when `knobs.parallel` is set (`Ok(None)` when it is
 /// not); 503 when the queue is full.
-pub(crate) async fn acquire_slot(shared: &Arc<Shared>, knobs: &Knobs) -> Result<Option<Slot>, ApiError> {
-    let Some(limit) = knobs.parallel.map(|n| n.max(1)) else { return Ok(None) };
-    let mut ticket = QueueTicket { shared: shared.clone(), queued: false };
+pub(crate) async fn acquire_slot(
+    shared: &Arc<Shared>,
+    knobs: &Knobs,
+) -> Result<Option<Slot>, ApiError> {
+    let Some(limit) = knobs.parallel.map(|n| n.max(1)) else {
+        return Ok(None);
+    };
+    let mut ticket = QueueTicket {
+        shared: shared.clone(),
+        queued: false,
+    };
     loop {
         let released = shared.slot_released.notified();
         tokio::pin!(released);
@@ -185,11 +214,16 @@ pub(crate) async fn acquire_slot(shared: &Arc<Shared>, knobs: &Knobs) -> Result<
                     inner.queued -= 1;
                     ticket.queued = false;
                 }
-                return Ok(Some(Slot { shared: shared.clone() }));
+                return Ok(Some(Slot {
+                    shared: shared.clone(),
+                }));
             }
             if !ticket.queued {
                 if knobs.max_queue.is_some_and(|max| inner.queued >= max) {
-                    return Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, SERVER_BUSY));
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        SERVER_BUSY,
+                    ));
                 }
                 inner.queued += 1;
                 ticket.queued = true;

@@ -25,7 +25,10 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into() }
+        ApiError {
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -54,7 +57,12 @@ struct ErrorBody<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        json_response(self.status, &ErrorBody { error: &self.message })
+        json_response(
+            self.status,
+            &ErrorBody {
+                error: &self.message,
+            },
+        )
     }
 }
 
@@ -82,10 +90,16 @@ pub(crate) fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Resp
 }
 
 /// A response with the given status, content type and body.
-pub(crate) fn with_content_type(status: StatusCode, content_type: &'static str, body: Body) -> Response {
+pub(crate) fn with_content_type(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Body,
+) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -98,7 +112,11 @@ pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let value = if value.is_null() { Value::Object(Default::default()) } else { value };
+    let value = if value.is_null() {
+        Value::Object(Default::default())
+    } else {
+        value
+    };
     serde_json::from_value(value).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
@@ -156,10 +174,22 @@ mod tests {
             #[allow(dead_code)]
             model: Option<String>,
         }
-        assert_eq!(parse_body::<Req>(b"").unwrap_err().message, "missing request body");
-        assert_eq!(parse_body::<Req>(b"  \n").unwrap_err().message, "missing request body");
-        assert_eq!(parse_body::<Req>(b"{").unwrap_err().status, StatusCode::BAD_REQUEST);
-        assert_eq!(parse_body::<Req>(b"{\"model\":1}").unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            parse_body::<Req>(b"").unwrap_err().message,
+            "missing request body"
+        );
+        assert_eq!(
+            parse_body::<Req>(b"  \n").unwrap_err().message,
+            "missing request body"
+        );
+        assert_eq!(
+            parse_body::<Req>(b"{").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            parse_body::<Req>(b"{\"model\":1}").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
         assert!(parse_body::<Req>(b"null").is_ok());
     }
 }

@@ -1,7 +1,253 @@
-use axum::Router;
+//! `/chats/*` (and the seed README's `/chat/conversations` aliases): conversations, messages,
+//! streamed completions, stop and re-attach.
 
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use futures_util::{stream, Stream, StreamExt};
+use serde_json::{json, Value};
+
+use crate::auth::CurrentUser;
+use crate::error::{ApiError, ApiResult};
+use crate::schemas::chats::{
+    BulkDelete, BulkDeleted, ChatCreate, ChatListQuery, ChatListResponse, ChatResponse, ChatUpdate, ChatWithMessages, CompletionRequest,
+    MessageCreate, MessageDeleted, MessageResponse, MessageUpdate, ModelCatalog, SuccessMessage,
+};
+use crate::services::chats;
+use crate::services::generation::{EndStatus, Ending, Generation, GenerationEvent, GenerationWatcher};
 use crate::state::AppState;
+use crate::validation::{ChatPath, MessagePath, OptionalJson, ValidJson, ValidPath, ValidQuery};
+
+/// Comments sent while the model loads, so proxies and browsers keep the stream open.
+const HEARTBEAT: Duration = Duration::from_secs(15);
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/chats/my", get(list_chats).post(create_chat).delete(delete_all_chats))
+        .route("/chats/models", get(model_catalog))
+        .route("/chats/chat/{chat_id}", get(get_chat).patch(update_chat).delete(delete_chat))
+        .route("/chats/{chat_id}/messages", post(add_message))
+        .route("/chats/{chat_id}/messages/bulk", delete(delete_messages))
+        .route("/chats/{chat_id}/messages/{message_id}", get(get_message).patch(edit_message).delete(delete_message))
+        .route("/chats/{chat_id}/completions", post(completions))
+        .route("/chats/{chat_id}/stop", post(stop))
+        .route("/chats/{chat_id}/generation", get(reattach))
+        // The seed README's routes, served by the same handlers.
+        .route("/chat/conversations", get(list_chats).post(create_chat))
+        .route("/chat/conversations/{chat_id}", delete(delete_chat))
+        .route("/chat/conversations/{chat_id}/messages", get(get_chat).post(add_message))
+}
+
+async fn list_chats(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ValidQuery(query): ValidQuery<ChatListQuery>,
+) -> ApiResult<Json<ChatListResponse>> {
+    let page = chats::list(&state.store, &user, &query).await?;
+    Ok(Json(ChatListResponse {
+        total: page.total,
+        chats: page.chats.into_iter().map(ChatResponse::from).collect(),
+        skip: query.skip,
+        limit: query.limit,
+    }))
+}
+
+async fn create_chat(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    OptionalJson(request): OptionalJson<ChatCreate>,
+) -> ApiResult<(StatusCode, Json<ChatResponse>)> {
+    let chat = chats::create(&state.store, &user, request.unwrap_or_default()).await?;
+    Ok((StatusCode::CREATED, Json(chat.into())))
+}
+
+async fn delete_all_chats(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> ApiResult<Json<SuccessMessage>> {
+    chats::delete_all(&state.store, &state.generations, &user).await?;
+    Ok(Json(SuccessMessage { success: true, message: "All chats deleted".into() }))
+}
+
+async fn model_catalog(State(state): State<AppState>, CurrentUser(_user): CurrentUser) -> ApiResult<Json<ModelCatalog>> {
+    let models = state.store.active_models().await?;
+    let providers = state.store.active_providers().await?;
+    Ok(Json(ModelCatalog {
+        models: models.into_iter().map(Into::into).collect(),
+        providers: providers.into_iter().map(Into::into).collect(),
+    }))
+}
+
+async fn get_chat(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ValidPath(path): ValidPath<ChatPath>,
+) -> ApiResult<Json<ChatWithMessages>> {
+    let (chat, messages) = chats::with_messages(&state.store, &user, path.chat_id).await?;
+    Ok(Json(ChatWithMessages { chat: chat.into(), messages: messages.into_iter().map(MessageResponse::from).collect() }))
+}
+
+async fn update_chat(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ValidPath(path): ValidPath<ChatPath>,
+    ValidJson(update): ValidJson<ChatUpdate>,
+) -> ApiResult<Json<ChatResponse>> {
+    Ok(Json(chats::update(&state.store, &user, path.chat_id, update).await?.into()))
+}
+
+async fn delete_chat(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ValidPath(path): ValidPath<ChatPath>,
+) -> ApiResult<Json<SuccessMessage>> {
+    chats::delete(&state.store, &state.generations, &user, path.chat_id).await?;
+    Ok(Json(SuccessMessage { success: true, message: "Chat and all messages deleted".into() }))
+}
+
+async fn add_message(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ValidPath(path): ValidPath<ChatPath>,
+    ValidJson(request): ValidJson<MessageCreate>,
+) -> ApiResult<Json<MessageResponse>> {
+    Ok(Json(chats::add_message(&state.store, &user, path.chat_id, request).await?.into()))
+}
+
+async fn get_message(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ValidPath(path): ValidPath<MessagePath>,
+) -> ApiResult<Json<MessageResponse>> {
+    Ok(Json(chats::message(&state.store, &user, path.chat_id, path.message_id).await?.into()))
+}
+
+async fn edit_message(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ValidPath(path): ValidPath<MessagePath>,
+    ValidJson(update): ValidJson<MessageUpdate>,
+) -> ApiResult<Json<MessageResponse>> {
+    Ok(Json(chats::edit_message(&state.store, &user, path.chat_id, path.message_id, update).await?.into()))
+}
+
+async fn delete_message(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ValidPath(path): ValidPath<MessagePath>,
+) -> ApiResult<Json<MessageDeleted>> {
+    chats::delete_message(&state.store, &user, path.chat_id, path.message_id).await?;
+    Ok(Json(MessageDeleted { success: true, message: "Message deleted successfully", deleted_message_id: path.message_id }))
+}
+
+async fn delete_messages(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ValidPath(path): ValidPath<ChatPath>,
+    ValidJson(request): ValidJson<BulkDelete>,
+) -> ApiResult<Json<BulkDeleted>> {
+    Ok(Json(chats::delete_messages(&state.store, &user, path.chat_id, request).await?))
+}
+
+/// Stores the user message and streams the answer as server-sent events.
+async fn completions(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ValidPath(path): ValidPath<ChatPath>,
+    ValidJson(request): ValidJson<CompletionRequest>,
+) -> ApiResult<Response> {
+    let (generation, _user_message) = chats::start_completion(&state.store, &state.generations, &user, path.chat_id, request).await?;
+    Ok(event_stream(generation.watch()))
+}
+
+/// Stops the chat's running generation; answers once its partial answer is stored.
+async fn stop(State(state): State<AppState>, CurrentUser(user): CurrentUser, ValidPath(path): ValidPath<ChatPath>) -> ApiResult<Json<Value>> {
+    chats::user_chat(&state.store, &user, path.chat_id).await?;
+    let generation = state
+        .generations
+        .stop(user.id, path.chat_id)
+        .ok_or(ApiError::NotFound("No reply is being generated for this chat"))?;
+    let ending = generation.watch().ending().await;
+    Ok(Json(ending_payload(&generation, &ending)))
+}
+
+/// Re-attaches to a running generation: everything produced so far, then the rest.
+async fn reattach(State(state): State<AppState>, CurrentUser(user): CurrentUser, ValidPath(path): ValidPath<ChatPath>) -> ApiResult<Response> {
+    chats::user_chat(&state.store, &user, path.chat_id).await?;
+    let generation = state
+        .generations
+        .running(user.id, path.chat_id)
+        .ok_or(ApiError::NotFound("No reply is being generated for this chat"))?;
+    Ok(event_stream(generation.watch()))
+}
+
+/// `start`, then `delta` events (`{"content"}` or `{"thinking"}`), `tool_calls`, and finally
+/// `done` (completed or stopped) or `error` (failed; the partial answer is stored).
+fn event_stream(watcher: GenerationWatcher) -> Response {
+    let generation = watcher.generation().clone();
+    let start = Event::default().event("start").data(
+        json!({
+            "generation_id": generation.id,
+            "chat_id": generation.chat_id,
+            "user_message_id": generation.user_message_id,
+            "model": generation.model,
+        })
+        .to_string(),
+    );
+    let events = stream::unfold(Some(watcher), |watcher| async move {
+        let mut watcher = watcher?;
+        let event = watcher.next().await?;
+        let generation = watcher.generation().clone();
+        Some((sse_events(&generation, event), Some(watcher)))
+    })
+    .flat_map(stream::iter);
+    let all = stream::once(async move { start }).chain(events).map(Ok::<_, Infallible>);
+    sse_response(all)
+}
+
+fn sse_response(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
+    let mut response = Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("keep-alive")).into_response();
+    let headers = response.headers_mut();
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn sse_events(generation: &Generation, event: GenerationEvent) -> Vec<Event> {
+    match event {
+        GenerationEvent::Chunk(chunk) => {
+            let mut events = Vec::new();
+            if let Some(thinking) = chunk.message.thinking.filter(|t| !t.is_empty()) {
+                events.push(Event::default().event("delta").data(json!({ "thinking": thinking }).to_string()));
+            }
+            if !chunk.message.content.is_empty() {
+                events.push(Event::default().event("delta").data(json!({ "content": chunk.message.content }).to_string()));
+            }
+            if let Some(calls) = chunk.message.tool_calls {
+                events.push(Event::default().event("tool_calls").data(json!({ "tool_calls": calls }).to_string()));
+            }
+            events
+        }
+        GenerationEvent::End(ending) => {
+            let name = if ending.status == EndStatus::Failed { "error" } else { "done" };
+            vec![Event::default().event(name).data(ending_payload(generation, &ending).to_string())]
+        }
+    }
+}
+
+/// How the end of a generation is reported: status, the stored answer and the chat's title.
+pub fn ending_payload(generation: &Generation, ending: &Ending) -> Value {
+    let mut payload = json!({
+        "generation_id": generation.id,
+        "status": ending.status.as_str(),
+        "message": ending.message.clone().map(MessageResponse::from),
+        "chat": { "id": generation.chat_id, "title": ending.chat_title },
+    });
+    if let Some(err) = &ending.error {
+        payload["detail"] = json!(err.to_string());
+    }
+    payload
 }

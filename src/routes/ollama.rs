@@ -1,7 +1,182 @@
-use axum::Router;
+//! `/ollama/*`: models (list, show, pull, delete) and the SPA's chat call.
 
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use futures_util::{stream, StreamExt};
+use serde_json::{json, Value};
+
+use crate::auth::{AdminUser, CurrentUser};
+use crate::error::{ApiError, ApiResult};
+use crate::ollama::OllamaError;
+use crate::schemas::chats::{ModelName, OllamaChatRequest};
+use crate::schemas::Message;
+use crate::services::chats;
+use crate::services::generation::{EndStatus, Ending, Generation, GenerationEvent};
 use crate::state::AppState;
+use crate::validation::ValidJson;
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/ollama/version", get(version))
+        .route("/ollama/tags", get(tags))
+        .route("/ollama/show", post(show))
+        .route("/ollama/pull", post(pull))
+        .route("/ollama/delete", delete(delete_model))
+        .route("/ollama/cache/clear", post(clear_cache))
+        .route("/ollama/chat", post(chat))
+}
+
+async fn version(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    Ok(Json(state.ollama.version().await?))
+}
+
+async fn tags(State(state): State<AppState>, CurrentUser(_user): CurrentUser) -> ApiResult<Json<Value>> {
+    Ok(Json(state.ollama.tags().await?))
+}
+
+async fn show(State(state): State<AppState>, CurrentUser(_user): CurrentUser, ValidJson(request): ValidJson<ModelName>) -> ApiResult<Json<Value>> {
+    Ok(Json(state.ollama.show(&request.model).await?))
+}
+
+/// A pull that ends in an error line is a failure (the original answered 200).
+fn pull_error(err: OllamaError) -> ApiError {
+    match &err {
+        OllamaError::Upstream { message, .. } if message.contains("file does not exist") => {
+            ApiError::Upstream { status: StatusCode::NOT_FOUND, detail: message.clone() }
+        }
+        _ => err.into(),
+    }
+}
+
+/// Without `stream`: waits for the pull and answers Ollama's progress lines as one string (as
+/// the original). With `"stream": true`: passes the NDJSON progress through as it arrives.
+async fn pull(State(state): State<AppState>, AdminUser(admin): AdminUser, ValidJson(request): ValidJson<ModelName>) -> ApiResult<Response> {
+    tracing::info!(admin_id = %admin.id, model = %request.model, "admin pulls a model");
+    let progress = state.ollama.pull(&request.model).await.map_err(pull_error)?;
+    if request.stream {
+        let lines = progress.map(|line| {
+            let value = line.unwrap_or_else(|err| json!({ "error": err.to_string() }));
+            Ok::<_, std::convert::Infallible>(format!("{value}\n"))
+        });
+        return Ok(ndjson_response(Body::from_stream(lines)));
+    }
+    let mut text = String::new();
+    futures_util::pin_mut!(progress);
+    while let Some(line) = progress.next().await {
+        text.push_str(&line.map_err(pull_error)?.to_string());
+        text.push('\n');
+    }
+    Ok(Json(Value::String(text)).into_response())
+}
+
+async fn delete_model(State(state): State<AppState>, AdminUser(admin): AdminUser, ValidJson(request): ValidJson<ModelName>) -> ApiResult<Json<Message>> {
+    state.ollama.delete(&request.model).await?;
+    tracing::info!(admin_id = %admin.id, model = %request.model, "admin deleted a model");
+    Ok(Json(Message { message: "Model deleted successfully" }))
+}
+
+async fn clear_cache(State(state): State<AppState>, AdminUser(_admin): AdminUser) -> Json<Message> {
+    state.ollama.clear_cache().await;
+    Json(Message { message: "Model cache cleared successfully" })
+}
+
+/// The SPA's chat call. The answer is produced by a server-owned generation: a client that
+/// gives up waiting does not cancel it, and it is stored either way.
+async fn chat(State(state): State<AppState>, CurrentUser(user): CurrentUser, ValidJson(request): ValidJson<OllamaChatRequest>) -> ApiResult<Response> {
+    let stream = request.stream;
+    let generation = chats::start_ollama_chat(&state.store, &state.generations, &user, request).await?;
+    let mut watcher = generation.watch();
+    if !stream {
+        let ending = watcher.ending().await;
+        return answer_as_one_object(&generation, &ending);
+    }
+    // Like Ollama, hold the status line until the first chunk, so a refusal is a real error.
+    let first = watcher.next().await;
+    if let Some(GenerationEvent::End(ending)) = &first {
+        if !ending.produced_anything && ending.status == EndStatus::Failed {
+            return Err(failure(ending));
+        }
+    }
+    let lines = stream::unfold((first, Some(watcher)), move |(pending, watcher)| {
+        let generation = generation.clone();
+        async move {
+            let mut watcher = watcher?;
+            let event = match pending {
+                Some(event) => event,
+                None => watcher.next().await?,
+            };
+            let done = matches!(event, GenerationEvent::End(_));
+            let line = ndjson_line(&generation, event);
+            Some((line, (None, (!done).then_some(watcher))))
+        }
+    })
+    .filter_map(|line| async move { line })
+    .map(Ok::<_, std::convert::Infallible>);
+    Ok(ndjson_response(Body::from_stream(lines)))
+}
+
+fn ndjson_response(body: Body) -> Response {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Chunks go out in Ollama's shape; the last line is Ollama's final chunk plus `id` and
+/// `chat`, or `{"error": ...}` after a failure.
+fn ndjson_line(generation: &Generation, event: GenerationEvent) -> Option<String> {
+    let value = match event {
+        GenerationEvent::Chunk(chunk) if chunk.done => return None, // sent with `id` and `chat` at the end
+        GenerationEvent::Chunk(chunk) => serde_json::to_value(chunk).unwrap_or_default(),
+        GenerationEvent::End(ending) => match ending.status {
+            EndStatus::Failed => json!({ "error": ending.error.as_ref().map(|e| e.to_string()) }),
+            _ => final_object(generation, &ending, false),
+        },
+    };
+    Some(format!("{value}\n"))
+}
+
+fn failure(ending: &Ending) -> ApiError {
+    ending
+        .error
+        .clone()
+        .map(ApiError::from)
+        .unwrap_or_else(|| ApiError::internal(anyhow::anyhow!("generation failed without an error")))
+}
+
+fn answer_as_one_object(generation: &Generation, ending: &Ending) -> ApiResult<Response> {
+    if ending.status == EndStatus::Failed {
+        // The partial answer (if any) is stored; the client is told it failed.
+        return Err(failure(ending));
+    }
+    Ok(Json(final_object(generation, ending, true)).into_response())
+}
+
+/// Ollama's final answer object (joined message and counters) plus our `id` and `chat`.
+fn final_object(generation: &Generation, ending: &Ending, with_message: bool) -> Value {
+    let mut object = match &ending.final_chunk {
+        Some(chunk) => serde_json::to_value(chunk).unwrap_or_default(),
+        None => json!({ "model": generation.model, "created_at": chrono::Utc::now().to_rfc3339(), "message": {"role": "assistant", "content": ""}, "done_reason": "stopped", "done": true }),
+    };
+    if let Some(message) = &ending.message {
+        if with_message {
+            let mut joined = json!({ "role": "assistant", "content": message.content });
+            if let Some(thinking) = &message.thinking {
+                joined["thinking"] = json!(thinking);
+            }
+            if let Some(calls) = &message.tool_calls {
+                joined["tool_calls"] = calls.clone();
+            }
+            object["message"] = joined;
+        }
+    }
+    object["id"] = json!(ending.message.as_ref().map(|m| m.id));
+    object["chat"] = json!({ "id": generation.chat_id, "title": ending.chat_title });
+    object
 }

@@ -1,1 +1,358 @@
-//! Chats and messages on the wire.
+//! Chats, messages and model chat requests on the wire.
+
+use chrono::NaiveDateTime;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::serialize_utc;
+use crate::store::chats::{Chat, DEFAULT_CHAT_TITLE};
+use crate::store::messages::Message;
+use crate::store::models::{ModelRecord, ProviderRecord};
+use crate::validation::{any_json, any_string, boolean, literal, object, query_int, string, string_list, uuid_any, FromFields, Fields, Patch, Problem};
+
+pub const MESSAGE_ROLES: &[&str] = &["user", "assistant", "system", "tool"];
+
+/// `POST /chats/my`: an empty or missing title gives "New Chat".
+pub struct ChatCreate {
+    pub title: String,
+}
+
+impl FromFields for ChatCreate {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        let title = f.optional("title", string(0, 255));
+        Some(ChatCreate { title: title.filter(|t| !t.is_empty()).unwrap_or_else(|| DEFAULT_CHAT_TITLE.to_owned()) })
+    }
+}
+
+impl Default for ChatCreate {
+    fn default() -> Self {
+        ChatCreate { title: DEFAULT_CHAT_TITLE.to_owned() }
+    }
+}
+
+/// `PATCH /chats/chat/{id}`.
+pub struct ChatUpdate {
+    pub title: Option<String>,
+    pub is_archived: Option<bool>,
+}
+
+impl FromFields for ChatUpdate {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        Some(ChatUpdate { title: f.optional("title", string(1, 100)), is_archived: f.optional("is_archived", boolean) })
+    }
+}
+
+/// `GET /chats/my?skip=&limit=&include_archived=`.
+pub struct ChatListQuery {
+    pub skip: i64,
+    pub limit: i64,
+    pub include_archived: bool,
+}
+
+impl FromFields for ChatListQuery {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        Some(ChatListQuery {
+            skip: f.optional("skip", query_int(0, None)).unwrap_or(0),
+            limit: f.optional("limit", query_int(1, Some(100))).unwrap_or(20),
+            include_archived: f.optional("include_archived", boolean).unwrap_or(false),
+        })
+    }
+}
+
+/// `POST /chats/{id}/messages`.
+pub struct MessageCreate {
+    pub role: String,
+    pub content: String,
+    pub images: Option<Vec<String>>,
+    pub extended_metadata: Option<Map<String, Value>>,
+}
+
+impl FromFields for MessageCreate {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        let role = f.required("role", literal(MESSAGE_ROLES));
+        let content = f.required("content", any_string);
+        let images = f.optional("images", string_list);
+        let extended_metadata = f.optional("extended_metadata", object);
+        Some(MessageCreate { role: role?, content: content?, images, extended_metadata })
+    }
+}
+
+/// `PATCH /chats/{id}/messages/{message_id}`.
+pub struct MessageUpdate {
+    pub content: Option<String>,
+    pub extended_metadata: Patch<Map<String, Value>>,
+}
+
+impl FromFields for MessageUpdate {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        Some(MessageUpdate {
+            content: f.optional("content", string(1, usize::MAX)),
+            extended_metadata: f.patch("extended_metadata", object),
+        })
+    }
+}
+
+/// `DELETE /chats/{id}/messages/bulk`.
+pub struct BulkDelete {
+    pub message_ids: Vec<Uuid>,
+}
+
+impl FromFields for BulkDelete {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        let ids = f.required("message_ids", |v| {
+            let Value::Array(items) = v else {
+                return Err(Problem::new("list_type", "Input should be a valid list"));
+            };
+            if items.len() > 1000 {
+                return Err(Problem::new("too_long", "List should have at most 1000 items after validation")
+                    .with_ctx(serde_json::json!({"field_type": "List", "max_length": 1000, "actual_length": items.len()})));
+            }
+            items.iter().map(uuid_any).collect::<Result<Vec<_>, _>>()
+        });
+        Some(BulkDelete { message_ids: ids? })
+    }
+}
+
+/// The options of a model request that are passed to Ollama as they are.
+#[derive(Default, Clone)]
+pub struct ModelOptions {
+    pub think: Option<Value>,
+    pub options: Option<Value>,
+    pub format: Option<Value>,
+    pub keep_alive: Option<Value>,
+}
+
+impl ModelOptions {
+    fn read(f: &mut Fields<'_>) -> Self {
+        ModelOptions {
+            think: f.optional("think", think_value),
+            options: f.optional("options", |v| object(v).map(Value::Object)),
+            format: f.optional("format", any_json),
+            keep_alive: f.optional("keep_alive", any_json),
+        }
+    }
+}
+
+fn think_value(value: &Value) -> Result<Value, Problem> {
+    match value {
+        Value::Bool(_) => Ok(value.clone()),
+        Value::String(s) if ["low", "medium", "high", "max"].contains(&s.as_str()) => Ok(value.clone()),
+        _ => Err(Problem::new("bool_type", "Input should be a valid boolean or one of 'low', 'medium', 'high', 'max'")),
+    }
+}
+
+/// A message of an `/ollama/chat` conversation.
+pub struct ChatTurn {
+    pub role: String,
+    pub content: String,
+    pub images: Option<Vec<String>>,
+    pub tool_calls: Option<Value>,
+    pub tool_name: Option<String>,
+}
+
+/// `POST /ollama/chat` as the SPA sends it.
+pub struct OllamaChatRequest {
+    pub model: String,
+    pub chat_id: Uuid,
+    pub messages: Vec<ChatTurn>,
+    pub stream: bool,
+    pub model_options: ModelOptions,
+}
+
+impl FromFields for OllamaChatRequest {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        let model = f.required("model", string(1, 200));
+        let messages = f.list_of("messages", true, |m| {
+            let role = m.required("role", literal(MESSAGE_ROLES));
+            let content = m.required("content", any_string);
+            let images = m.optional("images", string_list);
+            let tool_calls = m.optional("tool_calls", any_json);
+            let tool_name = m.optional("tool_name", any_string);
+            Some(ChatTurn { role: role?, content: content?, images, tool_calls, tool_name })
+        });
+        let stream = f.optional("stream", boolean).unwrap_or(false);
+        let model_options = ModelOptions::read(f);
+        let chat_id = f.required("chatId", uuid_any);
+        Some(OllamaChatRequest { model: model?, chat_id: chat_id?, messages: messages?, stream, model_options })
+    }
+}
+
+/// `POST /chats/{id}/completions`: the new user message; history comes from the database.
+pub struct CompletionRequest {
+    pub model: String,
+    pub content: String,
+    pub images: Option<Vec<String>>,
+    pub model_options: ModelOptions,
+}
+
+impl FromFields for CompletionRequest {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        let model = f.required("model", string(1, 200));
+        let content = f.required("content", string(1, usize::MAX));
+        let images = f.optional("images", string_list);
+        let model_options = ModelOptions::read(f);
+        Some(CompletionRequest { model: model?, content: content?, images, model_options })
+    }
+}
+
+/// `{"model": ...}` of `/ollama/show`, `/ollama/delete` and `/ollama/pull`.
+pub struct ModelName {
+    pub model: String,
+    pub stream: bool,
+}
+
+impl FromFields for ModelName {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        let model = f.required("model", string(1, 200));
+        let stream = f.optional("stream", boolean).unwrap_or(false);
+        Some(ModelName { model: model?, stream })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChatResponse {
+    pub id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub title: Option<String>,
+    pub is_archived: bool,
+    #[serde(serialize_with = "serialize_utc")]
+    pub created_at: Option<NaiveDateTime>,
+    #[serde(serialize_with = "serialize_utc")]
+    pub updated_at: Option<NaiveDateTime>,
+}
+
+impl From<Chat> for ChatResponse {
+    fn from(c: Chat) -> Self {
+        ChatResponse {
+            id: c.id,
+            user_id: c.user_id,
+            title: c.title,
+            is_archived: c.is_archived.unwrap_or(false),
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChatListResponse {
+    pub total: i64,
+    pub chats: Vec<ChatResponse>,
+    pub skip: i64,
+    pub limit: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MessageResponse {
+    pub id: Uuid,
+    pub chat_id: Option<Uuid>,
+    pub role: String,
+    pub content: String,
+    pub images: Option<Value>,
+    pub model_id: Option<Uuid>,
+    #[serde(serialize_with = "serialize_utc")]
+    pub created_at: Option<NaiveDateTime>,
+    pub tokens_used: i32,
+    pub extended_metadata: Option<Value>,
+    pub thinking: Option<String>,
+    pub tool_calls: Option<Value>,
+}
+
+impl From<Message> for MessageResponse {
+    fn from(m: Message) -> Self {
+        MessageResponse {
+            id: m.id,
+            chat_id: m.chat_id,
+            role: m.role,
+            content: m.content,
+            // The original wrote JSON `null` for "no images"; it reads the same as SQL NULL.
+            images: m.images.filter(|v| !v.is_null()),
+            model_id: m.model_id,
+            created_at: m.created_at,
+            tokens_used: m.tokens_used.unwrap_or(0),
+            extended_metadata: m.extended_metadata.filter(|v| !v.is_null()),
+            thinking: m.thinking,
+            tool_calls: m.tool_calls.filter(|v| !v.is_null()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChatWithMessages {
+    pub chat: ChatResponse,
+    pub messages: Vec<MessageResponse>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SuccessMessage {
+    pub success: bool,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MessageDeleted {
+    pub success: bool,
+    pub message: &'static str,
+    pub deleted_message_id: Uuid,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BulkDeleted {
+    pub success: bool,
+    pub message: String,
+    pub deleted_count: usize,
+    pub failed_deletions: Vec<Uuid>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelSummary {
+    pub id: Uuid,
+    pub provider_id: Option<Uuid>,
+    pub name: String,
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub config: Option<Value>,
+    pub is_active: bool,
+}
+
+impl From<ModelRecord> for ModelSummary {
+    fn from(m: ModelRecord) -> Self {
+        ModelSummary {
+            id: m.id,
+            provider_id: m.provider_id,
+            name: m.name,
+            display_name: m.display_name,
+            description: m.description,
+            config: m.config,
+            is_active: m.is_active.unwrap_or(true),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProviderSummary {
+    pub id: Uuid,
+    pub name: String,
+    pub api_url: String,
+    pub auth_type: Option<String>,
+    pub is_active: bool,
+}
+
+impl From<ProviderRecord> for ProviderSummary {
+    fn from(p: ProviderRecord) -> Self {
+        ProviderSummary { id: p.id, name: p.name, api_url: p.api_url, auth_type: p.auth_type, is_active: p.is_active.unwrap_or(true) }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelCatalog {
+    pub models: Vec<ModelSummary>,
+    pub providers: Vec<ProviderSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChatRef {
+    pub id: Uuid,
+    pub title: Option<String>,
+}

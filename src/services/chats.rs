@@ -1,1 +1,214 @@
-//! Chats and messages.
+//! Chats and their messages, and starting a model's answer in a chat.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::generation::{Generation, GenerationRequest, Generations};
+use crate::error::{ApiError, ApiResult};
+use crate::ollama::{ChatRequest, UpstreamMessage};
+use crate::schemas::chats::{
+    BulkDelete, BulkDeleted, ChatCreate, ChatListQuery, ChatUpdate, CompletionRequest, MessageCreate, MessageUpdate, ModelOptions,
+    OllamaChatRequest,
+};
+use crate::store::chats::{Chat, ChatPage};
+use crate::store::messages::{Message, NewMessage};
+use crate::store::users::User;
+use crate::store::{self, Store};
+
+const CHAT_NOT_FOUND: ApiError = ApiError::NotFound("Chat not found");
+const MESSAGE_NOT_FOUND: ApiError = ApiError::NotFound("Message not found");
+
+pub async fn list(store: &Store, user: &User, query: &ChatListQuery) -> ApiResult<ChatPage> {
+    Ok(store.list_chats(user.id, query.include_archived, query.skip, query.limit).await?)
+}
+
+pub async fn create(store: &Store, user: &User, request: ChatCreate) -> ApiResult<Chat> {
+    Ok(store.create_chat(user.id, &request.title, store::now()).await?)
+}
+
+/// The chat when it is the user's; 404 otherwise (a foreign chat looks missing).
+pub async fn user_chat(store: &Store, user: &User, chat_id: Uuid) -> ApiResult<Chat> {
+    store.user_chat(user.id, chat_id).await?.ok_or(CHAT_NOT_FOUND)
+}
+
+pub async fn with_messages(store: &Store, user: &User, chat_id: Uuid) -> ApiResult<(Chat, Vec<Message>)> {
+    let chat = user_chat(store, user, chat_id).await?;
+    let messages = store.chat_messages(chat_id).await?;
+    Ok((chat, messages))
+}
+
+/// Renames and/or (un)archives. An empty update changes nothing, not even `updated_at`.
+pub async fn update(store: &Store, user: &User, chat_id: Uuid, update: ChatUpdate) -> ApiResult<Chat> {
+    if update.title.is_none() && update.is_archived.is_none() {
+        return user_chat(store, user, chat_id).await;
+    }
+    store
+        .update_chat(user.id, chat_id, update.title.as_deref(), update.is_archived, store::now())
+        .await?
+        .ok_or(CHAT_NOT_FOUND)
+}
+
+/// Deletes a chat and its messages; its running generation is stopped first.
+pub async fn delete(store: &Store, generations: &Generations, user: &User, chat_id: Uuid) -> ApiResult<()> {
+    generations.stop(user.id, chat_id);
+    if !store.delete_chat(user.id, chat_id).await? {
+        return Err(CHAT_NOT_FOUND);
+    }
+    Ok(())
+}
+
+pub async fn delete_all(store: &Store, generations: &Generations, user: &User) -> ApiResult<()> {
+    for chat_id in store.delete_all_chats(user.id).await? {
+        generations.stop(user.id, chat_id);
+    }
+    Ok(())
+}
+
+pub async fn add_message(store: &Store, user: &User, chat_id: Uuid, request: MessageCreate) -> ApiResult<Message> {
+    let new = NewMessage {
+        role: request.role,
+        content: request.content,
+        images: request.images.map(|images| Value::from(images)),
+        extended_metadata: request.extended_metadata.map(Value::Object),
+        ..NewMessage::default()
+    };
+    store.add_message(user.id, chat_id, &new, store::now()).await?.ok_or(CHAT_NOT_FOUND)
+}
+
+pub async fn message(store: &Store, user: &User, chat_id: Uuid, message_id: Uuid) -> ApiResult<Message> {
+    user_chat(store, user, chat_id).await?;
+    store.chat_message(chat_id, message_id).await?.ok_or(MESSAGE_NOT_FOUND)
+}
+
+/// Only the user's own words can be edited.
+pub async fn edit_message(store: &Store, user: &User, chat_id: Uuid, message_id: Uuid, update: MessageUpdate) -> ApiResult<Message> {
+    let current = message(store, user, chat_id, message_id).await?;
+    if current.role != "user" {
+        return Err(ApiError::Forbidden("Only user messages can be edited"));
+    }
+    let content = update.content.unwrap_or(current.content);
+    let metadata = match update.extended_metadata.into_update() {
+        None => current.extended_metadata,
+        Some(value) => value.map(Value::Object),
+    };
+    store
+        .edit_message(user.id, chat_id, message_id, &content, metadata.as_ref(), store::now())
+        .await?
+        .ok_or(MESSAGE_NOT_FOUND)
+}
+
+pub async fn delete_message(store: &Store, user: &User, chat_id: Uuid, message_id: Uuid) -> ApiResult<()> {
+    user_chat(store, user, chat_id).await?;
+    let deleted = store.delete_messages(user.id, chat_id, &[message_id], store::now()).await?.ok_or(CHAT_NOT_FOUND)?;
+    if deleted.is_empty() {
+        return Err(MESSAGE_NOT_FOUND);
+    }
+    Ok(())
+}
+
+/// Deletes the listed messages of the chat; ids that are missing or belong elsewhere are
+/// reported as failed, not deleted.
+pub async fn delete_messages(store: &Store, user: &User, chat_id: Uuid, request: BulkDelete) -> ApiResult<BulkDeleted> {
+    let mut ids = request.message_ids;
+    ids.sort();
+    ids.dedup();
+    let deleted = store.delete_messages(user.id, chat_id, &ids, store::now()).await?.ok_or(CHAT_NOT_FOUND)?;
+    let failed: Vec<Uuid> = ids.iter().filter(|id| !deleted.contains(id)).copied().collect();
+    Ok(BulkDeleted {
+        success: failed.is_empty(),
+        message: format!("Deleted {} of {} messages", deleted.len(), ids.len()),
+        deleted_count: deleted.len(),
+        failed_deletions: failed,
+    })
+}
+
+fn upstream_request(model: String, messages: Vec<UpstreamMessage>, options: ModelOptions) -> ChatRequest {
+    ChatRequest {
+        model,
+        messages,
+        stream: true,
+        think: options.think,
+        options: options.options,
+        format: options.format,
+        keep_alive: options.keep_alive,
+    }
+}
+
+fn refuse_while_running(generations: &Generations, user: &User, chat_id: Uuid) -> ApiResult<()> {
+    if generations.running(user.id, chat_id).is_some() {
+        return Err(ApiError::Conflict("A reply is already being generated for this chat"));
+    }
+    Ok(())
+}
+
+/// Stores the user's message, then starts the model's answer to the whole stored conversation.
+pub async fn start_completion(
+    store: &Store,
+    generations: &Generations,
+    user: &User,
+    chat_id: Uuid,
+    request: CompletionRequest,
+) -> ApiResult<(Arc<Generation>, Message)> {
+    user_chat(store, user, chat_id).await?;
+    refuse_while_running(generations, user, chat_id)?;
+    let user_message = add_message(
+        store,
+        user,
+        chat_id,
+        MessageCreate { role: "user".into(), content: request.content, images: request.images, extended_metadata: None },
+    )
+    .await?;
+    let history = store.chat_messages(chat_id).await?;
+    let title_source = history.iter().find(|m| m.role == "user").map(|m| m.content.clone());
+    let messages = history.into_iter().map(upstream_message).collect();
+    let generation = generations.start(GenerationRequest {
+        user_id: user.id,
+        chat_id,
+        user_message_id: Some(user_message.id),
+        upstream: upstream_request(request.model, messages, request.model_options),
+        title_source,
+    })?;
+    Ok((generation, user_message))
+}
+
+/// The SPA's `/ollama/chat`: the client sends the conversation (its user message is already
+/// stored through `POST /chats/{id}/messages`); the answer is stored in the chat.
+pub async fn start_ollama_chat(store: &Store, generations: &Generations, user: &User, request: OllamaChatRequest) -> ApiResult<Arc<Generation>> {
+    user_chat(store, user, request.chat_id).await?;
+    refuse_while_running(generations, user, request.chat_id)?;
+    let title_source = request.messages.iter().find(|m| m.role == "user").map(|m| m.content.clone());
+    let messages = request
+        .messages
+        .into_iter()
+        .map(|turn| UpstreamMessage {
+            role: turn.role,
+            content: turn.content,
+            thinking: None,
+            images: turn.images,
+            tool_calls: turn.tool_calls,
+            tool_name: turn.tool_name,
+        })
+        .collect();
+    generations.start(GenerationRequest {
+        user_id: user.id,
+        chat_id: request.chat_id,
+        user_message_id: None,
+        upstream: upstream_request(request.model, messages, request.model_options),
+        title_source,
+    })
+}
+
+/// A stored message as Ollama expects it in a conversation.
+fn upstream_message(message: Message) -> UpstreamMessage {
+    let images = message.images.and_then(|v| serde_json::from_value::<Vec<String>>(v).ok()).filter(|i| !i.is_empty());
+    UpstreamMessage {
+        role: message.role,
+        content: message.content,
+        thinking: None,
+        images,
+        tool_calls: message.tool_calls.filter(|v| !v.is_null()),
+        tool_name: None,
+    }
+}

@@ -2,5 +2,6 @@
 
 pub mod accounts;
 pub mod chats;
+pub mod generation;
 pub mod settings;
 pub mod users;
