@@ -53,8 +53,12 @@ impl fmt::Debug for Secret {
 #[derive(Clone, Debug)]
 pub enum DatabaseConfig {
     /// Embedded SQLite file (the default when `DATABASE_URL` is unset).
-    Sqlite { path: PathBuf },
-    Postgres { url: Secret },
+    Sqlite {
+        path: PathBuf,
+    },
+    Postgres {
+        url: Secret,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -94,6 +98,8 @@ pub struct Config {
     pub ollama: OllamaConfig,
     /// How long running generations may go on after a shutdown signal before they are stopped.
     pub shutdown_grace: Duration,
+    /// Interval of the comments that keep an event stream open while a model loads.
+    pub heartbeat_interval: Duration,
 }
 
 const MIN_SECRET_BYTES: usize = 32;
@@ -113,10 +119,7 @@ impl Config {
             None | Some("development") | Some("dev") => Environment::Development,
             Some("production") | Some("prod") => Environment::Production,
             Some(other) => {
-                return Err(ConfigError::new(
-                    "ENVIRONMENT",
-                    format!("must be development or production, got {other:?}"),
-                ))
+                return Err(ConfigError::new("ENVIRONMENT", format!("must be development or production, got {other:?}")))
             }
         };
         let host: IpAddr = vars.parse("HOST", "an IP address such as 127.0.0.1 or 0.0.0.0")?.unwrap_or([127, 0, 0, 1].into());
@@ -145,12 +148,13 @@ impl Config {
                 let scheme = url.split(':').next().unwrap_or_default();
                 return Err(ConfigError::new(
                     "DATABASE_URL",
-                    format!("unsupported scheme {scheme:?}: use postgres:// or postgresql://, or leave it unset for embedded SQLite"),
+                    format!(
+                        "unsupported scheme {scheme:?}: use postgres:// or postgresql://, or leave it unset for embedded SQLite"
+                    ),
                 ));
             }
         };
-        let database_max_connections: u32 =
-            vars.parse("DATABASE_MAX_CONNECTIONS", "a positive number")?.unwrap_or(10);
+        let database_max_connections: u32 = vars.parse("DATABASE_MAX_CONNECTIONS", "a positive number")?.unwrap_or(10);
         if database_max_connections == 0 {
             return Err(ConfigError::new("DATABASE_MAX_CONNECTIONS", "must be at least 1"));
         }
@@ -166,8 +170,7 @@ impl Config {
                 ))
             }
         };
-        let access_minutes: u64 =
-            vars.parse("JWT_ACCESS_TOKEN_EXPIRE_MINUTES", "a whole number of minutes")?.unwrap_or(60);
+        let access_minutes: u64 = vars.parse("JWT_ACCESS_TOKEN_EXPIRE_MINUTES", "a whole number of minutes")?.unwrap_or(60);
         let refresh_days: u64 = vars.parse("JWT_REFRESH_TOKEN_EXPIRE_DAYS", "a whole number of days")?.unwrap_or(7);
         if access_minutes == 0 {
             return Err(ConfigError::new("JWT_ACCESS_TOKEN_EXPIRE_MINUTES", "must be at least 1"));
@@ -199,19 +202,28 @@ impl Config {
         }
         let ollama = OllamaConfig {
             base_url,
-            connect_timeout: Duration::from_secs(vars.parse("OLLAMA_CONNECT_TIMEOUT_SECS", "a whole number of seconds")?.unwrap_or(5)),
+            connect_timeout: Duration::from_secs(
+                vars.parse("OLLAMA_CONNECT_TIMEOUT_SECS", "a whole number of seconds")?.unwrap_or(5),
+            ),
             first_byte_timeout: Duration::from_secs(
                 vars.parse("OLLAMA_FIRST_BYTE_TIMEOUT_SECS", "a whole number of seconds")?.unwrap_or(600),
             ),
-            idle_timeout: Duration::from_secs(vars.parse("OLLAMA_IDLE_TIMEOUT_SECS", "a whole number of seconds")?.unwrap_or(300)),
-            tags_cache_ttl: Duration::from_secs(vars.parse("OLLAMA_TAGS_CACHE_SECS", "a whole number of seconds")?.unwrap_or(300)),
+            idle_timeout: Duration::from_secs(
+                vars.parse("OLLAMA_IDLE_TIMEOUT_SECS", "a whole number of seconds")?.unwrap_or(300),
+            ),
+            tags_cache_ttl: Duration::from_secs(
+                vars.parse("OLLAMA_TAGS_CACHE_SECS", "a whole number of seconds")?.unwrap_or(300),
+            ),
         };
 
-        let shutdown_grace =
-            Duration::from_secs(vars.parse("SHUTDOWN_GRACE_SECS", "a whole number of seconds")?.unwrap_or(30));
+        let shutdown_grace = Duration::from_secs(vars.parse("SHUTDOWN_GRACE_SECS", "a whole number of seconds")?.unwrap_or(30));
+
+        let heartbeat_interval =
+            Duration::from_secs(vars.parse("SSE_HEARTBEAT_SECS", "a whole number of seconds")?.unwrap_or(15).max(1));
 
         Ok(Config {
             shutdown_grace,
+            heartbeat_interval,
             environment,
             host,
             port,

@@ -56,9 +56,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::NotAuthenticated | ApiError::InvalidCredentials | ApiError::IncorrectLogin => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::NotAuthenticated | ApiError::InvalidCredentials | ApiError::IncorrectLogin => StatusCode::UNAUTHORIZED,
             ApiError::InactiveUser | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotAdmin | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,

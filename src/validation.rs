@@ -125,12 +125,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A list of objects, each read by `item` at `loc + [name, index]`.
-    pub fn list_of<T>(
-        &mut self,
-        name: &str,
-        required: bool,
-        item: impl Fn(&mut Fields<'_>) -> Option<T>,
-    ) -> Option<Vec<T>> {
+    pub fn list_of<T>(&mut self, name: &str, required: bool, item: impl Fn(&mut Fields<'_>) -> Option<T>) -> Option<Vec<T>> {
         let value = match self.object().get(name).cloned() {
             None if required => {
                 let input = self.whole.clone();
@@ -277,9 +272,10 @@ pub fn integer(value: &Value) -> Result<i64, Problem> {
         Value::Number(n) => n.as_i64().ok_or_else(|| {
             Problem::new("int_from_float", "Input should be a valid integer, got a number with a fractional part")
         }),
-        Value::String(s) => s.trim().parse().map_err(|_| {
-            Problem::new("int_parsing", "Input should be a valid integer, unable to parse string as an integer")
-        }),
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| Problem::new("int_parsing", "Input should be a valid integer, unable to parse string as an integer")),
         _ => Err(Problem::new("int_type", "Input should be a valid integer")),
     }
 }
@@ -363,8 +359,7 @@ pub fn literal(allowed: &'static [&'static str]) -> impl Fn(&Value) -> Result<St
 pub fn email(value: &Value) -> Result<String, Problem> {
     let s = any_string(value)?;
     let invalid = |reason: &str| {
-        Problem::new("value_error", format!("value is not a valid email address: {reason}"))
-            .with_ctx(json!({ "reason": reason }))
+        Problem::new("value_error", format!("value is not a valid email address: {reason}")).with_ctx(json!({ "reason": reason }))
     };
     let Some((local, domain)) = s.rsplit_once('@') else {
         return Err(invalid("An email address must have an @-sign."));
@@ -556,8 +551,7 @@ impl<S: Send + Sync, T: FromFields> FromRequestParts<S> for ValidPath<T> {
         let params = RawPathParams::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::internal(anyhow::anyhow!("path parameters unavailable: {e}")))?;
-        let map: Map<String, Value> =
-            params.iter().map(|(k, v)| (k.to_owned(), Value::String(v.to_owned()))).collect();
+        let map: Map<String, Value> = params.iter().map(|(k, v)| (k.to_owned(), Value::String(v.to_owned()))).collect();
         finish(vec![json!("path")], &Value::Object(map)).map(ValidPath)
     }
 }

@@ -82,15 +82,7 @@ mod tests {
 
     #[test]
     fn accepts_standard_base64() {
-        for ok in [
-            "",
-            "aGk=",
-            "aGVsbG8=",
-            "aGVsbG8h",
-            "YQ==",
-            "aGVs\nbG8h",
-            "iVBORw0KGgo=",
-        ] {
+        for ok in ["", "aGk=", "aGVsbG8=", "aGVsbG8h", "YQ==", "aGVs\nbG8h", "iVBORw0KGgo="] {
             assert_eq!(validate(ok), Ok(()), "{ok}");
         }
     }

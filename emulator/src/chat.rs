@@ -79,32 +79,17 @@ fn prepare(shared: &Shared, body: &[u8]) -> Result<(Knobs, Job), ApiError> {
     let work = if messages.is_empty() {
         Work::empty_request(keep_alive)
     } else {
-        let last_user = messages
-            .iter()
-            .rev()
-            .find(|m| m.role() == "user")
-            .map_or("", Message::content);
-        let reply = knobs
-            .reply
-            .clone()
-            .unwrap_or_else(|| format!("Echo: {last_user}"));
+        let last_user = messages.iter().rev().find(|m| m.role() == "user").map_or("", Message::content);
+        let reply = knobs.reply.clone().unwrap_or_else(|| format!("Echo: {last_user}"));
         let thinking = thinking_text(&spec, think, last_user);
         // After a tool result the model answers instead of calling the tool again.
         let answers_tool_result = messages.last().is_some_and(|m| m.role() == "tool");
-        let tool_name = tools.first().filter(|_| !answers_tool_result).map(|tool| {
-            tool.pointer("/function/name")
-                .and_then(Value::as_str)
-                .unwrap_or("tool")
-        });
+        let tool_name = tools
+            .first()
+            .filter(|_| !answers_tool_result)
+            .map(|tool| tool.pointer("/function/name").and_then(Value::as_str).unwrap_or("tool"));
         let prompt_words = messages.iter().map(|m| word_count(m.content())).sum();
-        Work::Answer(Answer::compose(
-            &reply,
-            thinking.as_deref(),
-            tool_name,
-            prompt_words,
-            &knobs,
-            options.num_predict,
-        ))
+        Work::Answer(Answer::compose(&reply, thinking.as_deref(), tool_name, prompt_words, &knobs, options.num_predict))
     };
     let job = Job {
         flavor: Flavor::Chat,

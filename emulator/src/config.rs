@@ -94,20 +94,13 @@ impl ModelSpec {
     pub fn new(name: &str, capabilities: &[&str]) -> Self {
         let base = name.rsplit('/').next().unwrap_or(name);
         let base = base.split(':').next().unwrap_or(base);
-        let family: String = base
-            .chars()
-            .take_while(|c| c.is_ascii_alphabetic())
-            .collect();
+        let family: String = base.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
         ModelSpec {
             name: name.to_string(),
             capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
             size: 1_000_000_000,
             digest: hex_digest(name),
-            family: if family.is_empty() {
-                "llama".into()
-            } else {
-                family.to_lowercase()
-            },
+            family: if family.is_empty() { "llama".into() } else { family.to_lowercase() },
             parameter_size: "1B".into(),
             quantization_level: "Q4_K_M".into(),
             parameter_count: 1_000_000_000,

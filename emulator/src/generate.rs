@@ -50,9 +50,7 @@ fn prepare(shared: &Shared, body: &[u8]) -> Result<(Knobs, Job), ApiError> {
     let is_set = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
     let has_context = request.context.as_ref().is_some_and(|c| !c.is_empty());
     if raw && (is_set(&request.template) || is_set(&request.system) || has_context) {
-        return Err(ApiError::bad_request(
-            "raw mode does not support template, system, or context",
-        ));
+        return Err(ApiError::bad_request("raw mode does not support template, system, or context"));
     }
     let spec = validate::installed_model(shared, &model)?;
     validate::capability(&spec, &model, "completion", "generate")?;
@@ -69,20 +67,10 @@ fn prepare(shared: &Shared, body: &[u8]) -> Result<(Knobs, Job), ApiError> {
     let work = if prompt.is_empty() {
         Work::empty_request(keep_alive)
     } else {
-        let reply = knobs
-            .reply
-            .clone()
-            .unwrap_or_else(|| format!("Echo: {prompt}"));
+        let reply = knobs.reply.clone().unwrap_or_else(|| format!("Echo: {prompt}"));
         let thinking = thinking_text(&spec, think, &prompt);
         let prompt_words = word_count(&prompt) + request.system.as_deref().map_or(0, word_count);
-        Work::Answer(Answer::compose(
-            &reply,
-            thinking.as_deref(),
-            None,
-            prompt_words,
-            &knobs,
-            options.num_predict,
-        ))
+        Work::Answer(Answer::compose(&reply, thinking.as_deref(), None, prompt_words, &knobs, options.num_predict))
     };
     let job = Job {
         flavor: Flavor::Generate { context: !raw },

@@ -38,11 +38,7 @@ const THINKING_CHUNKS: usize = 3;
 
 /// The deterministic "reasoning" about `message`, when the model thinks: a thinking model
 /// thinks unless the request says `think: false`.
-pub(crate) fn thinking_text(
-    spec: &ModelSpec,
-    think: Option<bool>,
-    message: &str,
-) -> Option<String> {
+pub(crate) fn thinking_text(spec: &ModelSpec, think: Option<bool>, message: &str) -> Option<String> {
     (spec.has_capability("thinking") && think != Some(false))
         .then(|| format!("The user said {} characters.", message.chars().count()))
 }
@@ -81,14 +77,7 @@ struct ToolCallFunction {
 
 impl ToolCall {
     fn new(name: &str) -> Self {
-        ToolCall {
-            id: tool_call_id(),
-            function: ToolCallFunction {
-                index: 0,
-                name: name.to_string(),
-                arguments: Map::new(),
-            },
-        }
+        ToolCall { id: tool_call_id(), function: ToolCallFunction { index: 0, name: name.to_string(), arguments: Map::new() } }
     }
 }
 
@@ -128,20 +117,14 @@ impl Answer {
             content.truncate(limit);
             done_reason = "length";
         }
-        let thinking = thinking
-            .map(|text| group_tokens(split_tokens(text), THINKING_CHUNKS))
-            .unwrap_or_default();
+        let thinking = thinking.map(|text| group_tokens(split_tokens(text), THINKING_CHUNKS)).unwrap_or_default();
         let pieces = thinking
             .into_iter()
             .map(Piece::Thinking)
             .chain(tool_name.map(|name| Piece::ToolCall(ToolCall::new(name))))
             .chain(content.into_iter().map(Piece::Content))
             .collect();
-        Answer {
-            pieces,
-            done_reason,
-            prompt_eval_count: prompt_words as u64 + 10,
-        }
+        Answer { pieces, done_reason, prompt_eval_count: prompt_words as u64 + 10 }
     }
 }
 
@@ -202,14 +185,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, knobs: Knobs, job: Job) -> Respon
         // Ends only when hyper drops this future because the client went away.
         std::future::pending::<()>().await;
     }
-    let load = scheduler::load(
-        &shared,
-        &job.spec,
-        knobs.load_delay,
-        job.keep_alive,
-        job.num_ctx,
-    )
-    .await;
+    let load = scheduler::load(&shared, &job.spec, knobs.load_delay, job.keep_alive, job.num_ctx).await;
     let Work::Answer(answer) = job.work else {
         return load_only_response(job.flavor, &job.model, "load", tracker);
     };
@@ -238,12 +214,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, knobs: Knobs, job: Job) -> Respon
 
 /// The single object of a load or unload request (even when streaming was asked for).
 fn load_only_response(flavor: Flavor, model: &str, reason: &str, mut tracker: Tracker) -> Response {
-    let body = render(
-        flavor,
-        model,
-        Text::default(),
-        Some((reason, Metrics::default())),
-    );
+    let body = render(flavor, model, Text::default(), Some((reason, Metrics::default())));
     tracker.complete();
     with_content_type(StatusCode::OK, JSON, Body::from(body))
 }
@@ -268,10 +239,7 @@ impl Script {
     /// Cuts the answer before the content chunk where `error_after_tokens` or
     /// `drop_after_tokens` fires (the earlier one; the error on a tie), or before the end.
     fn new(pieces: Vec<Piece>, knobs: &Knobs) -> Script {
-        let error = knobs
-            .error_after_tokens
-            .clone()
-            .map(|(n, message)| (n, Ending::Fail(message)));
+        let error = knobs.error_after_tokens.clone().map(|(n, message)| (n, Ending::Fail(message)));
         let abort = knobs.drop_after_tokens.map(|n| (n, Ending::Abort));
         let mut fault = match (error, abort) {
             (Some(error), Some(abort)) => Some(if abort.0 < error.0 { abort } else { error }),
@@ -282,19 +250,13 @@ impl Script {
         for piece in pieces {
             if let Piece::Content(_) = piece {
                 if let Some((_, ending)) = fault.take_if(|(n, _)| *n == content) {
-                    return Script {
-                        pieces: kept,
-                        ending,
-                    };
+                    return Script { pieces: kept, ending };
                 }
                 content += 1;
             }
             kept.push(piece);
         }
-        Script {
-            pieces: kept,
-            ending: fault.map_or(Ending::Done, |(_, ending)| ending),
-        }
+        Script { pieces: kept, ending: fault.map_or(Ending::Done, |(_, ending)| ending) }
     }
 }
 
@@ -316,17 +278,9 @@ impl Timing {
     /// model's even with zero delays, and always `total >= load + prompt_eval + eval`.
     fn metrics(&self, eval_count: usize) -> Metrics {
         let eval_count = eval_count as u64;
-        let load = if self.load.cold {
-            nanos(self.load.waited).max(MIN_LOAD_NS)
-        } else {
-            0
-        };
+        let load = if self.load.cold { nanos(self.load.waited).max(MIN_LOAD_NS) } else { 0 };
         let prompt = nanos(self.prompt).max(self.prompt_eval_count * PROMPT_NS_PER_TOKEN);
-        let eval = if eval_count == 0 {
-            0
-        } else {
-            nanos(self.eval_started.elapsed()).max(eval_count * EVAL_NS_PER_TOKEN)
-        };
+        let eval = if eval_count == 0 { 0 } else { nanos(self.eval_started.elapsed()).max(eval_count * EVAL_NS_PER_TOKEN) };
         Metrics {
             total_duration: nanos(self.started.elapsed()).max(load + prompt + eval + OVERHEAD_NS),
             load_duration: load,
@@ -350,18 +304,9 @@ struct Output {
 impl Output {
     fn chunk(&self, piece: &Piece) -> Bytes {
         let text = match piece {
-            Piece::Thinking(thinking) => Text {
-                thinking,
-                ..Text::default()
-            },
-            Piece::ToolCall(call) => Text {
-                tool_calls: std::slice::from_ref(call),
-                ..Text::default()
-            },
-            Piece::Content(content) => Text {
-                content,
-                ..Text::default()
-            },
+            Piece::Thinking(thinking) => Text { thinking, ..Text::default() },
+            Piece::ToolCall(call) => Text { tool_calls: std::slice::from_ref(call), ..Text::default() },
+            Piece::Content(content) => Text { content, ..Text::default() },
         };
         line(render(self.flavor, &self.model, text, None))
     }
@@ -379,10 +324,7 @@ fn line(mut json: Vec<u8>) -> Bytes {
 
 /// The error a body stream yields to make hyper abort the connection mid-body.
 fn connection_drop() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        "ollama-emulator: injected connection drop",
-    )
+    io::Error::new(io::ErrorKind::ConnectionAborted, "ollama-emulator: injected connection drop")
 }
 
 /// Streams the script as NDJSON; each chunk is produced (and flushed by hyper) when it is due.
@@ -392,18 +334,9 @@ fn stream_response(output: Output, script: Script, mut tracker: Tracker) -> Resp
         tracker.end();
         return ApiError::internal(message.clone()).into_response();
     }
-    let steps = script
-        .pieces
-        .into_iter()
-        .map(Step::Piece)
-        .chain([Step::End(script.ending)]);
+    let steps = script.pieces.into_iter().map(Step::Piece).chain([Step::End(script.ending)]);
     let pacer = Pacer::new(output.per_token_delay);
-    let state = StreamState {
-        steps: Box::new(steps),
-        output,
-        tracker,
-        pacer,
-    };
+    let state = StreamState { steps: Box::new(steps), output, tracker, pacer };
     let body = futures_util::stream::unfold(state, |mut state| async move {
         let step = state.steps.next()?;
         state.pacer.next().await;
@@ -469,11 +402,7 @@ async fn collect_response(output: Output, script: Script, mut tracker: Tracker) 
     pacer.next().await;
     match script.ending {
         Ending::Done => {
-            let text = Text {
-                content: &content,
-                thinking: &thinking,
-                tool_calls: &tool_calls,
-            };
+            let text = Text { content: &content, thinking: &thinking, tool_calls: &tool_calls };
             let body = output.final_body(text, tracker.sent());
             tracker.complete();
             with_content_type(StatusCode::OK, JSON, Body::from(body))
@@ -587,9 +516,7 @@ fn render(flavor: Flavor, model: &str, text: Text<'_>, end: Option<(&str, Metric
             done_reason,
             // Fake token ids of prompt and answer, only at the end of a real generation.
             context: (context && metrics.prompt_eval_count > 0).then(|| {
-                (0..metrics.prompt_eval_count + metrics.eval_count)
-                    .map(|i| 128_000 + (i * 7_919 % 20_000) as u32)
-                    .collect()
+                (0..metrics.prompt_eval_count + metrics.eval_count).map(|i| 128_000 + (i * 7_919 % 20_000) as u32).collect()
             }),
             metrics,
         }),
@@ -614,14 +541,7 @@ mod tests {
     #[test]
     fn composes_thinking_tool_and_content() {
         let knobs = Knobs::default();
-        let answer = Answer::compose(
-            "Echo: hi there",
-            Some("The user said 8 characters."),
-            Some("get_weather"),
-            2,
-            &knobs,
-            None,
-        );
+        let answer = Answer::compose("Echo: hi there", Some("The user said 8 characters."), Some("get_weather"), 2, &knobs, None);
         assert!(matches!(answer.pieces[0], Piece::Thinking(_)));
         assert!(matches!(answer.pieces[3], Piece::ToolCall(_)));
         assert_eq!(answer.pieces.len(), 3 + 1 + 3);
@@ -635,17 +555,11 @@ mod tests {
     #[test]
     fn faults_cut_the_script() {
         let pieces = || Answer::compose("a b c d", None, None, 0, &Knobs::default(), None).pieces;
-        let knobs = Knobs {
-            error_after_tokens: Some((2, "boom".into())),
-            ..Knobs::default()
-        };
+        let knobs = Knobs { error_after_tokens: Some((2, "boom".into())), ..Knobs::default() };
         let script = Script::new(pieces(), &knobs);
         assert_eq!(contents(&script), ["a", " b"]);
         assert!(matches!(script.ending, Ending::Fail(ref m) if m == "boom"));
-        let knobs = Knobs {
-            drop_after_tokens: Some(9),
-            ..Knobs::default()
-        };
+        let knobs = Knobs { drop_after_tokens: Some(9), ..Knobs::default() };
         let script = Script::new(pieces(), &knobs);
         assert_eq!(contents(&script).len(), 4);
         assert!(matches!(script.ending, Ending::Abort));
@@ -655,19 +569,12 @@ mod tests {
 
     #[test]
     fn final_chunk_omits_zero_metrics() {
-        let metrics = Metrics {
-            total_duration: 5,
-            eval_count: 1,
-            ..Metrics::default()
-        };
+        let metrics = Metrics { total_duration: 5, eval_count: 1, ..Metrics::default() };
         let body = render(Flavor::Chat, "m", Text::default(), Some(("stop", metrics)));
         let value: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(value["done"], true);
         assert_eq!(value["done_reason"], "stop");
-        assert_eq!(
-            value["message"],
-            serde_json::json!({"role": "assistant", "content": ""})
-        );
+        assert_eq!(value["message"], serde_json::json!({"role": "assistant", "content": ""}));
         assert!(value.get("load_duration").is_none());
         assert_eq!(value["total_duration"], 5);
     }

@@ -81,20 +81,10 @@ impl Emulator {
         let listener = TcpListener::bind((host, config.port.unwrap_or(0))).await?;
         let addr = listener.local_addr()?;
         let models = config.models.unwrap_or_else(ModelSpec::defaults);
-        let models = models
-            .into_iter()
-            .map(|spec| ModelSpec {
-                name: names::with_default_tag(&spec.name),
-                ..spec
-            })
-            .collect();
+        let models = models.into_iter().map(|spec| ModelSpec { name: names::with_default_tag(&spec.name), ..spec }).collect();
         let shared = Arc::new(Shared::new(config.knobs, models, config.log_requests));
         let server = tokio::spawn(server::serve(listener, server::router(shared.clone())));
-        Ok(Emulator {
-            addr,
-            shared,
-            server: Some(server),
-        })
+        Ok(Emulator { addr, shared, server: Some(server) })
     }
 
     /// `http://HOST:PORT`, e.g. `http://127.0.0.1:40123` (no trailing slash).
@@ -165,12 +155,7 @@ impl Emulator {
 
     /// Names of the installed models, as `/api/tags` lists them.
     pub fn models(&self) -> Vec<String> {
-        self.shared
-            .lock()
-            .installed
-            .iter()
-            .map(|m| m.name.clone())
-            .collect()
+        self.shared.lock().installed.iter().map(|m| m.name.clone()).collect()
     }
 
     /// Stops serving and closes every connection (streams in progress are cut, and are not
@@ -197,8 +182,6 @@ impl Drop for Emulator {
 
 impl std::fmt::Debug for Emulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Emulator")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
+        f.debug_struct("Emulator").field("addr", &self.addr).finish_non_exhaustive()
     }
 }

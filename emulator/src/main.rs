@@ -47,20 +47,12 @@ async fn main() -> ExitCode {
         reply: args.reply,
         ..Knobs::default()
     };
-    let config = EmulatorConfig {
-        host: Some(args.host.clone()),
-        port: Some(args.port),
-        knobs,
-        models: None,
-        log_requests: !args.quiet,
-    };
+    let config =
+        EmulatorConfig { host: Some(args.host.clone()), port: Some(args.port), knobs, models: None, log_requests: !args.quiet };
     let emulator = match Emulator::try_start_with(config).await {
         Ok(emulator) => emulator,
         Err(error) => {
-            eprintln!(
-                "ollama-emulator: cannot listen on {}:{}: {error}",
-                args.host, args.port
-            );
+            eprintln!("ollama-emulator: cannot listen on {}:{}: {error}", args.host, args.port);
             return ExitCode::FAILURE;
         }
     };

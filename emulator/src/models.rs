@@ -22,11 +22,7 @@ use crate::wire::{go_rfc3339, json_response, parse_body, with_content_type, ApiE
 pub const OLLAMA_VERSION: &str = "0.9.0";
 
 pub(crate) async fn root() -> Response {
-    with_content_type(
-        StatusCode::OK,
-        "text/plain; charset=utf-8",
-        Body::from("Ollama is running"),
-    )
+    with_content_type(StatusCode::OK, "text/plain; charset=utf-8", Body::from("Ollama is running"))
 }
 
 #[derive(Serialize)]
@@ -35,12 +31,7 @@ struct VersionResponse {
 }
 
 pub(crate) async fn version() -> Response {
-    json_response(
-        StatusCode::OK,
-        &VersionResponse {
-            version: OLLAMA_VERSION,
-        },
-    )
+    json_response(StatusCode::OK, &VersionResponse { version: OLLAMA_VERSION })
 }
 
 /// `details` of tags, show and ps.
@@ -137,10 +128,7 @@ struct ModelRequest {
 
 impl ModelRequest {
     fn model(self) -> String {
-        self.model
-            .filter(|m| !m.is_empty())
-            .or(self.name)
-            .unwrap_or_default()
+        self.model.filter(|m| !m.is_empty()).or(self.name).unwrap_or_default()
     }
 }
 
@@ -171,11 +159,7 @@ pub(crate) async fn show(State(shared): State<Arc<Shared>>, body: Bytes) -> Resp
     let parameters = parameters(&spec.family);
     let response = ShowResponse {
         modelfile: modelfile(&spec, template, &parameters),
-        parameters: parameters
-            .iter()
-            .map(|(k, v)| format!("{k:<30} {v}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        parameters: parameters.iter().map(|(k, v)| format!("{k:<30} {v}")).collect::<Vec<_>>().join("\n"),
         template,
         details: Details::of(&spec),
         model_info: model_info(&spec),
@@ -215,11 +199,7 @@ fn chat_template(family: &str) -> &'static str {
 /// Modelfile parameters, in order.
 fn parameters(family: &str) -> Vec<(&'static str, &'static str)> {
     if family == "llama" {
-        vec![
-            ("stop", "\"<|start_header_id|>\""),
-            ("stop", "\"<|end_header_id|>\""),
-            ("stop", "\"<|eot_id|>\""),
-        ]
+        vec![("stop", "\"<|start_header_id|>\""), ("stop", "\"<|end_header_id|>\""), ("stop", "\"<|eot_id|>\"")]
     } else {
         vec![
             ("repeat_penalty", "1"),
@@ -263,17 +243,11 @@ fn model_info(spec: &ModelSpec) -> BTreeMap<String, Value> {
     info.insert("general.architecture".into(), arch.into());
     info.insert("general.basename".into(), base.into());
     info.insert("general.file_type".into(), file_type.into());
-    info.insert(
-        "general.parameter_count".into(),
-        spec.parameter_count.into(),
-    );
+    info.insert("general.parameter_count".into(), spec.parameter_count.into());
     info.insert("general.quantization_version".into(), 2.into());
     info.insert(format!("{arch}.context_length"), spec.context_length.into());
     if spec.embedding_length > 0 {
-        info.insert(
-            format!("{arch}.embedding_length"),
-            spec.embedding_length.into(),
-        );
+        info.insert(format!("{arch}.embedding_length"), spec.embedding_length.into());
     }
     if spec.block_count > 0 {
         info.insert(format!("{arch}.block_count"), spec.block_count.into());

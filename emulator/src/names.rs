@@ -13,11 +13,7 @@ pub(crate) fn is_valid(name: &str) -> bool {
         None => (last, None),
     };
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
-    let host_ok = name
-        .split('/')
-        .rev()
-        .skip(1)
-        .all(|part| !part.is_empty() && part.chars().all(|c| allowed(c) || c == ':'));
+    let host_ok = name.split('/').rev().skip(1).all(|part| !part.is_empty() && part.chars().all(|c| allowed(c) || c == ':'));
     !model.is_empty()
         && model.chars().all(allowed)
         && tag.is_none_or(|t| !t.is_empty() && t.len() <= 128 && t.chars().all(allowed))
@@ -38,10 +34,7 @@ pub(crate) fn with_default_tag(name: &str) -> String {
 pub(crate) fn key(name: &str) -> String {
     let lower = with_default_tag(name.trim()).to_lowercase();
     let short = lower.strip_prefix(DEFAULT_HOST).unwrap_or(&lower);
-    short
-        .strip_prefix(DEFAULT_NAMESPACE)
-        .unwrap_or(short)
-        .to_string()
+    short.strip_prefix(DEFAULT_NAMESPACE).unwrap_or(short).to_string()
 }
 
 #[cfg(test)]
@@ -59,12 +52,7 @@ mod tests {
 
     #[test]
     fn validates_names() {
-        for ok in [
-            "llama3.2",
-            "llama3.2:1b",
-            "library/llama3.2:latest",
-            "host:5000/ns/model:tag",
-        ] {
+        for ok in ["llama3.2", "llama3.2:1b", "library/llama3.2:latest", "host:5000/ns/model:tag"] {
             assert!(is_valid(ok), "{ok}");
         }
         for bad in ["", ":1b", "foo:", "a b", "foo:bar:baz", "/foo", "ns//foo"] {

@@ -12,9 +12,7 @@ pub(crate) fn parse_think(value: Option<&Value>) -> Result<Option<bool>, ApiErro
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(Value::String(level)) if matches!(level.as_str(), "low" | "medium" | "high" | "max") => {
-            Ok(Some(true))
-        }
+        Some(Value::String(level)) if matches!(level.as_str(), "low" | "medium" | "high" | "max") => Ok(Some(true)),
         Some(Value::String(other)) => Err(ApiError::bad_request(format!(
             "invalid think value: {other:?} (must be \"high\", \"medium\", \"low\", \"max\", true, or false)"
         ))),
@@ -42,18 +40,9 @@ impl KeepAlive {
             None | Some(Value::Null) => return Ok(KeepAlive::Default),
             Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
             Some(Value::String(s)) => parse_go_duration(s).map_err(ApiError::bad_request)?,
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "Unsupported type: '{}'",
-                    go_type_name(other)
-                )))
-            }
+            Some(other) => return Err(ApiError::bad_request(format!("Unsupported type: '{}'", go_type_name(other)))),
         };
-        Ok(if seconds < 0.0 {
-            KeepAlive::Forever
-        } else {
-            KeepAlive::For(Duration::from_secs_f64(seconds.min(1e12)))
-        })
+        Ok(if seconds < 0.0 { KeepAlive::Forever } else { KeepAlive::For(Duration::from_secs_f64(seconds.min(1e12))) })
     }
 
     /// `keep_alive: 0`: unload the model when the request is over.
@@ -96,18 +85,14 @@ fn parse_go_duration(input: &str) -> Result<f64, String> {
     }
     let mut total_seconds = 0.0;
     while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         let number = &rest[..number_len];
         if number.is_empty() || number == "." || number.matches('.').count() > 1 {
             return Err(invalid());
         }
         let value: f64 = number.parse().map_err(|_| invalid())?;
         rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let scale = match unit {
@@ -118,19 +103,11 @@ fn parse_go_duration(input: &str) -> Result<f64, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            other => {
-                return Err(format!(
-                    "time: unknown unit {other:?} in duration {input:?}"
-                ))
-            }
+            other => return Err(format!("time: unknown unit {other:?} in duration {input:?}")),
         };
         total_seconds += value * scale;
     }
-    Ok(if negative {
-        -total_seconds
-    } else {
-        total_seconds
-    })
+    Ok(if negative { -total_seconds } else { total_seconds })
 }
 
 /// The model options the emulator acts on. All known options are type-checked like Ollama does.
@@ -155,15 +132,8 @@ const INTEGER_OPTIONS: &[&str] = &[
     "num_thread",
     "draft_num_predict",
 ];
-const FLOAT_OPTIONS: &[&str] = &[
-    "temperature",
-    "top_p",
-    "min_p",
-    "typical_p",
-    "repeat_penalty",
-    "presence_penalty",
-    "frequency_penalty",
-];
+const FLOAT_OPTIONS: &[&str] =
+    &["temperature", "top_p", "min_p", "typical_p", "repeat_penalty", "presence_penalty", "frequency_penalty"];
 const BOOL_OPTIONS: &[&str] = &["use_mmap", "numa", "low_vram", "vocab_only", "use_mlock"];
 
 impl ModelOptions {
@@ -176,8 +146,7 @@ impl ModelOptions {
         };
         for (key, value) in options.iter().filter(|(_, v)| !v.is_null()) {
             let key = key.as_str();
-            let wrong =
-                |kind: &str| ApiError::internal(format!("option {key:?} must be of {kind}"));
+            let wrong = |kind: &str| ApiError::internal(format!("option {key:?} must be of {kind}"));
             if INTEGER_OPTIONS.contains(&key) {
                 let n = value.as_f64().ok_or_else(|| wrong("type integer"))? as i64;
                 match key {
@@ -212,17 +181,9 @@ mod tests {
         assert_eq!(parse_go_duration("1h30m"), Ok(5400.0));
         assert_eq!(parse_go_duration("-1m"), Ok(-60.0));
         assert_eq!(parse_go_duration("1.5s"), Ok(1.5));
-        assert_eq!(
-            parse_go_duration("10"),
-            Err("time: missing unit in duration \"10\"".into())
-        );
-        assert_eq!(
-            parse_go_duration("abc"),
-            Err("time: invalid duration \"abc\"".into())
-        );
-        assert!(parse_go_duration("3d")
-            .unwrap_err()
-            .starts_with("time: unknown unit \"d\""));
+        assert_eq!(parse_go_duration("10"), Err("time: missing unit in duration \"10\"".into()));
+        assert_eq!(parse_go_duration("abc"), Err("time: invalid duration \"abc\"".into()));
+        assert!(parse_go_duration("3d").unwrap_err().starts_with("time: unknown unit \"d\""));
     }
 
     #[test]
@@ -231,10 +192,7 @@ mod tests {
         assert!(KeepAlive::parse(Some(&json!(0))).unwrap().unloads());
         assert!(KeepAlive::parse(Some(&json!("0"))).unwrap().unloads());
         assert_eq!(KeepAlive::parse(Some(&json!(-1))), Ok(KeepAlive::Forever));
-        assert_eq!(
-            KeepAlive::parse(Some(&json!("10m"))),
-            Ok(KeepAlive::For(Duration::from_secs(600)))
-        );
+        assert_eq!(KeepAlive::parse(Some(&json!("10m"))), Ok(KeepAlive::For(Duration::from_secs(600))));
         assert!(KeepAlive::parse(Some(&json!(true))).is_err());
     }
 
@@ -254,10 +212,7 @@ mod tests {
         assert_eq!(parsed.num_predict, Some(3));
         let bad = json!({"temperature": "hot"});
         let err = ModelOptions::parse(bad.as_object()).unwrap_err();
-        assert_eq!(
-            err.message,
-            "option \"temperature\" must be of type float32"
-        );
+        assert_eq!(err.message, "option \"temperature\" must be of type float32");
         assert_eq!(err.status.as_u16(), 500);
     }
 }

@@ -18,8 +18,7 @@ use crate::state::Shared;
 use crate::text::hex_digest;
 use crate::tracker::Tracker;
 use crate::wire::{
-    error_line, go_rfc3339, json_response, local_now, ndjson_line, parse_body, with_content_type,
-    ApiError, NDJSON,
+    error_line, go_rfc3339, json_response, local_now, ndjson_line, parse_body, with_content_type, ApiError, NDJSON,
 };
 
 /// Time between two progress lines.
@@ -54,12 +53,7 @@ fn is_zero(value: &u64) -> bool {
 
 impl Progress {
     fn status(status: &str) -> Self {
-        Progress {
-            status: status.to_string(),
-            digest: String::new(),
-            total: 0,
-            completed: 0,
-        }
+        Progress { status: status.to_string(), digest: String::new(), total: 0, completed: 0 }
     }
 
     fn layer(digest: &str, total: u64, completed: u64) -> Self {
@@ -82,10 +76,7 @@ struct PullPlan {
 impl PullPlan {
     fn new(shared: &Shared, name: &str) -> Self {
         let Some(spec) = shared.pullable(name) else {
-            return PullPlan {
-                spec: None,
-                lines: vec![Progress::status("pulling manifest")],
-            };
+            return PullPlan { spec: None, lines: vec![Progress::status("pulling manifest")] };
         };
         let on_disk = shared.installed(name).is_some();
         let mut lines = vec![Progress::status("pulling manifest")];
@@ -98,13 +89,8 @@ impl PullPlan {
                 lines.extend((1..=steps).map(|k| Progress::layer(&digest, size, size * k / steps)));
             }
         }
-        lines.extend(
-            ["verifying sha256 digest", "writing manifest", "success"].map(Progress::status),
-        );
-        PullPlan {
-            spec: Some(spec),
-            lines,
-        }
+        lines.extend(["verifying sha256 digest", "writing manifest", "success"].map(Progress::status));
+        PullPlan { spec: Some(spec), lines }
     }
 }
 
@@ -130,11 +116,7 @@ pub(crate) async fn pull(State(shared): State<Arc<Shared>>, body: Bytes) -> Resp
         Ok(request) => request,
         Err(error) => return error.into_response(),
     };
-    let name = request
-        .model
-        .filter(|m| !m.is_empty())
-        .or(request.name)
-        .unwrap_or_default();
+    let name = request.model.filter(|m| !m.is_empty()).or(request.name).unwrap_or_default();
     if !names::is_valid(&name) {
         return ApiError::bad_request("invalid model name").into_response();
     }
@@ -149,14 +131,8 @@ pub(crate) async fn pull(State(shared): State<Arc<Shared>>, body: Bytes) -> Resp
 
 /// Streams the progress lines; an unknown model ends with an error line (status 200).
 fn stream_pull(shared: Arc<Shared>, plan: PullPlan, tracker: Tracker) -> Response {
-    let state = PullStream {
-        shared,
-        spec: plan.spec,
-        lines: plan.lines.into_iter(),
-        tracker,
-        pacer: Pacer::new(STEP),
-        finished: false,
-    };
+    let state =
+        PullStream { shared, spec: plan.spec, lines: plan.lines.into_iter(), tracker, pacer: Pacer::new(STEP), finished: false };
     let body = futures_util::stream::unfold(state, |mut state| async move {
         if state.finished {
             return None;

@@ -42,13 +42,7 @@ impl LoadedModel {
 /// The loaded models for `/api/ps`, latest `expires_at` first.
 pub(crate) fn loaded_models(shared: &Shared) -> Vec<LoadedModel> {
     let now = Instant::now();
-    let mut models: Vec<LoadedModel> = shared
-        .lock()
-        .loaded
-        .iter()
-        .filter(|m| !m.expired(now))
-        .cloned()
-        .collect();
+    let mut models: Vec<LoadedModel> = shared.lock().loaded.iter().filter(|m| !m.expired(now)).cloned().collect();
     models.sort_by_key(|m| std::cmp::Reverse(m.expires_at));
     models
 }
@@ -98,23 +92,12 @@ pub(crate) async fn load(
         }
     };
     let cold = ready_at > started || new_load.is_some();
-    let pending = new_load.map(|load_id| PendingLoad {
-        shared,
-        key: key.clone(),
-        load_id,
-    });
+    let pending = new_load.map(|load_id| PendingLoad { shared, key: key.clone(), load_id });
     tokio::time::sleep_until(ready_at.into()).await;
     // The load is complete, so dropping the guard no longer undoes anything.
     drop(pending);
     set_keep_alive(shared, &key, keep_alive, num_ctx);
-    LoadOutcome {
-        cold,
-        waited: if cold {
-            started.elapsed()
-        } else {
-            Duration::ZERO
-        },
-    }
+    LoadOutcome { cold, waited: if cold { started.elapsed() } else { Duration::ZERO } }
 }
 
 /// Undoes a load whose request was dropped before the load finished (a no-op once it did).
@@ -127,10 +110,7 @@ struct PendingLoad<'a> {
 impl Drop for PendingLoad<'_> {
     fn drop(&mut self) {
         let now = Instant::now();
-        self.shared
-            .lock()
-            .loaded
-            .retain(|m| !(m.key == self.key && m.load_id == self.load_id && m.ready_at > now));
+        self.shared.lock().loaded.retain(|m| !(m.key == self.key && m.load_id == self.load_id && m.ready_at > now));
     }
 }
 
@@ -150,9 +130,8 @@ fn set_keep_alive(shared: &Shared, key: &str, keep_alive: KeepAlive, num_ctx: Op
     }
     let duration = keep_alive.duration();
     model.expires = duration.and_then(|d| Instant::now().checked_add(d));
-    let wall = duration
-        .and_then(|d| chrono::Duration::from_std(d).ok())
-        .unwrap_or_else(|| chrono::Duration::seconds(FOREVER_SECS));
+    let wall =
+        duration.and_then(|d| chrono::Duration::from_std(d).ok()).unwrap_or_else(|| chrono::Duration::seconds(FOREVER_SECS));
     let now = local_now();
     model.expires_at = now.checked_add_signed(wall).unwrap_or(now);
 }
@@ -191,17 +170,11 @@ impl Drop for QueueTicket {
 
 /// Waits silently for a generation slot when `knobs.parallel` is set (`Ok(None)` when it is
 /// not); 503 when the queue is full.
-pub(crate) async fn acquire_slot(
-    shared: &Arc<Shared>,
-    knobs: &Knobs,
-) -> Result<Option<Slot>, ApiError> {
+pub(crate) async fn acquire_slot(shared: &Arc<Shared>, knobs: &Knobs) -> Result<Option<Slot>, ApiError> {
     let Some(limit) = knobs.parallel.map(|n| n.max(1)) else {
         return Ok(None);
     };
-    let mut ticket = QueueTicket {
-        shared: shared.clone(),
-        queued: false,
-    };
+    let mut ticket = QueueTicket { shared: shared.clone(), queued: false };
     loop {
         let released = shared.slot_released.notified();
         tokio::pin!(released);
@@ -214,16 +187,11 @@ pub(crate) async fn acquire_slot(
                     inner.queued -= 1;
                     ticket.queued = false;
                 }
-                return Ok(Some(Slot {
-                    shared: shared.clone(),
-                }));
+                return Ok(Some(Slot { shared: shared.clone() }));
             }
             if !ticket.queued {
                 if knobs.max_queue.is_some_and(|max| inner.queued >= max) {
-                    return Err(ApiError::new(
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                        SERVER_BUSY,
-                    ));
+                    return Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, SERVER_BUSY));
                 }
                 inner.queued += 1;
                 ticket.queued = true;

@@ -42,19 +42,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn not_found() -> Response {
-    with_content_type(
-        StatusCode::NOT_FOUND,
-        "text/plain",
-        Body::from("404 page not found"),
-    )
+    with_content_type(StatusCode::NOT_FOUND, "text/plain", Body::from("404 page not found"))
 }
 
 async fn method_not_allowed() -> Response {
-    with_content_type(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "text/plain",
-        Body::from("405 method not allowed"),
-    )
+    with_content_type(StatusCode::METHOD_NOT_ALLOWED, "text/plain", Body::from("405 method not allowed"))
 }
 
 /// Records every request (reading the whole body first, as Ollama's JSON decoding does; this
@@ -63,21 +55,12 @@ async fn record(State(shared): State<Arc<Shared>>, request: Request, next: Next)
     let (parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(bytes) => bytes,
-        Err(error) => {
-            return axum::response::IntoResponse::into_response(ApiError::bad_request(
-                error.to_string(),
-            ))
-        }
+        Err(error) => return axum::response::IntoResponse::into_response(ApiError::bad_request(error.to_string())),
     };
     let headers = parts
         .headers
         .iter()
-        .map(|(name, value)| {
-            (
-                name.to_string(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(name, value)| (name.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
         .collect();
     let method = parts.method.to_string();
     let path = parts.uri.path().to_string();
@@ -87,9 +70,7 @@ async fn record(State(shared): State<Arc<Shared>>, request: Request, next: Next)
         body: serde_json::from_slice(&bytes).ok(),
         headers,
     });
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     if shared.log_requests {
         eprintln!("{method} {path} -> {}", response.status().as_u16());
     }

@@ -71,14 +71,8 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn new(knobs: Knobs, installed: Vec<ModelSpec>, log_requests: bool) -> Self {
         let mut catalog = installed.clone();
-        for extra in ModelSpec::defaults()
-            .into_iter()
-            .chain([ModelSpec::tinyllama()])
-        {
-            if !catalog
-                .iter()
-                .any(|m| names::key(&m.name) == names::key(&extra.name))
-            {
+        for extra in ModelSpec::defaults().into_iter().chain([ModelSpec::tinyllama()]) {
+            if !catalog.iter().any(|m| names::key(&m.name) == names::key(&extra.name)) {
                 catalog.push(extra);
             }
         }
@@ -105,9 +99,7 @@ impl Shared {
     /// Locks the state. A panic while it was held cannot leave it inconsistent in a way that
     /// matters to a test double, so a poisoned lock is simply taken over.
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn knobs(&self) -> Knobs {
@@ -133,21 +125,13 @@ impl Shared {
     /// The installed model that `name` refers to.
     pub fn installed(&self, name: &str) -> Option<ModelSpec> {
         let key = names::key(name);
-        self.lock()
-            .installed
-            .iter()
-            .find(|m| names::key(&m.name) == key)
-            .cloned()
+        self.lock().installed.iter().find(|m| names::key(&m.name) == key).cloned()
     }
 
     /// The pullable model that `name` refers to.
     pub fn pullable(&self, name: &str) -> Option<ModelSpec> {
         let key = names::key(name);
-        self.lock()
-            .catalog
-            .iter()
-            .find(|m| names::key(&m.name) == key)
-            .cloned()
+        self.lock().catalog.iter().find(|m| names::key(&m.name) == key).cloned()
     }
 
     /// Installs a pulled model (newest first, like `/api/tags` sorts); a re-pull keeps the entry.

@@ -48,10 +48,7 @@ pub(crate) fn fit_tokens(tokens: Vec<String>, count: usize) -> Vec<String> {
 /// which comes in a few larger pieces).
 pub(crate) fn group_tokens(tokens: Vec<String>, chunks: usize) -> Vec<String> {
     let per_chunk = tokens.len().div_ceil(chunks.max(1)).max(1);
-    tokens
-        .chunks(per_chunk)
-        .map(|group| group.concat())
-        .collect()
+    tokens.chunks(per_chunk).map(|group| group.concat()).collect()
 }
 
 /// Number of whitespace-separated words.
@@ -90,14 +87,8 @@ pub(crate) fn tool_call_id() -> String {
 /// A non-cryptographic random number (splitmix64 over the clock and a counter); enough for ids.
 fn random_u64() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut z = nanos.wrapping_add(
-        COUNTER
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15),
-    );
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut z = nanos.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
@@ -109,10 +100,7 @@ mod tests {
 
     #[test]
     fn splits_words_keeping_spaces() {
-        assert_eq!(
-            split_tokens("Echo: hello world"),
-            ["Echo:", " hello", " world"]
-        );
+        assert_eq!(split_tokens("Echo: hello world"), ["Echo:", " hello", " world"]);
         assert_eq!(split_tokens("a  b\nc "), ["a", "  b", "\nc", " "]);
         assert_eq!(split_tokens(" lead"), [" lead"]);
         assert!(split_tokens("").is_empty());
@@ -122,20 +110,14 @@ mod tests {
     fn fits_token_counts() {
         let toks = split_tokens("Echo: hi");
         assert_eq!(fit_tokens(toks.clone(), 1), ["Echo:"]);
-        assert_eq!(
-            fit_tokens(toks, 5),
-            ["Echo:", " hi", " Echo:", " hi", " Echo:"]
-        );
+        assert_eq!(fit_tokens(toks, 5), ["Echo:", " hi", " Echo:", " hi", " Echo:"]);
         assert_eq!(fit_tokens(Vec::new(), 2), [" token", " token"]);
     }
 
     #[test]
     fn groups_thinking() {
         let toks = split_tokens("The user said 11 characters.");
-        assert_eq!(
-            group_tokens(toks, 3),
-            ["The user", " said 11", " characters."]
-        );
+        assert_eq!(group_tokens(toks, 3), ["The user", " said 11", " characters."]);
     }
 
     #[test]
@@ -146,8 +128,6 @@ mod tests {
         assert_ne!(d, hex_digest("y"));
         let id = tool_call_id();
         assert_eq!(id.len(), 13);
-        assert!(id[5..]
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(id[5..].chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
     }
 }

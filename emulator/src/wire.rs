@@ -25,10 +25,7 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-        }
+        ApiError { status, message: message.into() }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -57,12 +54,7 @@ struct ErrorBody<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        json_response(
-            self.status,
-            &ErrorBody {
-                error: &self.message,
-            },
-        )
+        json_response(self.status, &ErrorBody { error: &self.message })
     }
 }
 
@@ -90,16 +82,10 @@ pub(crate) fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Resp
 }
 
 /// A response with the given status, content type and body.
-pub(crate) fn with_content_type(
-    status: StatusCode,
-    content_type: &'static str,
-    body: Body,
-) -> Response {
+pub(crate) fn with_content_type(status: StatusCode, content_type: &'static str, body: Body) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -110,13 +96,8 @@ pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("missing request body"));
     }
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let value = if value.is_null() {
-        Value::Object(Default::default())
-    } else {
-        value
-    };
+    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let value = if value.is_null() { Value::Object(Default::default()) } else { value };
     serde_json::from_value(value).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
@@ -152,8 +133,7 @@ mod tests {
     #[test]
     fn formats_like_go() {
         let offset = FixedOffset::east_opt(7200).unwrap();
-        let t = offset.with_ymd_and_hms(2025, 5, 20, 9, 14, 7).unwrap()
-            + chrono::Duration::nanoseconds(518_301_120);
+        let t = offset.with_ymd_and_hms(2025, 5, 20, 9, 14, 7).unwrap() + chrono::Duration::nanoseconds(518_301_120);
         assert_eq!(go_rfc3339(&t), "2025-05-20T09:14:07.51830112+02:00");
         let whole = offset.with_ymd_and_hms(2025, 5, 20, 9, 14, 7).unwrap();
         assert_eq!(go_rfc3339(&whole), "2025-05-20T09:14:07+02:00");
@@ -174,22 +154,10 @@ mod tests {
             #[allow(dead_code)]
             model: Option<String>,
         }
-        assert_eq!(
-            parse_body::<Req>(b"").unwrap_err().message,
-            "missing request body"
-        );
-        assert_eq!(
-            parse_body::<Req>(b"  \n").unwrap_err().message,
-            "missing request body"
-        );
-        assert_eq!(
-            parse_body::<Req>(b"{").unwrap_err().status,
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            parse_body::<Req>(b"{\"model\":1}").unwrap_err().status,
-            StatusCode::BAD_REQUEST
-        );
+        assert_eq!(parse_body::<Req>(b"").unwrap_err().message, "missing request body");
+        assert_eq!(parse_body::<Req>(b"  \n").unwrap_err().message, "missing request body");
+        assert_eq!(parse_body::<Req>(b"{").unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(parse_body::<Req>(b"{\"model\":1}").unwrap_err().status, StatusCode::BAD_REQUEST);
         assert!(parse_body::<Req>(b"null").is_ok());
     }
 }

@@ -12,6 +12,14 @@ pub const REFRESH_COOKIE: &str = "refresh_token";
 pub const ACCESS_PATH: &str = "/api";
 pub const REFRESH_PATH: &str = "/api/v1/auth/refresh";
 
+/// A cookie that starts a session, or one that tells the browser to drop it (the original
+/// sends those without `HttpOnly` and `Secure`).
+#[derive(Clone, Copy)]
+enum Lifetime<'a> {
+    Session { max_age: u64 },
+    Expired { now: &'a str },
+}
+
 /// How cookies are scoped for one request.
 #[derive(Debug, Clone)]
 pub struct CookiePolicy {
@@ -29,19 +37,17 @@ impl CookiePolicy {
         Self { secure: !local, domain }
     }
 
-    fn cookie(&self, name: &str, value: &str, expires: Option<&str>, http_only: bool, max_age: u64, path: &str, secure: bool) -> HeaderValue {
+    fn cookie(&self, name: &str, value: &str, path: &str, lifetime: Lifetime<'_>) -> HeaderValue {
         let mut cookie = format!("{name}={value}");
         if let Some(domain) = &self.domain {
             cookie.push_str(&format!("; Domain={domain}"));
         }
-        if let Some(expires) = expires {
-            cookie.push_str(&format!("; expires={expires}"));
+        match lifetime {
+            Lifetime::Session { max_age } => cookie.push_str(&format!("; HttpOnly; Max-Age={max_age}")),
+            Lifetime::Expired { now } => cookie.push_str(&format!("; expires={now}; Max-Age=0")),
         }
-        if http_only {
-            cookie.push_str("; HttpOnly");
-        }
-        cookie.push_str(&format!("; Max-Age={max_age}; Path={path}; SameSite=lax"));
-        if secure {
+        cookie.push_str(&format!("; Path={path}; SameSite=lax"));
+        if self.secure && matches!(lifetime, Lifetime::Session { .. }) {
             cookie.push_str("; Secure");
         }
         HeaderValue::from_str(&cookie).expect("JWTs and configured domains are valid header text")
@@ -50,8 +56,8 @@ impl CookiePolicy {
     /// `Set-Cookie` values that start a session.
     pub fn session(&self, tokens: &IssuedTokens, access_max_age: u64, refresh_max_age: u64) -> [HeaderValue; 2] {
         [
-            self.cookie(ACCESS_COOKIE, &tokens.access_token, None, true, access_max_age, ACCESS_PATH, self.secure),
-            self.cookie(REFRESH_COOKIE, &tokens.refresh_token, None, true, refresh_max_age, REFRESH_PATH, self.secure),
+            self.cookie(ACCESS_COOKIE, &tokens.access_token, ACCESS_PATH, Lifetime::Session { max_age: access_max_age }),
+            self.cookie(REFRESH_COOKIE, &tokens.refresh_token, REFRESH_PATH, Lifetime::Session { max_age: refresh_max_age }),
         ]
     }
 
@@ -59,8 +65,8 @@ impl CookiePolicy {
     pub fn cleared(&self) -> [HeaderValue; 2] {
         let now = Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
         [
-            self.cookie(ACCESS_COOKIE, "\"\"", Some(&now), false, 0, ACCESS_PATH, false),
-            self.cookie(REFRESH_COOKIE, "\"\"", Some(&now), false, 0, REFRESH_PATH, false),
+            self.cookie(ACCESS_COOKIE, "\"\"", ACCESS_PATH, Lifetime::Expired { now: &now }),
+            self.cookie(REFRESH_COOKIE, "\"\"", REFRESH_PATH, Lifetime::Expired { now: &now }),
         ]
     }
 }
@@ -94,7 +100,8 @@ mod tests {
 
     #[test]
     fn local_hosts_get_the_originals_cookies() {
-        let [access, refresh] = CookiePolicy::for_request(&headers("127.0.0.1:8000"), Some("chat.example.com")).session(&tokens(), 3600, 604800);
+        let [access, refresh] =
+            CookiePolicy::for_request(&headers("127.0.0.1:8000"), Some("chat.example.com")).session(&tokens(), 3600, 604800);
         assert_eq!(access, "access_token=A.B.C; HttpOnly; Max-Age=3600; Path=/api; SameSite=lax");
         assert_eq!(refresh, "refresh_token=D.E.F; HttpOnly; Max-Age=604800; Path=/api/v1/auth/refresh; SameSite=lax");
     }

@@ -94,11 +94,7 @@ impl OllamaClient {
             base_url: config.base_url.clone(),
             first_byte_timeout: config.first_byte_timeout,
             idle_timeout: config.idle_timeout,
-            cache: Arc::new(ModelCache {
-                ttl: config.tags_cache_ttl,
-                tags: Mutex::new(None),
-                shows: Mutex::new(HashMap::new()),
-            }),
+            cache: Arc::new(ModelCache { ttl: config.tags_cache_ttl, tags: Mutex::new(None), shows: Mutex::new(HashMap::new()) }),
         })
     }
 
@@ -201,7 +197,10 @@ impl OllamaClient {
 
     /// Starts a pull; yields Ollama's progress lines as they arrive. An `{"error"}` line ends
     /// the stream with an error.
-    pub async fn pull(&self, model: &str) -> Result<impl Stream<Item = Result<Value, OllamaError>> + Send + 'static, OllamaError> {
+    pub async fn pull(
+        &self,
+        model: &str,
+    ) -> Result<impl Stream<Item = Result<Value, OllamaError>> + Send + 'static, OllamaError> {
         let response = self.send(Method::POST, "/api/pull", Some(&json!({ "model": model, "stream": true }))).await?;
         self.cache.clear().await;
         Ok(ndjson_lines(response, self.idle_timeout))
@@ -209,11 +208,16 @@ impl OllamaClient {
 
     /// Starts a streamed chat; yields chunks as they arrive. The request is dropped (and
     /// Ollama stops generating) when the stream is dropped.
-    pub async fn chat(&self, request: &ChatRequest) -> Result<impl Stream<Item = Result<ChatChunk, OllamaError>> + Send + 'static, OllamaError> {
+    pub async fn chat(
+        &self,
+        request: &ChatRequest,
+    ) -> Result<impl Stream<Item = Result<ChatChunk, OllamaError>> + Send + 'static, OllamaError> {
         let body = serde_json::to_value(request).map_err(|e| OllamaError::Protocol(e.to_string()))?;
         let response = self.send(Method::POST, "/api/chat", Some(&body)).await?;
         Ok(ndjson_lines(response, self.idle_timeout).map(|line| {
-            line.and_then(|value| serde_json::from_value::<ChatChunk>(value).map_err(|e| OllamaError::Protocol(format!("bad chat chunk: {e}"))))
+            line.and_then(|value| {
+                serde_json::from_value::<ChatChunk>(value).map_err(|e| OllamaError::Protocol(format!("bad chat chunk: {e}")))
+            })
         }))
     }
 }
@@ -242,45 +246,43 @@ fn normalise_time(value: &Value) -> Value {
 
 /// Splits a streamed body into JSON lines. A line with an `error` key ends the stream with
 /// [`OllamaError::Upstream`]; a broken connection with [`OllamaError::Disconnected`].
-fn ndjson_lines(response: reqwest::Response, idle_timeout: Duration) -> impl Stream<Item = Result<Value, OllamaError>> + Send + 'static {
+fn ndjson_lines(
+    response: reqwest::Response,
+    idle_timeout: Duration,
+) -> impl Stream<Item = Result<Value, OllamaError>> + Send + 'static {
     let status = response.status();
     let body = response.bytes_stream();
-    futures_util::stream::unfold(
-        (Box::pin(body), BytesMut::new(), false),
-        move |(mut body, mut buffer, finished)| async move {
-            if finished {
-                return None;
-            }
-            loop {
-                if let Some(pos) = buffer.iter().position(|b| *b == b'\n') {
-                    let line = buffer.split_to(pos + 1);
-                    let text = String::from_utf8_lossy(&line[..pos]);
-                    if text.trim().is_empty() {
-                        continue;
-                    }
-                    let item = parse_line(&text, status);
-                    let done = item.is_err();
-                    return Some((item, (body, buffer, done)));
+    futures_util::stream::unfold((Box::pin(body), BytesMut::new(), false), move |(mut body, mut buffer, finished)| async move {
+        if finished {
+            return None;
+        }
+        loop {
+            if let Some(pos) = buffer.iter().position(|b| *b == b'\n') {
+                let line = buffer.split_to(pos + 1);
+                let text = String::from_utf8_lossy(&line[..pos]);
+                if text.trim().is_empty() {
+                    continue;
                 }
-                match tokio::time::timeout(idle_timeout, body.next()).await {
-                    Err(_) => return Some((Err(OllamaError::Timeout(idle_timeout)), (body, buffer, true))),
-                    Ok(Some(Ok(chunk))) => buffer.extend_from_slice(chunk.chunk()),
-                    Ok(Some(Err(err))) => {
-                        return Some((Err(OllamaError::Disconnected(err.to_string())), (body, buffer, true)))
+                let item = parse_line(&text, status);
+                let done = item.is_err();
+                return Some((item, (body, buffer, done)));
+            }
+            match tokio::time::timeout(idle_timeout, body.next()).await {
+                Err(_) => return Some((Err(OllamaError::Timeout(idle_timeout)), (body, buffer, true))),
+                Ok(Some(Ok(chunk))) => buffer.extend_from_slice(chunk.chunk()),
+                Ok(Some(Err(err))) => return Some((Err(OllamaError::Disconnected(err.to_string())), (body, buffer, true))),
+                Ok(None) => {
+                    let rest = String::from_utf8_lossy(&buffer).trim().to_owned();
+                    buffer.clear();
+                    if rest.is_empty() {
+                        return None;
                     }
-                    Ok(None) => {
-                        let rest = String::from_utf8_lossy(&buffer).trim().to_owned();
-                        buffer.clear();
-                        if rest.is_empty() {
-                            return None;
-                        }
-                        let item = parse_line(&rest, status);
-                        return Some((item, (body, buffer, true)));
-                    }
+                    let item = parse_line(&rest, status);
+                    return Some((item, (body, buffer, true)));
                 }
             }
-        },
-    )
+        }
+    })
 }
 
 fn parse_line(text: &str, status: StatusCode) -> Result<Value, OllamaError> {

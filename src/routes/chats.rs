@@ -10,22 +10,19 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use futures_util::{stream, Stream, StreamExt};
+use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult};
 use crate::schemas::chats::{
-    BulkDelete, BulkDeleted, ChatCreate, ChatListQuery, ChatListResponse, ChatResponse, ChatUpdate, ChatWithMessages, CompletionRequest,
-    MessageCreate, MessageDeleted, MessageResponse, MessageUpdate, ModelCatalog, SuccessMessage,
+    BulkDelete, BulkDeleted, ChatCreate, ChatListQuery, ChatListResponse, ChatResponse, ChatUpdate, ChatWithMessages,
+    CompletionRequest, MessageCreate, MessageDeleted, MessageResponse, MessageUpdate, ModelCatalog, SuccessMessage,
 };
 use crate::services::chats;
 use crate::services::generation::{EndStatus, Ending, Generation, GenerationEvent, GenerationWatcher};
 use crate::state::AppState;
 use crate::validation::{ChatPath, MessagePath, OptionalJson, ValidJson, ValidPath, ValidQuery};
-
-/// Comments sent while the model loads, so proxies and browsers keep the stream open.
-const HEARTBEAT: Duration = Duration::from_secs(15);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -159,34 +156,43 @@ async fn completions(
     ValidPath(path): ValidPath<ChatPath>,
     ValidJson(request): ValidJson<CompletionRequest>,
 ) -> ApiResult<Response> {
-    let (generation, _user_message) = chats::start_completion(&state.store, &state.generations, &user, path.chat_id, request).await?;
-    Ok(event_stream(generation.watch()))
+    let (generation, _user_message) =
+        chats::start_completion(&state.store, &state.generations, &user, path.chat_id, request).await?;
+    Ok(event_stream(generation.watch(), state.config.heartbeat_interval))
 }
 
 /// Stops the chat's running generation; answers once its partial answer is stored.
-async fn stop(State(state): State<AppState>, CurrentUser(user): CurrentUser, ValidPath(path): ValidPath<ChatPath>) -> ApiResult<Json<Value>> {
+async fn stop(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ValidPath(path): ValidPath<ChatPath>,
+) -> ApiResult<Json<Value>> {
     chats::user_chat(&state.store, &user, path.chat_id).await?;
-    let generation = state
-        .generations
-        .stop(user.id, path.chat_id)
-        .ok_or(ApiError::NotFound("No reply is being generated for this chat"))?;
+    let generation =
+        state.generations.stop(user.id, path.chat_id).ok_or(ApiError::NotFound("No reply is being generated for this chat"))?;
     let ending = generation.watch().ending().await;
     Ok(Json(ending_payload(&generation, &ending)))
 }
 
 /// Re-attaches to a running generation: everything produced so far, then the rest.
-async fn reattach(State(state): State<AppState>, CurrentUser(user): CurrentUser, ValidPath(path): ValidPath<ChatPath>) -> ApiResult<Response> {
+async fn reattach(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ValidPath(path): ValidPath<ChatPath>,
+) -> ApiResult<Response> {
     chats::user_chat(&state.store, &user, path.chat_id).await?;
     let generation = state
         .generations
         .running(user.id, path.chat_id)
         .ok_or(ApiError::NotFound("No reply is being generated for this chat"))?;
-    Ok(event_stream(generation.watch()))
+    Ok(event_stream(generation.watch(), state.config.heartbeat_interval))
 }
 
 /// `start`, then `delta` events (`{"content"}` or `{"thinking"}`), `tool_calls`, and finally
 /// `done` (completed or stopped) or `error` (failed; the partial answer is stored).
-fn event_stream(watcher: GenerationWatcher) -> Response {
+/// Comments every `heartbeat` keep proxies and browsers from closing the stream while the
+/// model loads.
+fn event_stream(watcher: GenerationWatcher, heartbeat: Duration) -> Response {
     let generation = watcher.generation().clone();
     let start = Event::default().event("start").data(
         json!({
@@ -205,11 +211,7 @@ fn event_stream(watcher: GenerationWatcher) -> Response {
     })
     .flat_map(stream::iter);
     let all = stream::once(async move { start }).chain(events).map(Ok::<_, Infallible>);
-    sse_response(all)
-}
-
-fn sse_response(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
-    let mut response = Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("keep-alive")).into_response();
+    let mut response = Sse::new(all).keep_alive(KeepAlive::new().interval(heartbeat).text("keep-alive")).into_response();
     let headers = response.headers_mut();
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     headers.insert("cache-control", HeaderValue::from_static("no-cache"));

@@ -38,7 +38,11 @@ async fn tags(State(state): State<AppState>, CurrentUser(_user): CurrentUser) ->
     Ok(Json(state.ollama.tags().await?))
 }
 
-async fn show(State(state): State<AppState>, CurrentUser(_user): CurrentUser, ValidJson(request): ValidJson<ModelName>) -> ApiResult<Json<Value>> {
+async fn show(
+    State(state): State<AppState>,
+    CurrentUser(_user): CurrentUser,
+    ValidJson(request): ValidJson<ModelName>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(state.ollama.show(&request.model).await?))
 }
 
@@ -54,7 +58,11 @@ fn pull_error(err: OllamaError) -> ApiError {
 
 /// Without `stream`: waits for the pull and answers Ollama's progress lines as one string (as
 /// the original). With `"stream": true`: passes the NDJSON progress through as it arrives.
-async fn pull(State(state): State<AppState>, AdminUser(admin): AdminUser, ValidJson(request): ValidJson<ModelName>) -> ApiResult<Response> {
+async fn pull(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    ValidJson(request): ValidJson<ModelName>,
+) -> ApiResult<Response> {
     tracing::info!(admin_id = %admin.id, model = %request.model, "admin pulls a model");
     let progress = state.ollama.pull(&request.model).await.map_err(pull_error)?;
     if request.stream {
@@ -73,7 +81,11 @@ async fn pull(State(state): State<AppState>, AdminUser(admin): AdminUser, ValidJ
     Ok(Json(Value::String(text)).into_response())
 }
 
-async fn delete_model(State(state): State<AppState>, AdminUser(admin): AdminUser, ValidJson(request): ValidJson<ModelName>) -> ApiResult<Json<Message>> {
+async fn delete_model(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    ValidJson(request): ValidJson<ModelName>,
+) -> ApiResult<Json<Message>> {
     state.ollama.delete(&request.model).await?;
     tracing::info!(admin_id = %admin.id, model = %request.model, "admin deleted a model");
     Ok(Json(Message { message: "Model deleted successfully" }))
@@ -86,7 +98,11 @@ async fn clear_cache(State(state): State<AppState>, AdminUser(_admin): AdminUser
 
 /// The SPA's chat call. The answer is produced by a server-owned generation: a client that
 /// gives up waiting does not cancel it, and it is stored either way.
-async fn chat(State(state): State<AppState>, CurrentUser(user): CurrentUser, ValidJson(request): ValidJson<OllamaChatRequest>) -> ApiResult<Response> {
+async fn chat(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ValidJson(request): ValidJson<OllamaChatRequest>,
+) -> ApiResult<Response> {
     let stream = request.stream;
     let generation = chats::start_ollama_chat(&state.store, &state.generations, &user, request).await?;
     let mut watcher = generation.watch();
@@ -162,7 +178,9 @@ fn answer_as_one_object(generation: &Generation, ending: &Ending) -> ApiResult<R
 fn final_object(generation: &Generation, ending: &Ending, with_message: bool) -> Value {
     let mut object = match &ending.final_chunk {
         Some(chunk) => serde_json::to_value(chunk).unwrap_or_default(),
-        None => json!({ "model": generation.model, "created_at": chrono::Utc::now().to_rfc3339(), "message": {"role": "assistant", "content": ""}, "done_reason": "stopped", "done": true }),
+        None => {
+            json!({ "model": generation.model, "created_at": chrono::Utc::now().to_rfc3339(), "message": {"role": "assistant", "content": ""}, "done_reason": "stopped", "done": true })
+        }
     };
     if let Some(message) = &ending.message {
         if with_message {

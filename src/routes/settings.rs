@@ -30,7 +30,11 @@ pub async fn put_my_settings(
     Ok(Json(settings::update_settings(&state.store, &user, update).await?.into()))
 }
 
-async fn get_settings(State(state): State<AppState>, _admin: AdminUser, ValidPath(path): ValidPath<UserPath>) -> ApiResult<Json<SettingsResponse>> {
+async fn get_settings(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ValidPath(path): ValidPath<UserPath>,
+) -> ApiResult<Json<SettingsResponse>> {
     Ok(Json(settings::settings_for_admin(&state.store, path.user_id).await?.into()))
 }
 
@@ -43,7 +47,11 @@ async fn put_settings(
     Ok(Json(settings::update_settings_for_admin(&state.store, &admin, path.user_id, update).await?.into()))
 }
 
-async fn delete_settings(State(state): State<AppState>, AdminUser(admin): AdminUser, ValidPath(path): ValidPath<UserPath>) -> ApiResult<StatusCode> {
+async fn delete_settings(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    ValidPath(path): ValidPath<UserPath>,
+) -> ApiResult<StatusCode> {
     settings::delete_settings_for_admin(&state.store, &admin, path.user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -42,7 +42,11 @@ async fn list(
     Ok(Json(users.into_iter().map(UserResponse::from).collect()))
 }
 
-async fn get_user(State(state): State<AppState>, _admin: AdminUser, ValidPath(path): ValidPath<UserPath>) -> ApiResult<Json<UserResponse>> {
+async fn get_user(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ValidPath(path): ValidPath<UserPath>,
+) -> ApiResult<Json<UserResponse>> {
     let user = state.store.user_by_id(path.user_id).await?.ok_or(ApiError::NotFound("User not found"))?;
     Ok(Json(user.into()))
 }

@@ -9,7 +9,9 @@ use super::serialize_utc;
 use crate::store::chats::{Chat, DEFAULT_CHAT_TITLE};
 use crate::store::messages::Message;
 use crate::store::models::{ModelRecord, ProviderRecord};
-use crate::validation::{any_json, any_string, boolean, literal, object, query_int, string, string_list, uuid_any, FromFields, Fields, Patch, Problem};
+use crate::validation::{
+    any_json, any_string, boolean, literal, object, query_int, string, string_list, uuid_any, Fields, FromFields, Patch, Problem,
+};
 
 pub const MESSAGE_ROLES: &[&str] = &["user", "assistant", "system", "tool"];
 
@@ -341,7 +343,13 @@ pub struct ProviderSummary {
 
 impl From<ProviderRecord> for ProviderSummary {
     fn from(p: ProviderRecord) -> Self {
-        ProviderSummary { id: p.id, name: p.name, api_url: p.api_url, auth_type: p.auth_type, is_active: p.is_active.unwrap_or(true) }
+        ProviderSummary {
+            id: p.id,
+            name: p.name,
+            api_url: p.api_url,
+            auth_type: p.auth_type,
+            is_active: p.is_active.unwrap_or(true),
+        }
     }
 }
 

@@ -3,7 +3,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::store::settings::UserSettings;
-use crate::validation::{object, string, uuid_v4, FromFields, Fields, Patch};
+use crate::validation::{object, string, uuid_v4, Fields, FromFields, Patch};
 
 /// `PUT /user-settings/...`: a partial update; `null` clears a field, `preferences` is replaced whole.
 pub struct SettingsUpdate {

@@ -6,7 +6,7 @@ use super::serialize_utc;
 use crate::store::users::{Role, User};
 use serde_json::{json, Value};
 
-use crate::validation::{any_string, boolean, email, literal, query_int, string, FromFields, Fields, Problem};
+use crate::validation::{any_string, boolean, email, literal, query_int, string, Fields, FromFields, Problem};
 
 const ROLES: &[&str] = &["guest", "user", "admin"];
 

@@ -25,7 +25,12 @@ pub fn duplicate_or(err: sqlx::Error) -> ApiError {
 }
 
 /// Fails with the contract's 400 when the username or e-mail is used by another account.
-pub async fn ensure_available(store: &Store, username: Option<&str>, email: Option<&str>, except: Option<uuid::Uuid>) -> ApiResult<()> {
+pub async fn ensure_available(
+    store: &Store,
+    username: Option<&str>,
+    email: Option<&str>,
+    except: Option<uuid::Uuid>,
+) -> ApiResult<()> {
     if username.is_none() && email.is_none() {
         return Ok(());
     }

@@ -9,8 +9,8 @@ use super::generation::{Generation, GenerationRequest, Generations};
 use crate::error::{ApiError, ApiResult};
 use crate::ollama::{ChatRequest, UpstreamMessage};
 use crate::schemas::chats::{
-    BulkDelete, BulkDeleted, ChatCreate, ChatListQuery, ChatUpdate, CompletionRequest, MessageCreate, MessageUpdate, ModelOptions,
-    OllamaChatRequest,
+    BulkDelete, BulkDeleted, ChatCreate, ChatListQuery, ChatUpdate, CompletionRequest, MessageCreate, MessageUpdate,
+    ModelOptions, OllamaChatRequest,
 };
 use crate::store::chats::{Chat, ChatPage};
 use crate::store::messages::{Message, NewMessage};
@@ -44,10 +44,7 @@ pub async fn update(store: &Store, user: &User, chat_id: Uuid, update: ChatUpdat
     if update.title.is_none() && update.is_archived.is_none() {
         return user_chat(store, user, chat_id).await;
     }
-    store
-        .update_chat(user.id, chat_id, update.title.as_deref(), update.is_archived, store::now())
-        .await?
-        .ok_or(CHAT_NOT_FOUND)
+    store.update_chat(user.id, chat_id, update.title.as_deref(), update.is_archived, store::now()).await?.ok_or(CHAT_NOT_FOUND)
 }
 
 /// Deletes a chat and its messages; its running generation is stopped first.
@@ -70,7 +67,7 @@ pub async fn add_message(store: &Store, user: &User, chat_id: Uuid, request: Mes
     let new = NewMessage {
         role: request.role,
         content: request.content,
-        images: request.images.map(|images| Value::from(images)),
+        images: request.images.map(Value::from),
         extended_metadata: request.extended_metadata.map(Value::Object),
         ..NewMessage::default()
     };
@@ -83,7 +80,13 @@ pub async fn message(store: &Store, user: &User, chat_id: Uuid, message_id: Uuid
 }
 
 /// Only the user's own words can be edited.
-pub async fn edit_message(store: &Store, user: &User, chat_id: Uuid, message_id: Uuid, update: MessageUpdate) -> ApiResult<Message> {
+pub async fn edit_message(
+    store: &Store,
+    user: &User,
+    chat_id: Uuid,
+    message_id: Uuid,
+    update: MessageUpdate,
+) -> ApiResult<Message> {
     let current = message(store, user, chat_id, message_id).await?;
     if current.role != "user" {
         return Err(ApiError::Forbidden("Only user messages can be edited"));
@@ -93,10 +96,7 @@ pub async fn edit_message(store: &Store, user: &User, chat_id: Uuid, message_id:
         None => current.extended_metadata,
         Some(value) => value.map(Value::Object),
     };
-    store
-        .edit_message(user.id, chat_id, message_id, &content, metadata.as_ref(), store::now())
-        .await?
-        .ok_or(MESSAGE_NOT_FOUND)
+    store.edit_message(user.id, chat_id, message_id, &content, metadata.as_ref(), store::now()).await?.ok_or(MESSAGE_NOT_FOUND)
 }
 
 pub async fn delete_message(store: &Store, user: &User, chat_id: Uuid, message_id: Uuid) -> ApiResult<()> {
@@ -175,7 +175,12 @@ pub async fn start_completion(
 
 /// The SPA's `/ollama/chat`: the client sends the conversation (its user message is already
 /// stored through `POST /chats/{id}/messages`); the answer is stored in the chat.
-pub async fn start_ollama_chat(store: &Store, generations: &Generations, user: &User, request: OllamaChatRequest) -> ApiResult<Arc<Generation>> {
+pub async fn start_ollama_chat(
+    store: &Store,
+    generations: &Generations,
+    user: &User,
+    request: OllamaChatRequest,
+) -> ApiResult<Arc<Generation>> {
     user_chat(store, user, request.chat_id).await?;
     refuse_while_running(generations, user, request.chat_id)?;
     let title_source = request.messages.iter().find(|m| m.role == "user").map(|m| m.content.clone());

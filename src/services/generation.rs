@@ -57,7 +57,7 @@ pub struct Ending {
 /// What watchers receive, in order: every chunk, then the end.
 #[derive(Debug, Clone)]
 pub enum GenerationEvent {
-    Chunk(ChatChunk),
+    Chunk(Box<ChatChunk>),
     End(Arc<Ending>),
 }
 
@@ -224,7 +224,7 @@ impl Generations {
             // Dropping `stream_answer` drops the upstream request: Ollama stops generating.
             _ = generation.cancel.cancelled() => Outcome::Stopped,
             result = stream_answer(&self.ollama, &generation, &request.upstream, &mut answer) => match result {
-                Ok(final_chunk) => Outcome::Completed(final_chunk),
+                Ok(final_chunk) => Outcome::Completed(Box::new(final_chunk)),
                 Err(err) => Outcome::Failed(err),
             },
         };
@@ -237,7 +237,7 @@ impl Generations {
     /// Stores the answer (once) and works out what the watchers are told.
     async fn finish(&self, generation: &Generation, request: &GenerationRequest, answer: Answer, outcome: Outcome) -> Ending {
         let (status, final_chunk, error) = match outcome {
-            Outcome::Completed(chunk) => (EndStatus::Completed, Some(chunk), None),
+            Outcome::Completed(chunk) => (EndStatus::Completed, Some(*chunk), None),
             Outcome::Stopped => (EndStatus::Stopped, None, None),
             Outcome::Failed(err) => (EndStatus::Failed, None, Some(err)),
         };
@@ -313,7 +313,7 @@ impl Generations {
 }
 
 enum Outcome {
-    Completed(ChatChunk),
+    Completed(Box<ChatChunk>),
     Stopped,
     Failed(OllamaError),
 }
@@ -350,7 +350,7 @@ async fn stream_answer(
             answer.tool_calls.extend(calls.iter().cloned());
         }
         let done = chunk.done;
-        generation.publish(GenerationEvent::Chunk(chunk.clone()));
+        generation.publish(GenerationEvent::Chunk(Box::new(chunk.clone())));
         if done {
             return Ok(chunk);
         }

@@ -25,7 +25,12 @@ pub async fn settings_for_admin(store: &Store, user_id: Uuid) -> ApiResult<UserS
     store.settings(user_id).await?.ok_or(ApiError::NotFound("Settings not found"))
 }
 
-pub async fn update_settings_for_admin(store: &Store, admin: &User, user_id: Uuid, update: SettingsUpdate) -> ApiResult<UserSettings> {
+pub async fn update_settings_for_admin(
+    store: &Store,
+    admin: &User,
+    user_id: Uuid,
+    update: SettingsUpdate,
+) -> ApiResult<UserSettings> {
     let user = store.user_by_id(user_id).await?.ok_or(ApiError::NotFound("User not found"))?;
     let settings = update_settings(store, &user, update).await?;
     tracing::info!(admin_id = %admin.id, target_id = %user_id, "admin updated settings");

@@ -44,12 +44,16 @@ impl Store {
     }
 
     /// Newest activity first.
-    pub async fn list_chats(&self, user_id: Uuid, include_archived: bool, skip: i64, limit: i64) -> Result<ChatPage, sqlx::Error> {
+    pub async fn list_chats(
+        &self,
+        user_id: Uuid,
+        include_archived: bool,
+        skip: i64,
+        limit: i64,
+    ) -> Result<ChatPage, sqlx::Error> {
         let filter = "user_id = $1 AND ($2 OR NOT COALESCE(is_archived, FALSE))";
         let count_sql = format!("SELECT COUNT(*) FROM chats WHERE {filter}");
-        let page_sql = format!(
-            "SELECT {CHAT_COLUMNS} FROM chats WHERE {filter} ORDER BY updated_at DESC, id LIMIT $3 OFFSET $4"
-        );
+        let page_sql = format!("SELECT {CHAT_COLUMNS} FROM chats WHERE {filter} ORDER BY updated_at DESC, id LIMIT $3 OFFSET $4");
         on_pool!(self, pool => {
             let total: i64 = sqlx::query_scalar(&count_sql).bind(user_id).bind(include_archived).fetch_one(pool).await?;
             let chats = sqlx::query_as(&page_sql)

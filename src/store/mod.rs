@@ -163,7 +163,10 @@ pub fn now() -> NaiveDateTime {
 pub fn is_connection_error(err: &sqlx::Error) -> bool {
     matches!(
         err,
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed
     )
 }

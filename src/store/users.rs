@@ -82,8 +82,7 @@ pub struct UserChanges {
     pub is_active: Option<bool>,
 }
 
-const USER_COLUMNS: &str =
-    "id, username, email, password_hash, role, created_at, last_login, is_active, token_version";
+const USER_COLUMNS: &str = "id, username, email, password_hash, role, created_at, last_login, is_active, token_version";
 
 impl Store {
     /// Inserts the user and their default settings (display name = username) in one

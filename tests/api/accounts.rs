@@ -83,7 +83,8 @@ async fn duplicate_names_and_emails_are_refused(app: TestApp) {
 }
 
 async fn registration_is_validated_like_the_original(app: TestApp) {
-    let bad = app.post("/auth/register").json(&json!({"username": "ab", "email": "not-an-email", "password": "short"})).send().await;
+    let bad =
+        app.post("/auth/register").json(&json!({"username": "ab", "email": "not-an-email", "password": "short"})).send().await;
     bad.assert_validation(&[
         ("string_too_short", json!(["body", "username"])),
         ("value_error", json!(["body", "email"])),
@@ -255,7 +256,8 @@ async fn bad_tokens_are_refused(app: TestApp) {
     me("access_token=abc.def.ghi".into()).await.assert_detail(401, "Could not validate credentials");
     me(format!("access_token={}", session.refresh_token)).await.assert_detail(401, "Could not validate credentials");
 
-    let valid = json!({"sub": id, "username": "bob_user", "role": "user", "exp": in_an_hour(), "type": "access", "token_version": 1});
+    let valid =
+        json!({"sub": id, "username": "bob_user", "role": "user", "exp": in_an_hour(), "type": "access", "token_version": 1});
     assert_eq!(me(format!("access_token={}", token_with(valid.clone(), ACCESS_SECRET))).await.status, 200);
 
     let mut expired = valid.clone();

@@ -5,6 +5,9 @@
 mod support;
 
 mod accounts;
+mod chats;
 mod health;
+mod ollama;
 mod settings;
+mod streaming;
 mod users;

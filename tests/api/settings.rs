@@ -25,11 +25,13 @@ async fn settings_are_created_and_updated_partially(app: TestApp) {
     assert_eq!(updated.body["display_name"], "Bob B.");
     assert_eq!(updated.body["preferences"], json!({"theme": "dark", "language": "en"}));
 
-    let partial = app.put("/user-settings/me").session(&session).json(&json!({"avatar_url": "https://example.com/a.png"})).send().await;
+    let partial =
+        app.put("/user-settings/me").session(&session).json(&json!({"avatar_url": "https://example.com/a.png"})).send().await;
     assert_eq!(partial.body["display_name"], "Bob B.");
     assert_eq!(partial.body["avatar_url"], "https://example.com/a.png");
     let model = uuid::Uuid::new_v4();
-    let cleared = app.put("/user-settings/me").session(&session).json(&json!({"avatar_url": null, "default_model_id": model})).send().await;
+    let cleared =
+        app.put("/user-settings/me").session(&session).json(&json!({"avatar_url": null, "default_model_id": model})).send().await;
     assert_eq!(cleared.body["avatar_url"], json!(null));
     assert_eq!(cleared.body["default_model_id"], json!(model));
     let replaced = app.put("/user-settings/me").session(&session).json(&json!({"preferences": {"theme": "light"}})).send().await;

@@ -30,7 +30,12 @@ async fn users_edit_their_own_profile(app: TestApp) {
     let bad = app.put("/users/me").session(&session).json(&json!({"email": "nope"})).send().await;
     bad.assert_validation(&[("value_error", json!(["body", "email"]))]);
 
-    let renamed = app.put("/users/me").session(&session).json(&json!({"username": "bob_renamed", "password": "New-pass-2025!"})).send().await;
+    let renamed = app
+        .put("/users/me")
+        .session(&session)
+        .json(&json!({"username": "bob_renamed", "password": "New-pass-2025!"}))
+        .send()
+        .await;
     assert_eq!(renamed.body["username"], "bob_renamed");
     app.login("bob_renamed", "New-pass-2025!").await;
     assert_eq!(app.post("/auth/login").form(&[("username", "bob_renamed"), ("password", PASSWORD)]).send().await.status, 401);
@@ -47,7 +52,12 @@ async fn users_cannot_deactivate_themselves_or_take_taken_names(app: TestApp) {
         .await
         .assert_detail(403, "You cannot change your own active status");
     assert_eq!(app.get("/users/me").session(&session).send().await.status, 200);
-    app.put("/users/me").session(&session).json(&json!({"username": "admin_ann"})).send().await.assert_detail(400, "Username already registered");
+    app.put("/users/me")
+        .session(&session)
+        .json(&json!({"username": "admin_ann"}))
+        .send()
+        .await
+        .assert_detail(400, "Username already registered");
     app.put("/users/me")
         .session(&session)
         .json(&json!({"email": "ADMIN_ANN@example.com"}))
@@ -77,8 +87,16 @@ async fn admins_list_users_in_creation_order(app: TestApp) {
         bad.body,
         json!({"detail": [{"type": "int_parsing", "loc": ["query", "limit"], "msg": "Input should be a valid integer, unable to parse string as an integer", "input": "abc"}]})
     );
-    app.get("/users?limit=0").session(&admin).send().await.assert_validation(&[("greater_than_equal", json!(["query", "limit"]))]);
-    app.get("/users?limit=1001").session(&admin).send().await.assert_validation(&[("less_than_equal", json!(["query", "limit"]))]);
+    app.get("/users?limit=0")
+        .session(&admin)
+        .send()
+        .await
+        .assert_validation(&[("greater_than_equal", json!(["query", "limit"]))]);
+    app.get("/users?limit=1001")
+        .session(&admin)
+        .send()
+        .await
+        .assert_validation(&[("less_than_equal", json!(["query", "limit"]))]);
     app.get("/users?skip=-1").session(&admin).send().await.assert_validation(&[("greater_than_equal", json!(["query", "skip"]))]);
 }
 
@@ -94,14 +112,29 @@ async fn admins_manage_accounts(app: TestApp) {
     assert_eq!(renamed.body["username"], "dave_renamed");
     let unchanged = app.put(&dave_path).session(&admin).json(&json!({})).send().await;
     assert_eq!(unchanged.body, renamed.body);
-    app.put(&dave_path).session(&admin).json(&json!({"username": "abc"})).send().await.assert_validation(&[("string_too_short", json!(["body", "username"]))]);
-    app.put(&dave_path).session(&admin).json(&json!({"username": "bob_user"})).send().await.assert_detail(400, "Username already registered");
+    app.put(&dave_path)
+        .session(&admin)
+        .json(&json!({"username": "abc"}))
+        .send()
+        .await
+        .assert_validation(&[("string_too_short", json!(["body", "username"]))]);
+    app.put(&dave_path)
+        .session(&admin)
+        .json(&json!({"username": "bob_user"}))
+        .send()
+        .await
+        .assert_detail(400, "Username already registered");
 
     let promoted = app.put(&dave_path).session(&admin).json(&json!({"role": "admin"})).send().await;
     assert_eq!(promoted.body["role"], "admin");
     let demoted = app.put(&dave_path).session(&admin).json(&json!({"role": "guest"})).send().await;
     assert_eq!(demoted.body["role"], "guest");
-    app.put(&dave_path).session(&admin).json(&json!({"role": "overlord"})).send().await.assert_validation(&[("literal_error", json!(["body", "role"]))]);
+    app.put(&dave_path)
+        .session(&admin)
+        .json(&json!({"role": "overlord"}))
+        .send()
+        .await
+        .assert_validation(&[("literal_error", json!(["body", "role"]))]);
 
     let deactivated = app.delete(&dave_path).session(&admin).send().await;
     assert_eq!(deactivated.status, 200);
@@ -119,7 +152,12 @@ async fn admins_manage_accounts(app: TestApp) {
     // The only admin cannot lock themselves out.
     let own = format!("/users/{}", ann["id"].as_str().unwrap());
     app.delete(&own).session(&admin).send().await.assert_detail(403, "You cannot change your own active status");
-    app.put(&own).session(&admin).json(&json!({"role": "user"})).send().await.assert_detail(403, "You cannot change your own role");
+    app.put(&own)
+        .session(&admin)
+        .json(&json!({"role": "user"}))
+        .send()
+        .await
+        .assert_detail(403, "You cannot change your own role");
     assert_eq!(app.count("SELECT COUNT(*) FROM users WHERE role = 'admin' AND is_active").await, 1);
 }
 
@@ -130,7 +168,11 @@ async fn deactivated_users_are_locked_out(app: TestApp) {
 
     app.get("/users/me").session(&session).send().await.assert_detail(400, "Inactive user");
     app.post("/auth/logout").session(&session).send().await.assert_detail(400, "Inactive user");
-    app.post("/auth/login").form(&[("username", "carol_guest"), ("password", PASSWORD)]).send().await.assert_detail(400, "Inactive user");
+    app.post("/auth/login")
+        .form(&[("username", "carol_guest"), ("password", PASSWORD)])
+        .send()
+        .await
+        .assert_detail(400, "Inactive user");
     app.post("/auth/login")
         .form(&[("username", "carol_guest"), ("password", "wrong-password")])
         .send()

@@ -86,11 +86,13 @@ pub struct TestApp {
     pub address: String,
     pub backend: Backend,
     pub store: Store,
+    pub database: rovertchat::config::DatabaseConfig,
     pub emulator: Emulator,
     pub client: reqwest::Client,
     pub data_dir: tempfile::TempDir,
     pub log_dir: std::path::PathBuf,
     server: tokio::task::JoinHandle<()>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     _pg: Option<PgTestDatabase>,
 }
 
@@ -135,11 +137,29 @@ impl TestApp {
         let app = Application::build(config).await.expect("server starts");
         let address = format!("http://{}", app.local_addr());
         let store = app.state().store.clone();
+        let database = app.state().config.database.clone();
+        let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            app.run(std::future::pending()).await.expect("server runs");
+            app.run(async move {
+                let _ = signal.await;
+            })
+            .await
+            .expect("server runs");
         });
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        TestApp { address, backend, store, emulator, client, data_dir, log_dir, server, _pg: pg }
+        TestApp {
+            address,
+            backend,
+            store,
+            database,
+            emulator,
+            client,
+            data_dir,
+            log_dir,
+            server,
+            shutdown: Some(shutdown),
+            _pg: pg,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -196,6 +216,16 @@ impl TestApp {
     /// Runs SQL against the test's database and returns one integer.
     pub async fn count(&self, sql: &str) -> i64 {
         rovertchat::on_pool!(self.store, pool => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await).expect(sql)
+    }
+
+    /// Sends the shutdown signal (as SIGTERM would) and waits until the server has stopped.
+    pub async fn shut_down(&mut self) {
+        if let Some(signal) = self.shutdown.take() {
+            let _ = signal.send(());
+        }
+        (&mut self.server).await.expect("server task ends cleanly");
+        // The server closed its pool; look at the database through a new one.
+        self.store = Store::connect(&self.database, 2).await.expect("reconnect to the test database");
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -294,5 +324,139 @@ impl TestResponse {
             issues.iter().map(|i| (i["type"].as_str().unwrap().to_owned(), i["loc"].clone())).collect();
         let want: Vec<(String, Value)> = expected.iter().map(|(t, l)| (t.to_string(), l.clone())).collect();
         assert_eq!(got, want, "body: {}", self.body);
+    }
+}
+
+/// Reads a streamed response (SSE or NDJSON) piece by piece, as a browser would.
+pub struct StreamReader {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+    /// SSE comment lines seen so far (heartbeats).
+    pub comments: usize,
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub event: String,
+    pub data: Value,
+}
+
+impl StreamReader {
+    pub async fn open(request: TestRequest<'_>) -> StreamReader {
+        let response = request.builder().send().await.expect("request reaches the server");
+        let status = response.status();
+        let headers = response.headers().clone();
+        StreamReader { status, headers, body: Box::pin(response.bytes_stream()), buffer: String::new(), comments: 0 }
+    }
+
+    async fn fill(&mut self, timeout: Duration) -> Result<bool, String> {
+        use futures_util::StreamExt;
+        match tokio::time::timeout(timeout, self.body.next()).await {
+            Err(_) => Err("timed out waiting for the stream".into()),
+            Ok(None) => Ok(false),
+            Ok(Some(Err(e))) => Err(format!("stream broke: {e}")),
+            Ok(Some(Ok(bytes))) => {
+                self.buffer.push_str(&String::from_utf8_lossy(&bytes));
+                Ok(true)
+            }
+        }
+    }
+
+    /// The next SSE event (comments are counted and skipped); `None` at the end.
+    pub async fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(comment) = line.strip_prefix(':') {
+                        let _ = comment;
+                        self.comments += 1;
+                    } else if let Some(name) = line.strip_prefix("event:") {
+                        event = name.trim().to_owned();
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push_str(d.trim_start());
+                    }
+                }
+                if !data.is_empty() {
+                    return Some(SseEvent { event, data: serde_json::from_str(&data).unwrap_or(Value::String(data)) });
+                }
+            }
+            match self.fill(Duration::from_secs(30)).await {
+                Ok(true) => continue,
+                Ok(false) => return None,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// All remaining SSE events.
+    pub async fn rest(&mut self) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        while let Some(e) = self.next_event().await {
+            events.push(e);
+        }
+        events
+    }
+
+    /// The next NDJSON line; `None` at the end.
+    pub async fn next_line(&mut self) -> Option<Value> {
+        loop {
+            if let Some(end) = self.buffer.find('\n') {
+                let line: String = self.buffer.drain(..end + 1).collect();
+                if line.trim().is_empty() {
+                    continue;
+                }
+                return Some(serde_json::from_str(line.trim()).expect("NDJSON line"));
+            }
+            match self.fill(Duration::from_secs(30)).await {
+                Ok(true) => continue,
+                Ok(false) => return None,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}
+
+impl TestApp {
+    /// Creates a chat for the session's user and returns its id.
+    pub async fn new_chat(&self, session: &Session, title: Option<&str>) -> String {
+        let request = self.post("/chats/my").session(session);
+        let request = match title {
+            Some(t) => request.json(&json!({ "title": t })),
+            None => request,
+        };
+        let response = request.send().await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
+        response.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Posts a message and returns its JSON.
+    pub async fn post_message(&self, session: &Session, chat_id: &str, role: &str, content: &str) -> Value {
+        let response = self
+            .post(&format!("/chats/{chat_id}/messages"))
+            .session(session)
+            .json(&json!({"role": role, "content": content}))
+            .send()
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+        response.body
+    }
+
+    /// Waits until the database has `expected` rows for `sql` (a generation stores its answer
+    /// from its own task). Polls for at most ten seconds.
+    pub async fn wait_for_count(&self, sql: &str, expected: i64) -> i64 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let n = self.count(sql).await;
+            if n == expected || std::time::Instant::now() > deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
