@@ -5,6 +5,7 @@
 mod support;
 
 mod accounts;
+mod adoption;
 mod chats;
 mod health;
 mod ollama;

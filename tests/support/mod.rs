@@ -45,12 +45,13 @@ macro_rules! on_both_databases {
 }
 
 /// A PostgreSQL database made for one test and dropped after it.
-struct PgTestDatabase {
+pub struct PgDatabase {
+    pub url: String,
     admin_url: String,
     name: String,
 }
 
-impl Drop for PgTestDatabase {
+impl Drop for PgDatabase {
     fn drop(&mut self) {
         let admin_url = self.admin_url.clone();
         let name = self.name.clone();
@@ -71,15 +72,15 @@ pub fn pg_admin_url() -> Option<String> {
     std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty())
 }
 
-/// Creates an empty database and returns its URL and guard.
-async fn create_pg_database() -> (String, PgTestDatabase) {
+/// Creates an empty database.
+pub async fn create_pg_database() -> PgDatabase {
     let admin_url = pg_admin_url().expect("TEST_DATABASE_URL is set");
     let name = format!("rovertchat_test_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(&admin_url).await.expect("TEST_DATABASE_URL must reach PostgreSQL");
     sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.expect("create test database");
     let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
     url.set_path(&name);
-    (url.to_string(), PgTestDatabase { admin_url, name })
+    PgDatabase { url: url.to_string(), admin_url, name }
 }
 
 pub struct TestApp {
@@ -93,7 +94,7 @@ pub struct TestApp {
     pub log_dir: std::path::PathBuf,
     server: tokio::task::JoinHandle<()>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    _pg: Option<PgTestDatabase>,
+    _pg: Option<PgDatabase>,
 }
 
 impl TestApp {
@@ -111,6 +112,19 @@ impl TestApp {
 
     /// Starts a server with extra configuration variables.
     pub async fn spawn_with(backend: Backend, extra: Vec<(&str, String)>) -> TestApp {
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(create_pg_database().await),
+        };
+        Self::spawn_on(backend, pg, extra).await
+    }
+
+    /// Starts a server on a PostgreSQL database prepared by the test (e.g. a loaded fixture).
+    pub async fn spawn_on_postgres(database: PgDatabase) -> TestApp {
+        Self::spawn_on(Backend::Postgres, Some(database), Vec::new()).await
+    }
+
+    async fn spawn_on(backend: Backend, pg: Option<PgDatabase>, extra: Vec<(&str, String)>) -> TestApp {
         let emulator = Emulator::start().await;
         let data_dir = tempfile::tempdir().expect("temp dir");
         let log_dir = data_dir.path().join("logs");
@@ -124,14 +138,9 @@ impl TestApp {
             ("OLLAMA_BASE_URL".into(), emulator.base_url()),
             ("DATABASE_MAX_CONNECTIONS".into(), "5".into()),
         ];
-        let pg = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => {
-                let (url, guard) = create_pg_database().await;
-                vars.push(("DATABASE_URL".into(), url));
-                Some(guard)
-            }
-        };
+        if let Some(database) = &pg {
+            vars.push(("DATABASE_URL".into(), database.url.clone()));
+        }
         vars.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
         let config = Config::from_vars(vars).expect("test configuration is valid");
         let app = Application::build(config).await.expect("server starts");
