@@ -68,6 +68,8 @@ pub struct JwtConfig {
     pub algorithm: Algorithm,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// How long a used refresh token is still accepted (parallel tabs refreshing at once).
+    pub refresh_reuse_grace: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -80,6 +82,59 @@ pub struct OllamaConfig {
     pub idle_timeout: Duration,
     /// How long `/ollama/tags` answers are cached.
     pub tags_cache_ttl: Duration,
+}
+
+/// `N` requests per `per`, e.g. `5/minute`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateSpec {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl RateSpec {
+    pub const fn per_minute(count: u32) -> Self {
+        RateSpec { count, per: Duration::from_secs(60) }
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        let (count, unit) = raw.split_once('/')?;
+        let count: u32 = count.trim().parse().ok().filter(|c| *c > 0)?;
+        let per = match unit.trim().to_ascii_lowercase().as_str() {
+            "s" | "sec" | "second" | "seconds" => Duration::from_secs(1),
+            "m" | "min" | "minute" | "minutes" => Duration::from_secs(60),
+            "h" | "hour" | "hours" => Duration::from_secs(3600),
+            _ => return None,
+        };
+        Some(RateSpec { count, per })
+    }
+
+    /// As the original words it: "5 per 1 minute".
+    pub fn describe(&self) -> String {
+        let unit = match self.per.as_secs() {
+            1 => "second",
+            3600 => "hour",
+            _ => "minute",
+        };
+        format!("{} per 1 {unit}", self.count)
+    }
+}
+
+/// Per-client limits of the routes the original limited (its defaults), and per account name
+/// for login.
+#[derive(Clone, Debug)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    pub register: RateSpec,
+    pub login: RateSpec,
+    pub login_per_account: RateSpec,
+    pub refresh: RateSpec,
+    pub logout: RateSpec,
+    pub profile_read: RateSpec,
+    pub profile_write: RateSpec,
+    pub settings_read: RateSpec,
+    pub settings_write: RateSpec,
+    /// Peers whose `X-Real-IP` / `X-Forwarded-For` are believed (reverse proxies).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Clone, Debug)]
@@ -100,6 +155,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Interval of the comments that keep an event stream open while a model loads.
     pub heartbeat_interval: Duration,
+    pub rate_limits: RateLimitConfig,
+    /// Longest time a non-streaming request may take.
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
 }
 
 const MIN_SECRET_BYTES: usize = 32;
@@ -221,7 +280,18 @@ impl Config {
         let heartbeat_interval =
             Duration::from_secs(vars.parse("SSE_HEARTBEAT_SECS", "a whole number of seconds")?.unwrap_or(15).max(1));
 
+        let rate_limits = rate_limits(&vars)?;
+        let request_timeout =
+            Duration::from_secs(vars.parse("REQUEST_TIMEOUT_SECS", "a whole number of seconds")?.unwrap_or(30).max(1));
+        let max_body_bytes: usize = vars.parse("MAX_BODY_BYTES", "a number of bytes")?.unwrap_or(32 * 1024 * 1024);
+        if max_body_bytes < 1024 {
+            return Err(ConfigError::new("MAX_BODY_BYTES", "must be at least 1024"));
+        }
+
         Ok(Config {
+            rate_limits,
+            request_timeout,
+            max_body_bytes,
             shutdown_grace,
             heartbeat_interval,
             environment,
@@ -238,6 +308,9 @@ impl Config {
                 algorithm,
                 access_ttl: Duration::from_secs(access_minutes * 60),
                 refresh_ttl: Duration::from_secs(refresh_days * 24 * 3600),
+                refresh_reuse_grace: Duration::from_secs(
+                    vars.parse("REFRESH_REUSE_GRACE_SECS", "a whole number of seconds")?.unwrap_or(10),
+                ),
             },
             frontend_origins,
             domain,
@@ -258,6 +331,42 @@ impl Vars {
             .map(|raw| raw.parse::<T>().map_err(|_| ConfigError::new(name, format!("expected {expected}, got {raw:?}"))))
             .transpose()
     }
+}
+
+fn rate_limits(vars: &Vars) -> Result<RateLimitConfig, ConfigError> {
+    let enabled = match vars.get("RATE_LIMITS").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("on") | Some("true") | Some("1") => true,
+        Some("off") | Some("false") | Some("0") => false,
+        Some(other) => return Err(ConfigError::new("RATE_LIMITS", format!("must be on or off, got {other:?}"))),
+    };
+    let spec = |name: &'static str, default: u32| -> Result<RateSpec, ConfigError> {
+        match vars.get(name) {
+            None => Ok(RateSpec::per_minute(default)),
+            Some(raw) => RateSpec::parse(raw)
+                .ok_or_else(|| ConfigError::new(name, format!("expected a rate like 10/minute, got {raw:?}"))),
+        }
+    };
+    let mut trusted_proxies = Vec::new();
+    for item in vars.get("TRUSTED_PROXIES").unwrap_or_default().split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let net = item
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| ConfigError::new("TRUSTED_PROXIES", format!("{item:?} is not an IP address or CIDR range")))?;
+        trusted_proxies.push(net);
+    }
+    Ok(RateLimitConfig {
+        enabled,
+        register: spec("RATE_LIMIT_REGISTER", 5)?,
+        login: spec("RATE_LIMIT_LOGIN", 10)?,
+        login_per_account: spec("RATE_LIMIT_LOGIN_PER_ACCOUNT", 10)?,
+        refresh: spec("RATE_LIMIT_REFRESH", 20)?,
+        logout: spec("RATE_LIMIT_LOGOUT", 10)?,
+        profile_read: spec("RATE_LIMIT_PROFILE_READ", 30)?,
+        profile_write: spec("RATE_LIMIT_PROFILE_WRITE", 15)?,
+        settings_read: spec("RATE_LIMIT_SETTINGS_READ", 30)?,
+        settings_write: spec("RATE_LIMIT_SETTINGS_WRITE", 15)?,
+        trusted_proxies,
+    })
 }
 
 /// Accepts a JSON list (`["http://a","http://b"]`) or a comma-separated list.
@@ -433,6 +542,24 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(!format!("{first:?}").contains(first.jwt.access_secret.expose()));
+    }
+
+    #[test]
+    fn rate_limits_are_configurable_and_switchable_off() {
+        let mut v = vars(&SECRETS);
+        v.push(("RATE_LIMIT_LOGIN".into(), "3/hour".into()));
+        v.push(("TRUSTED_PROXIES".into(), "10.0.0.0/8, 192.168.1.7".into()));
+        let config = Config::from_vars(v).unwrap().rate_limits;
+        assert!(config.enabled);
+        assert_eq!(config.login, RateSpec { count: 3, per: Duration::from_secs(3600) });
+        assert_eq!(config.register.describe(), "5 per 1 minute");
+        assert_eq!(config.trusted_proxies.len(), 2);
+        let mut off = vars(&SECRETS);
+        off.push(("RATE_LIMITS".into(), "off".into()));
+        assert!(!Config::from_vars(off).unwrap().rate_limits.enabled);
+        let mut bad = vars(&SECRETS);
+        bad.push(("RATE_LIMIT_LOGIN".into(), "lots".into()));
+        assert_eq!(Config::from_vars(bad).unwrap_err().var, "RATE_LIMIT_LOGIN");
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub enum ApiError {
     /// A problem with an upstream service (Ollama), with the status we answer.
     #[error("upstream: {detail}")]
     Upstream { status: StatusCode, detail: String },
+    #[error("rate limit exceeded: {limit}")]
+    TooManyRequests { limit: String, retry_after_secs: u64 },
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("database unavailable")]
@@ -62,6 +64,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream { status, .. } => *status,
             ApiError::DatabaseUnavailable(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -90,6 +93,7 @@ impl IntoResponse for ApiError {
             ApiError::InactiveUser => json!("Inactive user"),
             ApiError::NotAdmin => json!("Not an admin user"),
             ApiError::PayloadTooLarge => json!("Request body too large"),
+            ApiError::TooManyRequests { limit, .. } => json!(format!("Rate limit exceeded: {limit}")),
             ApiError::Forbidden(msg) | ApiError::NotFound(msg) | ApiError::Conflict(msg) | ApiError::Unavailable(msg) => {
                 json!(msg)
             }
@@ -105,6 +109,9 @@ impl IntoResponse for ApiError {
             }
         };
         let mut response = (status, Json(json!({ "detail": detail }))).into_response();
+        if let ApiError::TooManyRequests { retry_after_secs, .. } = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod guards;
 pub mod ollama;
 pub mod routes;
 pub mod schemas;
@@ -46,7 +47,10 @@ impl Application {
         let store = Store::connect(&config.database, config.database_max_connections).await?;
         store.migrate().await?;
         let ollama = OllamaClient::new(&config.ollama)?;
+        let rate_limits = guards::RateLimits::new(&config.rate_limits);
+        rate_limits.spawn_housekeeping();
         let state = AppState {
+            rate_limits,
             tokens: Arc::new(TokenKeys::new(&config.jwt)),
             generations: Generations::new(store.clone(), ollama.clone()),
             ollama,

@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
+use crate::guards::RateLimits;
 use crate::ollama::OllamaClient;
 use crate::services::generation::Generations;
 use crate::store::Store;
@@ -14,4 +15,5 @@ pub struct AppState {
     pub tokens: Arc<TokenKeys>,
     pub ollama: OllamaClient,
     pub generations: Generations,
+    pub rate_limits: RateLimits,
 }

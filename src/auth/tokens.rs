@@ -29,6 +29,9 @@ pub struct Claims {
     #[serde(rename = "type")]
     pub token_type: TokenType,
     pub token_version: i32,
+    /// Refresh tokens only: the id of the token's row in `refresh_tokens` (rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<Uuid>,
 }
 
 /// A verified token: whose it is and which `token_version` it carries.
@@ -36,6 +39,7 @@ pub struct Claims {
 pub struct VerifiedToken {
     pub user_id: Uuid,
     pub token_version: i32,
+    pub token_id: Option<Uuid>,
 }
 
 /// Signs and verifies tokens; the keys are derived once at startup.
@@ -77,7 +81,8 @@ impl TokenKeys {
         }
     }
 
-    pub fn issue(&self, user: &User) -> IssuedTokens {
+    /// Signs a new access token and a refresh token with id `refresh_id`.
+    pub fn issue(&self, user: &User, refresh_id: Uuid) -> IssuedTokens {
         let now = jsonwebtoken::get_current_timestamp();
         let access = Claims {
             sub: user.id.to_string(),
@@ -86,6 +91,7 @@ impl TokenKeys {
             exp: now + self.access_ttl.as_secs(),
             token_type: TokenType::Access,
             token_version: user.token_version,
+            jti: None,
         };
         let refresh = Claims {
             sub: user.id.to_string(),
@@ -94,6 +100,7 @@ impl TokenKeys {
             exp: now + self.refresh_ttl.as_secs(),
             token_type: TokenType::Refresh,
             token_version: user.token_version,
+            jti: Some(refresh_id),
         };
         IssuedTokens {
             access_token: encode(&self.header, &access, &self.access_encoding).expect("HMAC signing cannot fail"),
@@ -113,6 +120,6 @@ impl TokenKeys {
             return Err(InvalidToken);
         }
         let user_id = Uuid::parse_str(&claims.sub).map_err(|_| InvalidToken)?;
-        Ok(VerifiedToken { user_id, token_version: claims.token_version })
+        Ok(VerifiedToken { user_id, token_version: claims.token_version, token_id: claims.jti })
     }
 }

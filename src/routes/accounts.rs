@@ -3,26 +3,24 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 
 use super::with_cookies;
 use crate::auth::cookies::{cookie_value, CookiePolicy, REFRESH_COOKIE};
+use crate::auth::tokens::IssuedTokens;
 use crate::auth::{CurrentUser, MaybeUser};
 use crate::error::ApiResult;
 use crate::schemas::users::{LoginForm, RegisterRequest, TokenResponse, UserResponse};
 use crate::schemas::DetailMessage;
 use crate::services::accounts;
 use crate::state::AppState;
-use crate::store::users::User;
 use crate::validation::{ValidForm, ValidJson};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/register", post(register))
-        .route("/auth/login", post(login))
-        .route("/auth/refresh", post(refresh))
-        .route("/auth/logout", post(logout))
+api_routes! {
+    "/auth/register" => post(register),
+    "/auth/login" => post(login),
+    "/auth/refresh" => post(refresh),
+    "/auth/logout" => post(logout),
 }
 
 async fn register(
@@ -34,9 +32,8 @@ async fn register(
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
-/// Issues both tokens, in the body and as cookies.
-fn session_response(state: &AppState, headers: &HeaderMap, user: &User) -> Response {
-    let tokens = state.tokens.issue(user);
+/// Answers the tokens, in the body and as cookies.
+fn session_response(state: &AppState, headers: &HeaderMap, tokens: IssuedTokens) -> Response {
     let policy = CookiePolicy::for_request(headers, state.config.domain.as_deref());
     let cookies = policy.session(&tokens, state.tokens.access_ttl.as_secs(), state.tokens.refresh_ttl.as_secs());
     let body = TokenResponse { access_token: tokens.access_token, refresh_token: tokens.refresh_token, token_type: "bearer" };
@@ -44,13 +41,17 @@ fn session_response(state: &AppState, headers: &HeaderMap, user: &User) -> Respo
 }
 
 async fn login(State(state): State<AppState>, headers: HeaderMap, ValidForm(form): ValidForm<LoginForm>) -> ApiResult<Response> {
+    state.rate_limits.check_login_account(&form.username)?;
     let user = accounts::login(&state.store, form).await?;
-    Ok(session_response(&state, &headers, &user))
+    let tokens = accounts::start_session(&state.store, &state.tokens, &user).await?;
+    Ok(session_response(&state, &headers, tokens))
 }
 
 async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let user = accounts::refresh(&state.store, &state.tokens, cookie_value(&headers, REFRESH_COOKIE)).await?;
-    Ok(session_response(&state, &headers, &user))
+    let presented = cookie_value(&headers, REFRESH_COOKIE);
+    let grace = state.config.jwt.refresh_reuse_grace;
+    let (_user, tokens) = accounts::refresh(&state.store, &state.tokens, presented, grace).await?;
+    Ok(session_response(&state, &headers, tokens))
 }
 
 async fn logout(State(state): State<AppState>, headers: HeaderMap, CurrentUser(user): CurrentUser) -> ApiResult<Response> {

@@ -8,8 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
 use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 
@@ -24,21 +23,20 @@ use crate::services::generation::{EndStatus, Ending, Generation, GenerationEvent
 use crate::state::AppState;
 use crate::validation::{ChatPath, MessagePath, OptionalJson, ValidJson, ValidPath, ValidQuery};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/chats/my", get(list_chats).post(create_chat).delete(delete_all_chats))
-        .route("/chats/models", get(model_catalog))
-        .route("/chats/chat/{chat_id}", get(get_chat).patch(update_chat).delete(delete_chat))
-        .route("/chats/{chat_id}/messages", post(add_message))
-        .route("/chats/{chat_id}/messages/bulk", delete(delete_messages))
-        .route("/chats/{chat_id}/messages/{message_id}", get(get_message).patch(edit_message).delete(delete_message))
-        .route("/chats/{chat_id}/completions", post(completions))
-        .route("/chats/{chat_id}/stop", post(stop))
-        .route("/chats/{chat_id}/generation", get(reattach))
-        // The seed README's routes, served by the same handlers.
-        .route("/chat/conversations", get(list_chats).post(create_chat))
-        .route("/chat/conversations/{chat_id}", delete(delete_chat))
-        .route("/chat/conversations/{chat_id}/messages", get(get_chat).post(add_message))
+api_routes! {
+    "/chats/my" => get(list_chats).post(create_chat).delete(delete_all_chats),
+    "/chats/models" => get(model_catalog),
+    "/chats/chat/{chat_id}" => get(get_chat).patch(update_chat).delete(delete_chat),
+    "/chats/{chat_id}/messages" => post(add_message),
+    "/chats/{chat_id}/messages/bulk" => delete(delete_messages),
+    "/chats/{chat_id}/messages/{message_id}" => get(get_message).patch(edit_message).delete(delete_message),
+    "/chats/{chat_id}/completions" => post(completions),
+    "/chats/{chat_id}/stop" => post(stop),
+    "/chats/{chat_id}/generation" => get(reattach),
+    // The seed README's routes, served by the same handlers.
+    "/chat/conversations" => get(list_chats).post(create_chat),
+    "/chat/conversations/{chat_id}" => delete(delete_chat),
+    "/chat/conversations/{chat_id}/messages" => get(get_chat).post(add_message),
 }
 
 async fn list_chats(

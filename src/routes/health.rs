@@ -2,14 +2,14 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health)).route("/health/db", get(health_db))
+api_routes! {
+    "/health" => get(health),
+    "/health/db" => get(health_db),
 }
 
 async fn health() -> Json<Value> {

@@ -1,5 +1,18 @@
 //! The HTTP surface: one router per area nested under `/api/v1`, and the middleware stack.
 
+/// Declares an area's routes once: builds its router and lists its `(method, path)` pairs,
+/// which the authorization matrix and the OpenAPI drift tests check against.
+macro_rules! api_routes {
+    ($($path:literal => $first:ident($first_handler:expr) $(.$method:ident($handler:expr))*),* $(,)?) => {
+        pub fn router() -> axum::Router<crate::state::AppState> {
+            axum::Router::new()$(.route($path, axum::routing::$first($first_handler)$(.$method($handler))*))*
+        }
+
+        /// `(method, path)` of every route of this area, paths relative to `/api/v1`.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($first), $path), $((stringify!($method), $path),)*)*];
+    };
+}
+
 pub mod accounts;
 pub mod chats;
 pub mod health;
@@ -7,6 +20,7 @@ pub mod ollama;
 pub mod settings;
 pub mod users;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request};
@@ -19,10 +33,14 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::extract::RequestUser;
+use crate::guards;
+use crate::guards::cross_site::AllowedOrigins;
 use crate::state::AppState;
 
-/// Large enough for a few base64-encoded images in one message.
-const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// Every route under `/api/v1` as `(method, path)`, lower-case methods.
+pub fn all_routes() -> Vec<(&'static str, &'static str)> {
+    [accounts::ROUTES, users::ROUTES, settings::ROUTES, health::ROUTES, chats::ROUTES, ollama::ROUTES].concat()
+}
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -33,21 +51,31 @@ pub fn router(state: AppState) -> Router {
         .merge(chats::router())
         .merge(ollama::router());
     let cors = cors_layer(&state.config.frontend_origins);
+    let origins = AllowedOrigins(Arc::new(state.config.frontend_origins.clone()));
     Router::new()
         .nest("/api/v1", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.config.request_timeout, guards::timeout::limit_duration))
+        .layer(middleware::from_fn_with_state(origins, guards::cross_site::refuse_cross_site))
+        .layer(middleware::from_fn_with_state(state.rate_limits.clone(), guards::rate_limit::enforce))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn(log_requests))
         .layer(cors)
         .layer(CatchPanicLayer::custom(|_| internal_error()))
         .with_state(state)
 }
 
+/// CORS exactly for `FRONTEND_ORIGINS`, with credentials. `*` (refused in production) mirrors
+/// the caller's origin, since browsers reject a literal `*` with credentials.
 fn cors_layer(origins: &[String]) -> CorsLayer {
-    let allowed: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::mirror_request()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
     CorsLayer::new()
-        .allow_origin(AllowOrigin::list(allowed))
+        .allow_origin(allow_origin)
         .allow_credentials(true)
         .allow_methods([Method::DELETE, Method::GET, Method::HEAD, Method::OPTIONS, Method::PATCH, Method::POST, Method::PUT])
         .allow_headers(tower_http::cors::AllowHeaders::mirror_request())

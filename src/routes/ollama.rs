@@ -4,8 +4,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
 use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 
@@ -19,15 +18,14 @@ use crate::services::generation::{EndStatus, Ending, Generation, GenerationEvent
 use crate::state::AppState;
 use crate::validation::ValidJson;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ollama/version", get(version))
-        .route("/ollama/tags", get(tags))
-        .route("/ollama/show", post(show))
-        .route("/ollama/pull", post(pull))
-        .route("/ollama/delete", delete(delete_model))
-        .route("/ollama/cache/clear", post(clear_cache))
-        .route("/ollama/chat", post(chat))
+api_routes! {
+    "/ollama/version" => get(version),
+    "/ollama/tags" => get(tags),
+    "/ollama/show" => post(show),
+    "/ollama/pull" => post(pull),
+    "/ollama/delete" => delete(delete_model),
+    "/ollama/cache/clear" => post(clear_cache),
+    "/ollama/chat" => post(chat),
 }
 
 async fn version(State(state): State<AppState>) -> ApiResult<Json<Value>> {

@@ -2,8 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 
 use crate::auth::{AdminUser, CurrentUser};
 use crate::error::ApiResult;
@@ -12,10 +11,9 @@ use crate::services::settings;
 use crate::state::AppState;
 use crate::validation::{UserPath, ValidJson, ValidPath};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/user-settings/me", get(get_my_settings).put(put_my_settings))
-        .route("/user-settings/{user_id}", get(get_settings).put(put_settings).delete(delete_settings))
+api_routes! {
+    "/user-settings/me" => get(get_my_settings).put(put_my_settings),
+    "/user-settings/{user_id}" => get(get_settings).put(put_settings).delete(delete_settings),
 }
 
 pub async fn get_my_settings(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> ApiResult<Json<SettingsResponse>> {

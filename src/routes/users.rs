@@ -1,8 +1,7 @@
 //! `/users/*`: one's own profile, and account management for admins.
 
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 
 use super::settings::{get_my_settings, put_my_settings};
 use crate::auth::{AdminUser, CurrentUser};
@@ -12,13 +11,12 @@ use crate::services::users;
 use crate::state::AppState;
 use crate::validation::{UserPath, ValidJson, ValidPath, ValidQuery};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/users/me", get(me).put(update_me))
-        .route("/users/me/settings", get(get_my_settings).put(put_my_settings))
-        .route("/users", get(list))
-        .route("/users/{user_id}", get(get_user).put(update_user).delete(deactivate_user))
-        .route("/users/{user_id}/activate", post(activate_user))
+api_routes! {
+    "/users/me" => get(me).put(update_me),
+    "/users/me/settings" => get(get_my_settings).put(put_my_settings),
+    "/users" => get(list),
+    "/users/{user_id}" => get(get_user).put(update_user).delete(deactivate_user),
+    "/users/{user_id}/activate" => post(activate_user),
 }
 
 async fn me(CurrentUser(user): CurrentUser) -> Json<UserResponse> {

@@ -1,9 +1,14 @@
 //! Registration, login, token refresh and logout.
 
 use crate::auth::passwords::{hash_password, verify_password, Verification};
-use crate::auth::tokens::{TokenKeys, TokenType};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::auth::tokens::{IssuedTokens, TokenKeys, TokenType};
 use crate::error::{ApiError, ApiResult};
 use crate::schemas::users::{LoginForm, RegisterRequest};
+use crate::store::refresh_tokens::RefreshTokenRecord;
 use crate::store::users::{NewUser, User};
 use crate::store::{self, Store, UniqueRule};
 
@@ -88,15 +93,53 @@ pub async fn login(store: &Store, form: LoginForm) -> ApiResult<User> {
     Ok(user)
 }
 
-/// The user a refresh token belongs to, if the token is still good.
-pub async fn refresh(store: &Store, keys: &TokenKeys, refresh_token: Option<&str>) -> ApiResult<User> {
+/// Starts a login's chain of refresh tokens and issues the first tokens.
+pub async fn start_session(store: &Store, keys: &TokenKeys, user: &User) -> ApiResult<IssuedTokens> {
+    issue_in_family(store, keys, user, Uuid::new_v4()).await
+}
+
+async fn issue_in_family(store: &Store, keys: &TokenKeys, user: &User, family_id: Uuid) -> ApiResult<IssuedTokens> {
+    let issued_at = store::now();
+    let record = RefreshTokenRecord {
+        id: Uuid::new_v4(),
+        user_id: user.id,
+        family_id,
+        issued_at,
+        expires_at: issued_at + chrono::Duration::from_std(keys.refresh_ttl).unwrap_or(chrono::Duration::days(7)),
+        used_at: None,
+        revoked_at: None,
+    };
+    store.record_refresh_token(&record).await?;
+    Ok(keys.issue(user, record.id))
+}
+
+/// Exchanges a refresh token for new tokens, retiring it. A retired token presented again
+/// revokes its whole chain (someone else has a copy), except within a short grace window,
+/// when the SPA's tabs refresh at the same moment.
+pub async fn refresh(store: &Store, keys: &TokenKeys, refresh_token: Option<&str>, grace: Duration) -> ApiResult<(User, IssuedTokens)> {
     let token = refresh_token.ok_or(ApiError::InvalidCredentials)?;
     let verified = keys.verify(token, TokenType::Refresh).map_err(|_| ApiError::InvalidCredentials)?;
+    let token_id = verified.token_id.ok_or(ApiError::InvalidCredentials)?;
     let user = store.user_by_id(verified.user_id).await?.ok_or(ApiError::InvalidCredentials)?;
     if !user.is_active() || user.token_version != verified.token_version {
         return Err(ApiError::InvalidCredentials);
     }
-    Ok(user)
+    let record = store.refresh_token(token_id).await?.ok_or(ApiError::InvalidCredentials)?;
+    if record.user_id != user.id || record.revoked_at.is_some() {
+        return Err(ApiError::InvalidCredentials);
+    }
+    let now = store::now();
+    if !store.use_refresh_token(token_id, now).await? {
+        let used_at = store.refresh_token(token_id).await?.and_then(|r| r.used_at);
+        let within_grace = used_at.is_some_and(|at| (now - at).to_std().unwrap_or_default() <= grace);
+        if !within_grace {
+            store.revoke_refresh_family(record.family_id, now).await?;
+            tracing::warn!(user_id = %user.id, family_id = %record.family_id, "retired refresh token reused: login chain revoked");
+            return Err(ApiError::InvalidCredentials);
+        }
+    }
+    let tokens = issue_in_family(store, keys, &user, record.family_id).await?;
+    Ok((user, tokens))
 }
 
 /// Revokes every token of the user.

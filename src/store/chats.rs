@@ -18,6 +18,9 @@ pub struct Chat {
 
 pub const DEFAULT_CHAT_TITLE: &str = "New Chat";
 
+/// A no-op write that takes the chat row's lock (and SQLite's write lock) for the transaction.
+const LOCK_USER_CHAT: &str = "UPDATE chats SET updated_at = updated_at WHERE id = $1 AND user_id = $2";
+
 const CHAT_COLUMNS: &str = "id, user_id, title, created_at, updated_at, is_archived";
 
 /// A page of a user's chats and how many match in all.
@@ -101,21 +104,23 @@ impl Store {
     /// Deletes one chat of `user_id` and its messages. False when there was no such chat.
     pub async fn delete_chat(&self, user_id: Uuid, chat_id: Uuid) -> Result<bool, sqlx::Error> {
         in_transaction!(self, tx => {
-            let deleted = sqlx::query(
-                "DELETE FROM messages WHERE chat_id IN (SELECT id FROM chats WHERE id = $1 AND user_id = $2)",
-            )
-            .bind(chat_id)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await
-            .and(sqlx::query("DELETE FROM chats WHERE id = $1 AND user_id = $2").bind(chat_id).bind(user_id).execute(&mut *tx).await)?;
-            Ok::<_, sqlx::Error>(deleted.rows_affected() > 0)
+            // Lock the chat row first: a message being added concurrently (which updates the
+            // same row first) then waits, and finds the chat gone, instead of slipping a row
+            // in between our two deletes.
+            let locked = sqlx::query(LOCK_USER_CHAT).bind(chat_id).bind(user_id).execute(&mut *tx).await?;
+            if locked.rows_affected() == 0 {
+                return Ok(false);
+            }
+            sqlx::query("DELETE FROM messages WHERE chat_id = $1").bind(chat_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM chats WHERE id = $1").bind(chat_id).execute(&mut *tx).await?;
+            Ok::<_, sqlx::Error>(true)
         })
     }
 
     /// Deletes all chats of `user_id` and their messages; returns the ids of the deleted chats.
     pub async fn delete_all_chats(&self, user_id: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
         in_transaction!(self, tx => {
+            sqlx::query("UPDATE chats SET updated_at = updated_at WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM messages WHERE chat_id IN (SELECT id FROM chats WHERE user_id = $1)")
                 .bind(user_id)
                 .execute(&mut *tx)

@@ -8,6 +8,7 @@ pub mod adopt;
 pub mod chats;
 pub mod messages;
 pub mod models;
+pub mod refresh_tokens;
 pub mod settings;
 pub mod users;
 

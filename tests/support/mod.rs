@@ -137,6 +137,8 @@ impl TestApp {
             ("JWT_REFRESH_SECRET_KEY".into(), REFRESH_SECRET.into()),
             ("OLLAMA_BASE_URL".into(), emulator.base_url()),
             ("DATABASE_MAX_CONNECTIONS".into(), "5".into()),
+            // Tests log in far more often than a person; the rate-limit tests switch them on.
+            ("RATE_LIMITS".into(), "off".into()),
         ];
         if let Some(database) = &pg {
             vars.push(("DATABASE_URL".into(), database.url.clone()));

@@ -1,0 +1,186 @@
+//! Per-client rate limits (the `governor` crate's GCRA), with the original's defaults, and a
+//! per-account limit on login so an attacker hopping between addresses cannot guess one
+//! user's password quickly. `X-Real-IP` / `X-Forwarded-For` are believed only from
+//! `TRUSTED_PROXIES`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
+
+use crate::config::{RateLimitConfig, RateSpec};
+use crate::error::ApiError;
+
+struct Limit {
+    spec: RateSpec,
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+/// The limiters of one server. Cheap to clone.
+#[derive(Clone)]
+pub struct RateLimits {
+    enabled: bool,
+    by_route: Arc<HashMap<(Method, &'static str), Arc<Limit>>>,
+    login_per_account: Arc<(RateSpec, DefaultKeyedRateLimiter<String>)>,
+    trusted_proxies: Arc<Vec<IpNet>>,
+}
+
+fn quota(spec: RateSpec) -> Quota {
+    let count = NonZeroU32::new(spec.count).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(spec.per / count.get()).expect("a positive period").allow_burst(count)
+}
+
+impl RateLimits {
+    pub fn new(config: &RateLimitConfig) -> Self {
+        let limit = |spec: RateSpec| Arc::new(Limit { spec, limiter: RateLimiter::keyed(quota(spec)) });
+        let settings_read = limit(config.settings_read);
+        let settings_write = limit(config.settings_write);
+        let routes: Vec<((Method, &'static str), Arc<Limit>)> = vec![
+            ((Method::POST, "/api/v1/auth/register"), limit(config.register)),
+            ((Method::POST, "/api/v1/auth/login"), limit(config.login)),
+            ((Method::POST, "/api/v1/auth/refresh"), limit(config.refresh)),
+            ((Method::POST, "/api/v1/auth/logout"), limit(config.logout)),
+            ((Method::GET, "/api/v1/users/me"), limit(config.profile_read)),
+            ((Method::PUT, "/api/v1/users/me"), limit(config.profile_write)),
+            ((Method::GET, "/api/v1/user-settings/me"), settings_read.clone()),
+            ((Method::PUT, "/api/v1/user-settings/me"), settings_write.clone()),
+            // The alias shares the limit of the route it stands for.
+            ((Method::GET, "/api/v1/users/me/settings"), settings_read),
+            ((Method::PUT, "/api/v1/users/me/settings"), settings_write),
+        ];
+        RateLimits {
+            enabled: config.enabled,
+            by_route: Arc::new(routes.into_iter().collect()),
+            login_per_account: Arc::new((config.login_per_account, RateLimiter::keyed(quota(config.login_per_account)))),
+            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+        }
+    }
+
+    /// Forgets clients whose limits have fully recovered, so memory stays bounded.
+    pub fn spawn_housekeeping(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                for limit in this.by_route.values() {
+                    limit.limiter.retain_recent();
+                }
+                this.login_per_account.1.retain_recent();
+            }
+        });
+    }
+
+    /// The client's address: the peer, or what a trusted proxy says the client is.
+    pub fn client_ip(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|net| net.contains(ip));
+        if !trusted(&peer) {
+            return peer;
+        }
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        if let Some(ip) = header("x-real-ip").and_then(|v| v.trim().parse().ok()) {
+            return ip;
+        }
+        // The right-most address that is not one of our proxies is the one the last trusted
+        // proxy saw; anything left of it could be made up by the client.
+        header("x-forwarded-for")
+            .into_iter()
+            .flat_map(|v| v.rsplit(','))
+            .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+            .find(|ip| !trusted(ip))
+            .unwrap_or(peer)
+    }
+
+    /// Counts one login attempt for this account name.
+    pub fn check_login_account(&self, name: &str) -> Result<(), ApiError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let (spec, limiter) = &*self.login_per_account;
+        limiter.check_key(&name.trim().to_lowercase()).map_err(|not_until| too_many(*spec, not_until))
+    }
+}
+
+fn too_many(spec: RateSpec, not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> ApiError {
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    ApiError::TooManyRequests { limit: spec.describe(), retry_after_secs: wait.as_secs() + 1 }
+}
+
+/// Refuses a request over its route's limit with 429, `Retry-After` and a JSON `detail`.
+pub async fn enforce(State(limits): State<RateLimits>, request: Request, next: Next) -> Result<Response, ApiError> {
+    if limits.enabled {
+        let path = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+        let path = path.unwrap_or_else(|| request.uri().path().to_owned());
+        if let Some(limit) = limits.by_route.get(&(request.method().clone(), path.as_str())) {
+            let peer = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+            let client = limits.client_ip(request.headers(), peer);
+            limit.limiter.check_key(&client).map_err(|not_until| too_many(limit.spec, not_until))?;
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RateSpec;
+
+    fn limits(trusted: &[&str]) -> RateLimits {
+        let spec = RateSpec::per_minute(2);
+        RateLimits::new(&RateLimitConfig {
+            enabled: true,
+            register: spec,
+            login: spec,
+            login_per_account: spec,
+            refresh: spec,
+            logout: spec,
+            profile_read: spec,
+            profile_write: spec,
+            settings_read: spec,
+            settings_write: spec,
+            trusted_proxies: trusted.iter().map(|t| t.parse().unwrap()).collect(),
+        })
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let peer: IpAddr = "203.0.113.9".parse().unwrap();
+        let spoofed = headers(&[("x-real-ip", "1.2.3.4"), ("x-forwarded-for", "5.6.7.8")]);
+        assert_eq!(limits(&[]).client_ip(&spoofed, peer), peer);
+
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let l = limits(&["10.0.0.0/8"]);
+        assert_eq!(l.client_ip(&headers(&[("x-real-ip", "1.2.3.4")]), proxy), "1.2.3.4".parse::<IpAddr>().unwrap());
+        let chain = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.3")]);
+        assert_eq!(l.client_ip(&chain, proxy), "198.51.100.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn login_attempts_are_limited_per_account_name() {
+        let l = limits(&[]);
+        assert!(l.check_login_account("Bob").is_ok());
+        assert!(l.check_login_account("bob ").is_ok());
+        assert!(matches!(l.check_login_account("BOB"), Err(ApiError::TooManyRequests { .. })));
+        assert!(l.check_login_account("ann").is_ok());
+    }
+}
