@@ -342,8 +342,9 @@ fn rate_limits(vars: &Vars) -> Result<RateLimitConfig, ConfigError> {
     let spec = |name: &'static str, default: u32| -> Result<RateSpec, ConfigError> {
         match vars.get(name) {
             None => Ok(RateSpec::per_minute(default)),
-            Some(raw) => RateSpec::parse(raw)
-                .ok_or_else(|| ConfigError::new(name, format!("expected a rate like 10/minute, got {raw:?}"))),
+            Some(raw) => {
+                RateSpec::parse(raw).ok_or_else(|| ConfigError::new(name, format!("expected a rate like 10/minute, got {raw:?}")))
+            }
         }
     };
     let mut trusted_proxies = Vec::new();

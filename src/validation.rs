@@ -440,7 +440,46 @@ fn json_invalid(offset: usize, error: &str) -> ApiError {
     }])
 }
 
+/// Where a string (or object key) holds a NUL character, which PostgreSQL cannot store.
+fn find_nul(value: &Value, loc: &mut Vec<Value>) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().enumerate().any(|(i, v)| {
+            loc.push(json!(i));
+            let found = find_nul(v, loc);
+            if !found {
+                loc.pop();
+            }
+            found
+        }),
+        Value::Object(map) => map.iter().any(|(k, v)| {
+            loc.push(json!(k));
+            let found = k.contains('\0') || find_nul(v, loc);
+            if !found {
+                loc.pop();
+            }
+            found
+        }),
+        _ => false,
+    }
+}
+
+fn refuse_nul(root: &'static str, value: &Value) -> Result<(), ApiError> {
+    let mut loc = vec![json!(root)];
+    if find_nul(value, &mut loc) {
+        return Err(ApiError::Validation(vec![ValidationIssue {
+            kind: "string_nul",
+            loc,
+            msg: "String should not contain NUL characters".into(),
+            input: Value::Null,
+            ctx: None,
+        }]));
+    }
+    Ok(())
+}
+
 fn body_from_value<T: FromFields>(value: &Value) -> Result<T, ApiError> {
+    refuse_nul("body", value)?;
     if !value.is_object() {
         return Err(ApiError::Validation(vec![ValidationIssue {
             kind: "model_attributes_type",
@@ -522,6 +561,7 @@ impl<S: Send + Sync, T: FromFields> FromRequest<S> for ValidForm<T> {
         }
         // FastAPI reports missing form fields with `input: null`, not the whole form.
         let whole = if map.is_empty() { Value::Null } else { Value::Object(map) };
+        refuse_nul("body", &whole)?;
         finish(vec![json!("body")], &whole).map(ValidForm)
     }
 }
@@ -537,7 +577,9 @@ impl<S: Send + Sync, T: FromFields> FromRequestParts<S> for ValidQuery<T> {
         for (key, value) in url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes()) {
             map.insert(key.into_owned(), Value::String(value.into_owned()));
         }
-        finish(vec![json!("query")], &Value::Object(map)).map(ValidQuery)
+        let query = Value::Object(map);
+        refuse_nul("query", &query)?;
+        finish(vec![json!("query")], &query).map(ValidQuery)
     }
 }
 

@@ -23,7 +23,11 @@ fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
     !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
 }
 
-pub async fn refuse_cross_site(State(allowed): State<AllowedOrigins>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn refuse_cross_site(
+    State(allowed): State<AllowedOrigins>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let method = request.method();
     let changes_state = !(method == Method::GET || method == Method::HEAD || method == Method::OPTIONS);
     let headers = request.headers();

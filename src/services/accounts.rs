@@ -116,7 +116,12 @@ async fn issue_in_family(store: &Store, keys: &TokenKeys, user: &User, family_id
 /// Exchanges a refresh token for new tokens, retiring it. A retired token presented again
 /// revokes its whole chain (someone else has a copy), except within a short grace window,
 /// when the SPA's tabs refresh at the same moment.
-pub async fn refresh(store: &Store, keys: &TokenKeys, refresh_token: Option<&str>, grace: Duration) -> ApiResult<(User, IssuedTokens)> {
+pub async fn refresh(
+    store: &Store,
+    keys: &TokenKeys,
+    refresh_token: Option<&str>,
+    grace: Duration,
+) -> ApiResult<(User, IssuedTokens)> {
     let token = refresh_token.ok_or(ApiError::InvalidCredentials)?;
     let verified = keys.verify(token, TokenType::Refresh).map_err(|_| ApiError::InvalidCredentials)?;
     let token_id = verified.token_id.ok_or(ApiError::InvalidCredentials)?;

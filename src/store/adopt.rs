@@ -107,10 +107,12 @@ pub async fn adopt_original_schema(pool: &PgPool) -> anyhow::Result<()> {
     for migration in POSTGRES_MIGRATIONS.iter() {
         let started = Instant::now();
         if migration.version > 1 {
-            sqlx::raw_sql(&migration.sql)
-                .execute(&mut *tx)
-                .await
-                .with_context(|| format!("adopting the original database: migration {} ({}) failed; nothing was changed", migration.version, migration.description))?;
+            sqlx::raw_sql(&migration.sql).execute(&mut *tx).await.with_context(|| {
+                format!(
+                    "adopting the original database: migration {} ({}) failed; nothing was changed",
+                    migration.version, migration.description
+                )
+            })?;
         }
         sqlx::query(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, TRUE, $3, $4)",

@@ -11,7 +11,8 @@ use sqlx::Connection;
 
 use crate::support::{create_pg_database, pg_admin_url, PgDatabase, TestApp, ACCESS_SECRET, REFRESH_SECRET};
 
-const ORIGINAL_TABLES: &[&str] = &["chats", "messages", "model_providers", "models", "user_model_access", "user_settings", "users"];
+const ORIGINAL_TABLES: &[&str] =
+    &["chats", "messages", "model_providers", "models", "user_model_access", "user_settings", "users"];
 const FIXTURE: &str = "tests/fixtures/rovert-original-v0.1.sql";
 const BOB: &str = "7ff0b7e5-84f3-40db-adaa-18947c3c308b";
 const ANN: &str = "c3790851-8e20-4d55-9fb4-97b00415ca8b";
@@ -68,12 +69,11 @@ async fn snapshot(url: &str) -> String {
     .unwrap();
     let mut out = schema;
     for table in tables {
-        let rows: String = sqlx::query_scalar(&format!(
-            "SELECT coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '') FROM \"{table}\" t"
-        ))
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+        let rows: String =
+            sqlx::query_scalar(&format!("SELECT coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '') FROM \"{table}\" t"))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
         out.push_str(&format!("\n== {table}\n{rows}"));
     }
     out
@@ -121,7 +121,11 @@ async fn fixture_users_log_in_and_find_everything_as_it_was() {
     let app = TestApp::spawn_on_postgres(database).await;
 
     // A failed login changes nothing; a successful one upgrades the bcrypt hash.
-    app.post("/auth/login").form(&[("username", "bob_user"), ("password", "wrong")]).send().await.assert_detail(401, "Incorrect username or password");
+    app.post("/auth/login")
+        .form(&[("username", "bob_user"), ("password", "wrong")])
+        .send()
+        .await
+        .assert_detail(401, "Incorrect username or password");
     assert_eq!(app.count("SELECT COUNT(*) FROM users WHERE password_hash LIKE '$2b$12$%'").await, 3);
     let ann = app.login("admin_ann", "Ann-pass-2024!").await;
     let bob = app.login("bob@example.com", "Bob-pass-2024!").await;
@@ -164,8 +168,7 @@ async fn fixture_users_log_in_and_find_everything_as_it_was() {
 
     let chats = app.get("/chats/my?include_archived=true").session(&bob).send().await;
     assert_eq!(chats.body["total"], 3);
-    let titles: Vec<(&str, bool)> = chats
-        .body["chats"]
+    let titles: Vec<(&str, bool)> = chats.body["chats"]
         .as_array()
         .unwrap()
         .iter()
@@ -197,7 +200,14 @@ async fn fixture_users_log_in_and_find_everything_as_it_was() {
     );
     let ann_chats = app.get("/chats/my").session(&ann).send().await;
     assert_eq!(ann_chats.body["chats"][0]["title"], "Hello from the admin");
-    assert_eq!(app.get(&format!("/chats/chat/{}", ann_chats.body["chats"][0]["id"].as_str().unwrap())).session(&ann).send().await.body["messages"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        app.get(&format!("/chats/chat/{}", ann_chats.body["chats"][0]["id"].as_str().unwrap())).session(&ann).send().await.body
+            ["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     assert_eq!(app.get(&format!("/users/{ANN}")).session(&bob).send().await.status, 403);
 
     // New users, chats and messages can be added.

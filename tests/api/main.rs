@@ -9,6 +9,7 @@ mod adoption;
 mod chats;
 mod health;
 mod ollama;
+mod security;
 mod settings;
 mod streaming;
 mod users;
