@@ -20,8 +20,8 @@ row() {  # label metric-prefix
 cpu_row() {
   local n=$2
   [ "$(get "$n.server_cores")" != n/a ] || return 0
-  printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$(get "$n.server_cores")" "$(get "$n.pg_cores")" \
-    "$(get "$n.load_cores")" "$(get "$n.other_cores")" "$(get "$n.sys_busy_cores")"
+  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$(get "$n.server_cores")" "$(get "$n.pg_cores")" \
+    "$(get "$n.load_cores")" "$(get "$n.other_cores")" "$(get "$n.sys_busy_cores")" "$(get "$n.server_threads_max")"
 }
 yesno() { awk "BEGIN { exit !($1) }" 2>/dev/null && echo "**met**" || echo "**not met**"; }
 num() { local v; v=$(get "$1"); [[ "$v" =~ ^-?[0-9.]+$ ]] && echo "$v" || echo "0/0"; }  # n/a -> NaN -> not met
@@ -66,6 +66,7 @@ write_report() {
     row "GET /chats/my (50 chats, page of 20)" chats_my
     row "POST /chats/{id}/messages" post_message
     row "POST /auth/login (argon2id)" login
+    row "diagnostic: POST /auth/login, server with GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1048576" login_mmap_threshold
     echo
     echo "### GET /users/me during a login flood"
     echo
@@ -143,8 +144,8 @@ write_report() {
     echo "backends + its background processes; load = wrk or pgbench; other = everything else on the machine, e.g. the other"
     echo "engineer's compiler). The machine has $ncpu cores."
     echo
-    echo "| scenario | server | PostgreSQL | load generator | other | machine busy |"
-    echo "|---|---|---|---|---|---|"
+    echo "| scenario | server | PostgreSQL | load generator | other | machine busy | server threads (max) |"
+    echo "|---|---|---|---|---|---|---|"
     cpu_row "GET /health" health
     cpu_row "GET /users/me" users_me
     cpu_row "GET /chats/my" chats_my
@@ -152,6 +153,7 @@ write_report() {
     cpu_row "POST /auth/login" login
     cpu_row "GET /users/me, $LOW_CONNS conns, idle" users_me_low
     cpu_row "GET /users/me, $LOW_CONNS conns, login flood" users_me_low_flood
+    cpu_row "POST /auth/login, glibc mmap threshold fixed (diagnostic)" login_mmap_threshold
     cpu_row "pgbench /users/me SELECT" pgbench_users_me
     cpu_row "pgbench POST message" pgbench_post_message
     echo
@@ -197,6 +199,7 @@ write_report() {
     echo "| idle RSS < 20 MB | $(get idle.rss_start_mib) MiB (PostgreSQL), $(get startup.rss_idle_mib) MiB (SQLite) | $(yesno "$(num idle.rss_start_mib) * 1.048576 < 20 && $(num startup.rss_idle_mib) * 1.048576 < 20") |"
     echo "| RSS < 100 MB under any load | max $(get rss.load_max_mib) MiB | $(yesno "$(num rss.load_max_mib) * 1.048576 < 100") |"
     echo "| ready in < 100 ms on SQLite | median $(get startup.median_ms) ms | $(yesno "$(num startup.median_ms) < 100") |"
+    echo "| no pooled connection left inside a transaction by a cancelled request (PostgreSQL's \"there is already a transaction in progress\" in the server logs) | $(get correctness.tx_warnings) warnings $( [ -n "$(get correctness.tx_warning_lines)" ] && echo "($(get correctness.tx_warning_lines))") | $(yesno "$(num correctness.tx_warnings) == 0") |"
     echo "| no errors in any scenario | $(for n in health users_me chats_my post_message login users_me_low users_me_low_flood; do printf '%s ' "$(get $n.errors)"; done)| $(yesno "$(num health.errors)+$(num users_me.errors)+$(num chats_my.errors)+$(num post_message.errors)+$(num login.errors)+$(num users_me_low.errors)+$(num users_me_low_flood.errors) == 0") |"
     echo
     echo "## Ratios"

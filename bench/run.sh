@@ -25,6 +25,7 @@
 #   SWEEP_DURATION=10
 #   TTFT_N=200 STREAMS=1000 STREAM_TOKENS=20 STREAM_TOKEN_DELAY_MS=50 STARTUP_RUNS=11
 #   PERF=1                           perf profile of the server under /users/me and POST message (if perf exists)
+#   MALLOC_DIAG=1                    also run the login scenario with glibc's mmap threshold fixed at 1 MiB (GLIBC_TUNABLES)
 #   NODELAY_DIAG=1                   also measure TTFT with TCP_NODELAY forced on by an LD_PRELOAD shim (needs cc)
 #   PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres BENCH_DB=rovertchat_bench
 #   PG_URL_PARAMS=""                 appended to DATABASE_URL, e.g. "?sslmode=disable" (pgbench/psql get PGSSLMODE too)
@@ -45,7 +46,7 @@ LOW_CONNS="${LOW_CONNS:-4}"; FLOOD_CONNS="${FLOOD_CONNS:-8}"
 POOL="${POOL:-10}"; POOL_SWEEP="${POOL_SWEEP-4 16 32}"; SWEEP_DURATION="${SWEEP_DURATION:-$(( DURATION < 10 ? DURATION : 10 ))}"
 TTFT_N="${TTFT_N:-200}"; STREAMS="${STREAMS:-1000}"; STREAM_TOKENS="${STREAM_TOKENS:-20}"
 STREAM_TOKEN_DELAY_MS="${STREAM_TOKEN_DELAY_MS:-50}"; STARTUP_RUNS="${STARTUP_RUNS:-11}"
-PERF="${PERF:-1}"; NODELAY_DIAG="${NODELAY_DIAG:-1}"
+PERF="${PERF:-1}"; NODELAY_DIAG="${NODELAY_DIAG:-1}"; MALLOC_DIAG="${MALLOC_DIAG:-1}"
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
 BENCH_DB="${BENCH_DB:-rovertchat_bench}"; PG_URL_PARAMS="${PG_URL_PARAMS:-}"
 PORT="${PORT:-18080}"; EMU_PORT="${EMU_PORT:-18434}"; EMU_STREAM_PORT="${EMU_STREAM_PORT:-18435}"
@@ -158,11 +159,11 @@ start_emulator() {  # port, extra flags...   (pid in $EMU_STARTED)
 JWT_A="bench-access-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 JWT_R="bench-refresh-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 SERVER_PID=""
-start_server() {  # name, emulator port, pool, [LD_PRELOAD]
-  local name=$1 emu=$2 pool=$3 preload=${4:-}
+start_server() {  # name, emulator port, pool, [LD_PRELOAD], [GLIBC_TUNABLES]
+  local name=$1 emu=$2 pool=$3 preload=${4:-} tunables=${5:-}
   local dir="$OUT_DIR/server-$name"; mkdir -p "$dir"
   # cwd = a scratch dir, so no stray .env is read
-  (cd "$dir" && exec env ${preload:+LD_PRELOAD=$preload} \
+  (cd "$dir" && exec env ${preload:+LD_PRELOAD=$preload} ${tunables:+GLIBC_TUNABLES=$tunables} \
       DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$BENCH_DB$PG_URL_PARAMS" \
       HOST=127.0.0.1 PORT="$PORT" ENVIRONMENT=production LOG_LEVEL=warn RATE_LIMITS=off \
       JWT_SECRET_KEY="$JWT_A" JWT_REFRESH_SECRET_KEY="$JWT_R" \
@@ -208,7 +209,7 @@ measure() {
   local mon="$OUT_DIR/$name.monitor"
   metric "$name.conns" "$conns"
   metric "$name.duration" "$dur"
-  for k in server_cores pg_cores load_cores other_cores sys_busy_cores server_rss_max_mib; do
+  for k in server_cores pg_cores load_cores other_cores sys_busy_cores server_rss_max_mib server_threads_max; do
     metric "$name.$k" "$(kv "$mon" "$k")"
   done
   if [ "$kind" = wrk ]; then
@@ -259,7 +260,7 @@ perf_profile() {  # name wrk-args...: 10 s of load with the server under perf re
   sleep 1
   perf record -F 499 -g -p "$SERVER_PID" -o "$OUT_DIR/perf_$name.data" -- sleep 8 >/dev/null 2>&1 || true
   wait "$w" || true
-  perf report -i "$OUT_DIR/perf_$name.data" --no-children --sort dso --stdio 2>/dev/null \
+  perf report -i "$OUT_DIR/perf_$name.data" --no-children --sort dso --stdio -g none 2>/dev/null \
     | grep -v '^#' | grep -v '^$' | head -12 >"$OUT_DIR/perf_$name.dso.txt" || true
   perf report -i "$OUT_DIR/perf_$name.data" --no-children --sort sym --stdio -g none 2>/dev/null \
     | grep -v '^#' | grep -v '^$' | head -30 >"$OUT_DIR/perf_$name.sym.txt" || true
@@ -363,6 +364,12 @@ if [ -n "$SHIM" ]; then
   stop_server
 fi
 
+if [ "$MALLOC_DIAG" = 1 ]; then
+  start_server malloc "$EMU_PORT" "$POOL" "" glibc.malloc.mmap_threshold=1048576
+  wrk_run login_mmap_threshold "$LOGIN_CONNS" "$LOGIN_DURATION" "$HERE/lua/login.lua" "$BASE"
+  stop_server
+fi
+
 # 9. 1,000 concurrent streams at 20 tokens/s, on a freshly started server
 start_emulator "$EMU_STREAM_PORT" --token-delay-ms "$STREAM_TOKEN_DELAY_MS" --tokens "$STREAM_TOKENS"; EMU2_PID=$EMU_STARTED
 start_server streams "$EMU_STREAM_PORT" "$POOL"
@@ -396,6 +403,10 @@ for pool in $POOL_SWEEP; do
   SWEPT+=("$pool")
 done
 kill -TERM "$EMU_PID" "$EMU2_PID" 2>/dev/null || true
+# A request cancelled by its client while sqlx's BEGIN is in flight leaves the pooled connection
+# inside a transaction (PostgreSQL then warns at the next BEGIN on it): count what the server logged.
+metric "correctness.tx_warnings" "$(cat "$OUT_DIR"/server-*/stdout.log 2>/dev/null | grep -c 'already a transaction in progress' || true)"
+metric "correctness.tx_warning_lines" "$(grep -l 'already a transaction in progress' "$OUT_DIR"/server-*/stdout.log 2>/dev/null | sed "s#$OUT_DIR/##" | tr '\n' ' ')"
 echo "loadavg_end=$(cat /proc/loadavg)" >> "$OUT_DIR/run-info.txt"
 
 # =================================================================================================

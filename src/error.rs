@@ -100,11 +100,11 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(msg) => json!(msg),
             ApiError::Upstream { detail, .. } => json!(detail),
             ApiError::DatabaseUnavailable(err) => {
-                tracing::error!(error = %err, "database unavailable");
+                tracing::error!(error = ?err, "database unavailable");
                 json!("Database unavailable")
             }
             ApiError::Internal(err) => {
-                tracing::error!(error = format!("{err:#}"), "internal error");
+                tracing::error!(error = format!("{err:#}"), cause = ?err.root_cause(), "internal error");
                 json!("Internal server error")
             }
         };

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod guards;
 pub mod ollama;
+pub mod openapi;
 pub mod routes;
 pub mod schemas;
 pub mod services;
@@ -24,8 +25,8 @@ use anyhow::Context;
 use axum::extract::Request;
 use axum::ServiceExt;
 use tokio::net::TcpListener;
+use tower::util::MapRequestLayer;
 use tower::Layer;
-use tower_http::normalize_path::NormalizePathLayer;
 
 use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
@@ -84,8 +85,7 @@ impl Application {
             tokio::spawn(async move { generations.shutdown(grace).await });
         };
         let router = routes::router(self.state.clone());
-        // Trailing slashes are the same route (the original answered a 307 redirect).
-        let app = NormalizePathLayer::trim_trailing_slash().layer(router);
+        let app = MapRequestLayer::new(trim_api_trailing_slash).layer(router);
         axum::serve(self.listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
             .with_graceful_shutdown(shutdown)
             .await
@@ -94,4 +94,25 @@ impl Application {
         self.state.store.close().await;
         Ok(())
     }
+}
+
+/// `/api/v1/users/` is the same route as `/api/v1/users` (the original answered a 307
+/// redirect). Only API paths: the documentation pages live under their own slashes.
+fn trim_api_trailing_slash(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if path.starts_with("/api/") && path.len() > 5 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let path_and_query = match request.uri().query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_owned(),
+        };
+        let mut parts = request.uri().clone().into_parts();
+        if let Ok(pq) = path_and_query.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
+    }
+    request
 }

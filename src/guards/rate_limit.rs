@@ -39,24 +39,57 @@ fn quota(spec: RateSpec) -> Quota {
     Quota::with_period(spec.per / count.get()).expect("a positive period").allow_burst(count)
 }
 
+/// Which configured limit a route uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LimitKind {
+    Register,
+    Login,
+    Refresh,
+    Logout,
+    ProfileRead,
+    ProfileWrite,
+    SettingsRead,
+    SettingsWrite,
+}
+
+/// The rate-limited routes (the original's), by matched path. The alias
+/// `/users/me/settings` shares the budget of the route it stands for.
+pub const RATE_LIMITED_ROUTES: &[(Method, &str, LimitKind)] = &[
+    (Method::POST, "/api/v1/auth/register", LimitKind::Register),
+    (Method::POST, "/api/v1/auth/login", LimitKind::Login),
+    (Method::POST, "/api/v1/auth/refresh", LimitKind::Refresh),
+    (Method::POST, "/api/v1/auth/logout", LimitKind::Logout),
+    (Method::GET, "/api/v1/users/me", LimitKind::ProfileRead),
+    (Method::PUT, "/api/v1/users/me", LimitKind::ProfileWrite),
+    (Method::GET, "/api/v1/user-settings/me", LimitKind::SettingsRead),
+    (Method::PUT, "/api/v1/user-settings/me", LimitKind::SettingsWrite),
+    (Method::GET, "/api/v1/users/me/settings", LimitKind::SettingsRead),
+    (Method::PUT, "/api/v1/users/me/settings", LimitKind::SettingsWrite),
+];
+
 impl RateLimits {
     pub fn new(config: &RateLimitConfig) -> Self {
-        let limit = |spec: RateSpec| Arc::new(Limit { spec, limiter: RateLimiter::keyed(quota(spec)) });
-        let settings_read = limit(config.settings_read);
-        let settings_write = limit(config.settings_write);
-        let routes: Vec<((Method, &'static str), Arc<Limit>)> = vec![
-            ((Method::POST, "/api/v1/auth/register"), limit(config.register)),
-            ((Method::POST, "/api/v1/auth/login"), limit(config.login)),
-            ((Method::POST, "/api/v1/auth/refresh"), limit(config.refresh)),
-            ((Method::POST, "/api/v1/auth/logout"), limit(config.logout)),
-            ((Method::GET, "/api/v1/users/me"), limit(config.profile_read)),
-            ((Method::PUT, "/api/v1/users/me"), limit(config.profile_write)),
-            ((Method::GET, "/api/v1/user-settings/me"), settings_read.clone()),
-            ((Method::PUT, "/api/v1/user-settings/me"), settings_write.clone()),
-            // The alias shares the limit of the route it stands for.
-            ((Method::GET, "/api/v1/users/me/settings"), settings_read),
-            ((Method::PUT, "/api/v1/users/me/settings"), settings_write),
-        ];
+        let spec = |kind: LimitKind| match kind {
+            LimitKind::Register => config.register,
+            LimitKind::Login => config.login,
+            LimitKind::Refresh => config.refresh,
+            LimitKind::Logout => config.logout,
+            LimitKind::ProfileRead => config.profile_read,
+            LimitKind::ProfileWrite => config.profile_write,
+            LimitKind::SettingsRead => config.settings_read,
+            LimitKind::SettingsWrite => config.settings_write,
+        };
+        let mut limits: HashMap<LimitKind, Arc<Limit>> = HashMap::new();
+        let routes: HashMap<(Method, &'static str), Arc<Limit>> = RATE_LIMITED_ROUTES
+            .iter()
+            .map(|(method, path, kind)| {
+                let limit = limits
+                    .entry(*kind)
+                    .or_insert_with(|| Arc::new(Limit { spec: spec(*kind), limiter: RateLimiter::keyed(quota(spec(*kind))) }))
+                    .clone();
+                ((method.clone(), *path), limit)
+            })
+            .collect();
         RateLimits {
             enabled: config.enabled,
             by_route: Arc::new(routes.into_iter().collect()),

@@ -23,7 +23,14 @@ api_routes! {
     "/auth/logout" => post(logout),
 }
 
-async fn register(
+#[utoipa::path(
+    post, path = "/api/v1/auth/register", tag = "auth",
+    request_body = RegisterRequest,
+    responses((status = 201, description = "Account created (the first one is admin)", body = UserResponse),
+              (status = 400, description = "Username or e-mail already registered", body = crate::openapi::ErrorDetail)),
+    security((), ("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn register(
     State(state): State<AppState>,
     MaybeUser(caller): MaybeUser,
     ValidJson(request): ValidJson<RegisterRequest>,
@@ -40,21 +47,47 @@ fn session_response(state: &AppState, headers: &HeaderMap, tokens: IssuedTokens)
     with_cookies(Json(body).into_response(), cookies)
 }
 
-async fn login(State(state): State<AppState>, headers: HeaderMap, ValidForm(form): ValidForm<LoginForm>) -> ApiResult<Response> {
+#[utoipa::path(
+    post, path = "/api/v1/auth/login", tag = "auth",
+    request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "Logged in: tokens in the body, and the access_token and refresh_token cookies", body = TokenResponse),
+              (status = 400, description = "Inactive user", body = crate::openapi::ErrorDetail),
+              (status = 401, description = "Incorrect username or password", body = crate::openapi::ErrorDetail))
+)]
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ValidForm(form): ValidForm<LoginForm>,
+) -> ApiResult<Response> {
     state.rate_limits.check_login_account(&form.username)?;
     let user = accounts::login(&state.store, form).await?;
     let tokens = accounts::start_session(&state.store, &state.tokens, &user).await?;
     Ok(session_response(&state, &headers, tokens))
 }
 
-async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+#[utoipa::path(
+    post, path = "/api/v1/auth/refresh", tag = "auth",
+    params(("refresh_token" = Option<String>, Cookie, description = "Set by login, sent by the browser only to this path")),
+    responses((status = 200, description = "New tokens; the refresh token used is retired", body = TokenResponse),
+              (status = 401, description = "No, an invalid, expired, retired or revoked refresh token", body = crate::openapi::ErrorDetail))
+)]
+pub(crate) async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let presented = cookie_value(&headers, REFRESH_COOKIE);
     let grace = state.config.jwt.refresh_reuse_grace;
     let (_user, tokens) = accounts::refresh(&state.store, &state.tokens, presented, grace).await?;
     Ok(session_response(&state, &headers, tokens))
 }
 
-async fn logout(State(state): State<AppState>, headers: HeaderMap, CurrentUser(user): CurrentUser) -> ApiResult<Response> {
+#[utoipa::path(
+    post, path = "/api/v1/auth/logout", tag = "auth",
+    responses((status = 200, description = "Every token of the user is revoked; the cookies are cleared", body = crate::schemas::DetailMessage)),
+    security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    CurrentUser(user): CurrentUser,
+) -> ApiResult<Response> {
     accounts::logout(&state.store, &user).await?;
     let policy = CookiePolicy::for_request(&headers, state.config.domain.as_deref());
     Ok(with_cookies(Json(DetailMessage { detail: "Successfully logged out" }).into_response(), policy.cleared()))

@@ -34,12 +34,15 @@ api_routes! {
     "/chats/{chat_id}/stop" => post(stop),
     "/chats/{chat_id}/generation" => get(reattach),
     // The seed README's routes, served by the same handlers.
-    "/chat/conversations" => get(list_chats).post(create_chat),
-    "/chat/conversations/{chat_id}" => delete(delete_chat),
-    "/chat/conversations/{chat_id}/messages" => get(get_chat).post(add_message),
+    "/chat/conversations" => get(list_conversations).post(create_conversation),
+    "/chat/conversations/{chat_id}" => delete(delete_conversation),
+    "/chat/conversations/{chat_id}/messages" => get(get_conversation_messages).post(add_conversation_message),
 }
 
-async fn list_chats(
+#[utoipa::path(
+    get, path = "/api/v1/chats/my", tag = "chats", params(ChatListQuery), responses((status = 200, description = "Newest activity first", body = ChatListResponse)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn list_chats(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ValidQuery(query): ValidQuery<ChatListQuery>,
@@ -53,7 +56,10 @@ async fn list_chats(
     }))
 }
 
-async fn create_chat(
+#[utoipa::path(
+    post, path = "/api/v1/chats/my", tag = "chats", request_body(content = Option<ChatCreate>, description = "Optional"), responses((status = 201, body = ChatResponse)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn create_chat(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     OptionalJson(request): OptionalJson<ChatCreate>,
@@ -62,12 +68,24 @@ async fn create_chat(
     Ok((StatusCode::CREATED, Json(chat.into())))
 }
 
-async fn delete_all_chats(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> ApiResult<Json<SuccessMessage>> {
+#[utoipa::path(
+    delete, path = "/api/v1/chats/my", tag = "chats", responses((status = 200, description = "All of the user's chats and their messages are deleted", body = SuccessMessage)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn delete_all_chats(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> ApiResult<Json<SuccessMessage>> {
     chats::delete_all(&state.store, &state.generations, &user).await?;
     Ok(Json(SuccessMessage { success: true, message: "All chats deleted".into() }))
 }
 
-async fn model_catalog(State(state): State<AppState>, CurrentUser(_user): CurrentUser) -> ApiResult<Json<ModelCatalog>> {
+#[utoipa::path(
+    get, path = "/api/v1/chats/models", tag = "chats", responses((status = 200, body = ModelCatalog)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn model_catalog(
+    State(state): State<AppState>,
+    CurrentUser(_user): CurrentUser,
+) -> ApiResult<Json<ModelCatalog>> {
     let models = state.store.active_models().await?;
     let providers = state.store.active_providers().await?;
     Ok(Json(ModelCatalog {
@@ -76,7 +94,10 @@ async fn model_catalog(State(state): State<AppState>, CurrentUser(_user): Curren
     }))
 }
 
-async fn get_chat(
+#[utoipa::path(
+    get, path = "/api/v1/chats/chat/{chat_id}", tag = "chats", params(("chat_id" = Uuid, Path)), responses((status = 200, description = "The chat and its messages, oldest first", body = ChatWithMessages), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn get_chat(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ValidPath(path): ValidPath<ChatPath>,
@@ -85,7 +106,10 @@ async fn get_chat(
     Ok(Json(ChatWithMessages { chat: chat.into(), messages: messages.into_iter().map(MessageResponse::from).collect() }))
 }
 
-async fn update_chat(
+#[utoipa::path(
+    patch, path = "/api/v1/chats/chat/{chat_id}", tag = "chats", params(("chat_id" = Uuid, Path)), request_body = ChatUpdate, responses((status = 200, body = ChatResponse), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn update_chat(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ValidPath(path): ValidPath<ChatPath>,
@@ -94,7 +118,10 @@ async fn update_chat(
     Ok(Json(chats::update(&state.store, &user, path.chat_id, update).await?.into()))
 }
 
-async fn delete_chat(
+#[utoipa::path(
+    delete, path = "/api/v1/chats/chat/{chat_id}", tag = "chats", params(("chat_id" = Uuid, Path)), responses((status = 200, description = "The chat and its messages are deleted; its generation is stopped", body = SuccessMessage), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn delete_chat(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ValidPath(path): ValidPath<ChatPath>,
@@ -103,7 +130,10 @@ async fn delete_chat(
     Ok(Json(SuccessMessage { success: true, message: "Chat and all messages deleted".into() }))
 }
 
-async fn add_message(
+#[utoipa::path(
+    post, path = "/api/v1/chats/{chat_id}/messages", tag = "chats", params(("chat_id" = Uuid, Path)), request_body = MessageCreate, responses((status = 200, body = MessageResponse), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn add_message(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ValidPath(path): ValidPath<ChatPath>,
@@ -112,7 +142,10 @@ async fn add_message(
     Ok(Json(chats::add_message(&state.store, &user, path.chat_id, request).await?.into()))
 }
 
-async fn get_message(
+#[utoipa::path(
+    get, path = "/api/v1/chats/{chat_id}/messages/{message_id}", tag = "chats", params(("chat_id" = Uuid, Path), ("message_id" = Uuid, Path)), responses((status = 200, body = MessageResponse), (status = 404, description = "Chat not found, or Message not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn get_message(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ValidPath(path): ValidPath<MessagePath>,
@@ -120,7 +153,11 @@ async fn get_message(
     Ok(Json(chats::message(&state.store, &user, path.chat_id, path.message_id).await?.into()))
 }
 
-async fn edit_message(
+#[utoipa::path(
+    patch, path = "/api/v1/chats/{chat_id}/messages/{message_id}", tag = "chats", params(("chat_id" = Uuid, Path), ("message_id" = Uuid, Path)), request_body = MessageUpdate,
+    responses((status = 200, body = MessageResponse), (status = 403, description = "Only user messages can be edited (or a refused cross-site request)", body = crate::openapi::ErrorDetail), (status = 404, description = "Chat not found, or Message not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn edit_message(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ValidPath(path): ValidPath<MessagePath>,
@@ -129,7 +166,10 @@ async fn edit_message(
     Ok(Json(chats::edit_message(&state.store, &user, path.chat_id, path.message_id, update).await?.into()))
 }
 
-async fn delete_message(
+#[utoipa::path(
+    delete, path = "/api/v1/chats/{chat_id}/messages/{message_id}", tag = "chats", params(("chat_id" = Uuid, Path), ("message_id" = Uuid, Path)), responses((status = 200, body = MessageDeleted), (status = 404, description = "Chat not found, or Message not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn delete_message(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ValidPath(path): ValidPath<MessagePath>,
@@ -138,7 +178,10 @@ async fn delete_message(
     Ok(Json(MessageDeleted { success: true, message: "Message deleted successfully", deleted_message_id: path.message_id }))
 }
 
-async fn delete_messages(
+#[utoipa::path(
+    delete, path = "/api/v1/chats/{chat_id}/messages/bulk", tag = "chats", params(("chat_id" = Uuid, Path)), request_body = BulkDelete, responses((status = 200, description = "Ids not in this chat are reported in failed_deletions", body = BulkDeleted), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn delete_messages(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ValidPath(path): ValidPath<ChatPath>,
@@ -147,8 +190,61 @@ async fn delete_messages(
     Ok(Json(chats::delete_messages(&state.store, &user, path.chat_id, request).await?))
 }
 
+// The seed README's conversation routes: the same handlers under other names.
+
+#[utoipa::path(get, path = "/api/v1/chat/conversations", tag = "chats", params(ChatListQuery), responses((status = 200, description = "Alias of GET /chats/my", body = ChatListResponse)), security(("access_token" = []), ("bearer" = [])))]
+pub(crate) async fn list_conversations(
+    state: State<AppState>,
+    user: CurrentUser,
+    query: ValidQuery<ChatListQuery>,
+) -> ApiResult<Json<ChatListResponse>> {
+    list_chats(state, user, query).await
+}
+
+#[utoipa::path(post, path = "/api/v1/chat/conversations", tag = "chats", request_body(content = Option<ChatCreate>, description = "Optional"), responses((status = 201, description = "Alias of POST /chats/my", body = ChatResponse)), security(("access_token" = []), ("bearer" = [])))]
+pub(crate) async fn create_conversation(
+    state: State<AppState>,
+    user: CurrentUser,
+    request: OptionalJson<ChatCreate>,
+) -> ApiResult<(StatusCode, Json<ChatResponse>)> {
+    create_chat(state, user, request).await
+}
+
+#[utoipa::path(delete, path = "/api/v1/chat/conversations/{chat_id}", tag = "chats", params(("chat_id" = Uuid, Path)), responses((status = 200, description = "Alias of DELETE /chats/chat/{chat_id}", body = SuccessMessage), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = [])))]
+pub(crate) async fn delete_conversation(
+    state: State<AppState>,
+    user: CurrentUser,
+    path: ValidPath<ChatPath>,
+) -> ApiResult<Json<SuccessMessage>> {
+    delete_chat(state, user, path).await
+}
+
+#[utoipa::path(get, path = "/api/v1/chat/conversations/{chat_id}/messages", tag = "chats", params(("chat_id" = Uuid, Path)), responses((status = 200, description = "Alias of GET /chats/chat/{chat_id}", body = ChatWithMessages), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = [])))]
+pub(crate) async fn get_conversation_messages(
+    state: State<AppState>,
+    user: CurrentUser,
+    path: ValidPath<ChatPath>,
+) -> ApiResult<Json<ChatWithMessages>> {
+    get_chat(state, user, path).await
+}
+
+#[utoipa::path(post, path = "/api/v1/chat/conversations/{chat_id}/messages", tag = "chats", params(("chat_id" = Uuid, Path)), request_body = MessageCreate, responses((status = 200, description = "Alias of POST /chats/{chat_id}/messages", body = MessageResponse), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = [])))]
+pub(crate) async fn add_conversation_message(
+    state: State<AppState>,
+    user: CurrentUser,
+    path: ValidPath<ChatPath>,
+    request: ValidJson<MessageCreate>,
+) -> ApiResult<Json<MessageResponse>> {
+    add_message(state, user, path, request).await
+}
+
 /// Stores the user message and streams the answer as server-sent events.
-async fn completions(
+#[utoipa::path(
+    post, path = "/api/v1/chats/{chat_id}/completions", tag = "streaming", params(("chat_id" = Uuid, Path)), request_body = CompletionRequest,
+    responses((status = 200, description = "Server-sent events: `start`, `delta` (`content` or `thinking`), `tool_calls`, then `done` or `error`", content_type = "text/event-stream", body = crate::openapi::ServerSentEvent),
+              (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail), (status = 409, description = "A reply is already being generated for this chat", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn completions(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ValidPath(path): ValidPath<ChatPath>,
@@ -160,7 +256,12 @@ async fn completions(
 }
 
 /// Stops the chat's running generation; answers once its partial answer is stored.
-async fn stop(
+#[utoipa::path(
+    post, path = "/api/v1/chats/{chat_id}/stop", tag = "streaming", params(("chat_id" = Uuid, Path)),
+    responses((status = 200, description = "Stopped; the partial answer is stored (`status`, `message`, `chat`)", body = Object),
+              (status = 404, description = "Chat not found, or no reply is being generated", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn stop(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ValidPath(path): ValidPath<ChatPath>,
@@ -173,7 +274,12 @@ async fn stop(
 }
 
 /// Re-attaches to a running generation: everything produced so far, then the rest.
-async fn reattach(
+#[utoipa::path(
+    get, path = "/api/v1/chats/{chat_id}/generation", tag = "streaming", params(("chat_id" = Uuid, Path)),
+    responses((status = 200, description = "Server-sent events: everything produced so far, then the rest", content_type = "text/event-stream", body = crate::openapi::ServerSentEvent),
+              (status = 404, description = "Chat not found, or no reply is being generated", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn reattach(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ValidPath(path): ValidPath<ChatPath>,

@@ -12,11 +12,17 @@ api_routes! {
     "/health/db" => get(health_db),
 }
 
-async fn health() -> Json<Value> {
+#[utoipa::path(
+    get, path = "/api/v1/health", tag = "health", responses((status = 200, description = "`{\"status\": \"healthy\"}`", body = Object))
+)]
+pub(crate) async fn health() -> Json<Value> {
     Json(json!({"status": "healthy"}))
 }
 
-async fn health_db(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(
+    get, path = "/api/v1/health/db", tag = "health", responses((status = 200, description = "`db_status` reachable and `latency_ms`", body = Object), (status = 503, description = "`db_status` unreachable", body = Object))
+)]
+pub(crate) async fn health_db(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.store.ping().await {
         Ok(latency) => (StatusCode::OK, Json(json!({"db_status": "reachable", "latency_ms": latency.as_secs_f64() * 1000.0}))),
         Err(err) => {

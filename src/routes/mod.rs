@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
     let origins = AllowedOrigins(Arc::new(state.config.frontend_origins.clone()));
     Router::new()
         .nest("/api/v1", api)
+        .merge(crate::openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.config.request_timeout, guards::timeout::limit_duration))

@@ -28,15 +28,24 @@ api_routes! {
     "/ollama/chat" => post(chat),
 }
 
-async fn version(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get, path = "/api/v1/ollama/version", tag = "ollama", responses((status = 200, description = "Ollama's version", body = Object), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail))
+)]
+pub(crate) async fn version(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     Ok(Json(state.ollama.version().await?))
 }
 
-async fn tags(State(state): State<AppState>, CurrentUser(_user): CurrentUser) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get, path = "/api/v1/ollama/tags", tag = "ollama", responses((status = 200, description = "Installed models with their capabilities (cached)", body = Object), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn tags(State(state): State<AppState>, CurrentUser(_user): CurrentUser) -> ApiResult<Json<Value>> {
     Ok(Json(state.ollama.tags().await?))
 }
 
-async fn show(
+#[utoipa::path(
+    post, path = "/api/v1/ollama/show", tag = "ollama", request_body = ModelName, responses((status = 200, body = Object), (status = 404, description = "Unknown model", body = crate::openapi::ErrorDetail), (status = 400, description = "Ollama refused the request, or Inactive user", body = crate::openapi::ErrorDetail), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn show(
     State(state): State<AppState>,
     CurrentUser(_user): CurrentUser,
     ValidJson(request): ValidJson<ModelName>,
@@ -56,7 +65,12 @@ fn pull_error(err: OllamaError) -> ApiError {
 
 /// Without `stream`: waits for the pull and answers Ollama's progress lines as one string (as
 /// the original). With `"stream": true`: passes the NDJSON progress through as it arrives.
-async fn pull(
+#[utoipa::path(
+    post, path = "/api/v1/ollama/pull", tag = "ollama", request_body = ModelName,
+    responses((status = 200, description = "Without `stream`: Ollama's progress lines as one string. With `stream: true`: NDJSON progress as it arrives", content((String = "application/json"), (String = "application/x-ndjson"))),
+              (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail), (status = 404, description = "Unknown model", body = crate::openapi::ErrorDetail), (status = 400, description = "Ollama refused the request, or Inactive user", body = crate::openapi::ErrorDetail), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn pull(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ValidJson(request): ValidJson<ModelName>,
@@ -79,7 +93,11 @@ async fn pull(
     Ok(Json(Value::String(text)).into_response())
 }
 
-async fn delete_model(
+#[utoipa::path(
+    delete, path = "/api/v1/ollama/delete", tag = "ollama", request_body = ModelName,
+    responses((status = 200, body = crate::schemas::Message), (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail), (status = 404, description = "Unknown model", body = crate::openapi::ErrorDetail), (status = 400, description = "Ollama refused the request, or Inactive user", body = crate::openapi::ErrorDetail), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn delete_model(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ValidJson(request): ValidJson<ModelName>,
@@ -89,14 +107,24 @@ async fn delete_model(
     Ok(Json(Message { message: "Model deleted successfully" }))
 }
 
-async fn clear_cache(State(state): State<AppState>, AdminUser(_admin): AdminUser) -> Json<Message> {
+#[utoipa::path(
+    post, path = "/api/v1/ollama/cache/clear", tag = "ollama", responses((status = 200, body = crate::schemas::Message), (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn clear_cache(State(state): State<AppState>, AdminUser(_admin): AdminUser) -> Json<Message> {
     state.ollama.clear_cache().await;
     Json(Message { message: "Model cache cleared successfully" })
 }
 
 /// The SPA's chat call. The answer is produced by a server-owned generation: a client that
 /// gives up waiting does not cancel it, and it is stored either way.
-async fn chat(
+#[utoipa::path(
+    post, path = "/api/v1/ollama/chat", tag = "ollama", request_body = OllamaChatRequest,
+    responses((status = 200, description = "Ollama's answer plus `id` (the stored message) and `chat`; with `stream: true`, NDJSON chunks in Ollama's shape", content((Object = "application/json"), (String = "application/x-ndjson"))),
+              (status = 400, description = "Ollama refused the request (e.g. thinking on a model without it), or Inactive user", body = crate::openapi::ErrorDetail),
+              (status = 404, description = "Chat not found, or unknown model", body = crate::openapi::ErrorDetail),
+              (status = 409, description = "A reply is already being generated for this chat", body = crate::openapi::ErrorDetail), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn chat(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ValidJson(request): ValidJson<OllamaChatRequest>,

@@ -16,10 +16,16 @@ api_routes! {
     "/user-settings/{user_id}" => get(get_settings).put(put_settings).delete(delete_settings),
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/user-settings/me", tag = "settings", responses((status = 200, description = "Created with defaults when missing", body = SettingsResponse)), security(("access_token" = []), ("bearer" = []))
+)]
 pub async fn get_my_settings(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> ApiResult<Json<SettingsResponse>> {
     Ok(Json(settings::settings_of(&state.store, &user).await?.into()))
 }
 
+#[utoipa::path(
+    put, path = "/api/v1/user-settings/me", tag = "settings", request_body = SettingsUpdate, responses((status = 200, body = SettingsResponse)), security(("access_token" = []), ("bearer" = []))
+)]
 pub async fn put_my_settings(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -28,7 +34,13 @@ pub async fn put_my_settings(
     Ok(Json(settings::update_settings(&state.store, &user, update).await?.into()))
 }
 
-async fn get_settings(
+#[utoipa::path(
+    get, path = "/api/v1/user-settings/{user_id}", tag = "settings", params(("user_id" = Uuid, Path)),
+    responses((status = 200, body = SettingsResponse),
+              (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail),
+              (status = 404, description = "Settings not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn get_settings(
     State(state): State<AppState>,
     _admin: AdminUser,
     ValidPath(path): ValidPath<UserPath>,
@@ -36,7 +48,13 @@ async fn get_settings(
     Ok(Json(settings::settings_for_admin(&state.store, path.user_id).await?.into()))
 }
 
-async fn put_settings(
+#[utoipa::path(
+    put, path = "/api/v1/user-settings/{user_id}", tag = "settings", params(("user_id" = Uuid, Path)), request_body = SettingsUpdate,
+    responses((status = 200, body = SettingsResponse),
+              (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail),
+              (status = 404, description = "User not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn put_settings(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ValidPath(path): ValidPath<UserPath>,
@@ -45,7 +63,13 @@ async fn put_settings(
     Ok(Json(settings::update_settings_for_admin(&state.store, &admin, path.user_id, update).await?.into()))
 }
 
-async fn delete_settings(
+#[utoipa::path(
+    delete, path = "/api/v1/user-settings/{user_id}", tag = "settings", params(("user_id" = Uuid, Path)),
+    responses((status = 204, description = "Deleted"),
+              (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail),
+              (status = 404, description = "Settings not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn delete_settings(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ValidPath(path): ValidPath<UserPath>,

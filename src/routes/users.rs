@@ -6,6 +6,7 @@ use axum::Json;
 use super::settings::{get_my_settings, put_my_settings};
 use crate::auth::{AdminUser, CurrentUser};
 use crate::error::{ApiError, ApiResult};
+use crate::schemas::settings::{SettingsResponse, SettingsUpdate};
 use crate::schemas::users::{UserListQuery, UserResponse, UserUpdate};
 use crate::services::users;
 use crate::state::AppState;
@@ -13,17 +14,27 @@ use crate::validation::{UserPath, ValidJson, ValidPath, ValidQuery};
 
 api_routes! {
     "/users/me" => get(me).put(update_me),
-    "/users/me/settings" => get(get_my_settings).put(put_my_settings),
+    "/users/me/settings" => get(get_my_settings_alias).put(put_my_settings_alias),
     "/users" => get(list),
     "/users/{user_id}" => get(get_user).put(update_user).delete(deactivate_user),
     "/users/{user_id}/activate" => post(activate_user),
 }
 
-async fn me(CurrentUser(user): CurrentUser) -> Json<UserResponse> {
+#[utoipa::path(
+    get, path = "/api/v1/users/me", tag = "users", responses((status = 200, body = UserResponse)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn me(CurrentUser(user): CurrentUser) -> Json<UserResponse> {
     Json(user.into())
 }
 
-async fn update_me(
+#[utoipa::path(
+    put, path = "/api/v1/users/me", tag = "users", request_body = UserUpdate,
+    responses((status = 200, body = UserResponse),
+              (status = 400, description = "Username or e-mail already registered, or Inactive user", body = crate::openapi::ErrorDetail),
+              (status = 403, description = "A user cannot change their own active status", body = crate::openapi::ErrorDetail)),
+    security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn update_me(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ValidJson(update): ValidJson<UserUpdate>,
@@ -31,7 +42,12 @@ async fn update_me(
     Ok(Json(users::update_own_profile(&state.store, &user, update).await?.into()))
 }
 
-async fn list(
+#[utoipa::path(
+    get, path = "/api/v1/users", tag = "users", params(UserListQuery),
+    responses((status = 200, description = "Users by creation time", body = Vec<UserResponse>),
+              (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn list(
     State(state): State<AppState>,
     _admin: AdminUser,
     ValidQuery(query): ValidQuery<UserListQuery>,
@@ -40,7 +56,13 @@ async fn list(
     Ok(Json(users.into_iter().map(UserResponse::from).collect()))
 }
 
-async fn get_user(
+#[utoipa::path(
+    get, path = "/api/v1/users/{user_id}", tag = "users", params(("user_id" = Uuid, Path)),
+    responses((status = 200, body = UserResponse),
+              (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail),
+              (status = 404, description = "User not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn get_user(
     State(state): State<AppState>,
     _admin: AdminUser,
     ValidPath(path): ValidPath<UserPath>,
@@ -49,7 +71,14 @@ async fn get_user(
     Ok(Json(user.into()))
 }
 
-async fn update_user(
+#[utoipa::path(
+    put, path = "/api/v1/users/{user_id}", tag = "users", params(("user_id" = Uuid, Path)), request_body = UserUpdate,
+    responses((status = 200, body = UserResponse),
+              (status = 400, description = "Username or e-mail already registered, or Inactive user", body = crate::openapi::ErrorDetail),
+              (status = 403, description = "Not an admin user; or one's own role or active status; or the last active admin", body = crate::openapi::ErrorDetail),
+              (status = 404, description = "User not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn update_user(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ValidPath(path): ValidPath<UserPath>,
@@ -58,7 +87,13 @@ async fn update_user(
     Ok(Json(users::update_by_admin(&state.store, &admin, path.user_id, update).await?.into()))
 }
 
-async fn deactivate_user(
+#[utoipa::path(
+    delete, path = "/api/v1/users/{user_id}", tag = "users", params(("user_id" = Uuid, Path)),
+    responses((status = 200, description = "Deactivated", body = UserResponse),
+              (status = 403, description = "Not an admin user, or one's own account", body = crate::openapi::ErrorDetail),
+              (status = 404, description = "User not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn deactivate_user(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ValidPath(path): ValidPath<UserPath>,
@@ -66,10 +101,32 @@ async fn deactivate_user(
     Ok(Json(users::set_active_by_admin(&state.store, &admin, path.user_id, false).await?.into()))
 }
 
-async fn activate_user(
+#[utoipa::path(
+    post, path = "/api/v1/users/{user_id}/activate", tag = "users", params(("user_id" = Uuid, Path)),
+    responses((status = 200, description = "Activated", body = UserResponse),
+              (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail),
+              (status = 404, description = "User not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn activate_user(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ValidPath(path): ValidPath<UserPath>,
 ) -> ApiResult<Json<UserResponse>> {
     Ok(Json(users::set_active_by_admin(&state.store, &admin, path.user_id, true).await?.into()))
+}
+
+/// The seed README's name for `GET /user-settings/me`.
+#[utoipa::path(get, path = "/api/v1/users/me/settings", tag = "settings", responses((status = 200, description = "Alias of GET /user-settings/me", body = SettingsResponse)), security(("access_token" = []), ("bearer" = [])))]
+pub(crate) async fn get_my_settings_alias(state: State<AppState>, user: CurrentUser) -> ApiResult<Json<SettingsResponse>> {
+    get_my_settings(state, user).await
+}
+
+/// The seed README's name for `PUT /user-settings/me`.
+#[utoipa::path(put, path = "/api/v1/users/me/settings", tag = "settings", request_body = SettingsUpdate, responses((status = 200, description = "Alias of PUT /user-settings/me", body = SettingsResponse)), security(("access_token" = []), ("bearer" = [])))]
+pub(crate) async fn put_my_settings_alias(
+    state: State<AppState>,
+    user: CurrentUser,
+    update: ValidJson<SettingsUpdate>,
+) -> ApiResult<Json<SettingsResponse>> {
+    put_my_settings(state, user, update).await
 }

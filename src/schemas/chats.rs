@@ -3,6 +3,7 @@
 use chrono::NaiveDateTime;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::serialize_utc;
@@ -16,7 +17,9 @@ use crate::validation::{
 pub const MESSAGE_ROLES: &[&str] = &["user", "assistant", "system", "tool"];
 
 /// `POST /chats/my`: an empty or missing title gives "New Chat".
+#[derive(ToSchema)]
 pub struct ChatCreate {
+    #[schema(max_length = 255, example = "Trip planning")]
     pub title: String,
 }
 
@@ -34,7 +37,9 @@ impl Default for ChatCreate {
 }
 
 /// `PATCH /chats/chat/{id}`.
+#[derive(ToSchema)]
 pub struct ChatUpdate {
+    #[schema(min_length = 1, max_length = 100)]
     pub title: Option<String>,
     pub is_archived: Option<bool>,
 }
@@ -46,9 +51,14 @@ impl FromFields for ChatUpdate {
 }
 
 /// `GET /chats/my?skip=&limit=&include_archived=`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ChatListQuery {
+    #[param(minimum = 0, default = 0)]
     pub skip: i64,
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: i64,
+    #[param(default = false)]
     pub include_archived: bool,
 }
 
@@ -63,11 +73,25 @@ impl FromFields for ChatListQuery {
 }
 
 /// `POST /chats/{id}/messages`.
+#[derive(ToSchema)]
 pub struct MessageCreate {
+    #[schema(value_type = MessageRole)]
     pub role: String,
     pub content: String,
+    /// Base64-encoded images.
     pub images: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
     pub extended_metadata: Option<Map<String, Value>>,
+}
+
+/// Who wrote a message.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum MessageRole {
+    User,
+    Assistant,
+    System,
+    Tool,
 }
 
 impl FromFields for MessageCreate {
@@ -81,8 +105,11 @@ impl FromFields for MessageCreate {
 }
 
 /// `PATCH /chats/{id}/messages/{message_id}`.
+#[derive(ToSchema)]
 pub struct MessageUpdate {
+    #[schema(min_length = 1)]
     pub content: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub extended_metadata: Patch<Map<String, Value>>,
 }
 
@@ -96,7 +123,9 @@ impl FromFields for MessageUpdate {
 }
 
 /// `DELETE /chats/{id}/messages/bulk`.
+#[derive(ToSchema)]
 pub struct BulkDelete {
+    #[schema(max_items = 1000)]
     pub message_ids: Vec<Uuid>,
 }
 
@@ -145,21 +174,39 @@ fn think_value(value: &Value) -> Result<Value, Problem> {
 }
 
 /// A message of an `/ollama/chat` conversation.
+#[derive(ToSchema)]
 pub struct ChatTurn {
+    #[schema(value_type = MessageRole)]
     pub role: String,
     pub content: String,
     pub images: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<Object>>)]
     pub tool_calls: Option<Value>,
     pub tool_name: Option<String>,
 }
 
 /// `POST /ollama/chat` as the SPA sends it.
+#[derive(ToSchema)]
 pub struct OllamaChatRequest {
+    #[schema(min_length = 1, max_length = 200, example = "llama3.2:1b")]
     pub model: String,
+    #[schema(rename = "chatId")]
     pub chat_id: Uuid,
     pub messages: Vec<ChatTurn>,
+    /// `true`: NDJSON chunks in Ollama's shape; otherwise one JSON object.
     pub stream: bool,
-    pub model_options: ModelOptions,
+    /// `true`, `false`, or a level: `low`, `medium`, `high`, `max`.
+    #[schema(value_type = Option<bool>)]
+    pub think: Option<Value>,
+    /// Ollama's model options (`temperature`, `num_ctx`, ...).
+    #[schema(value_type = Option<Object>)]
+    pub options: Option<Value>,
+    /// `"json"` or a JSON schema.
+    #[schema(value_type = Option<Object>)]
+    pub format: Option<Value>,
+    /// A duration such as `"5m"`, or seconds.
+    #[schema(value_type = Option<String>)]
+    pub keep_alive: Option<Value>,
 }
 
 impl FromFields for OllamaChatRequest {
@@ -174,18 +221,41 @@ impl FromFields for OllamaChatRequest {
             Some(ChatTurn { role: role?, content: content?, images, tool_calls, tool_name })
         });
         let stream = f.optional("stream", boolean).unwrap_or(false);
-        let model_options = ModelOptions::read(f);
+        let ModelOptions { think, options, format, keep_alive } = ModelOptions::read(f);
         let chat_id = f.required("chatId", uuid_any);
-        Some(OllamaChatRequest { model: model?, chat_id: chat_id?, messages: messages?, stream, model_options })
+        Some(OllamaChatRequest {
+            model: model?,
+            chat_id: chat_id?,
+            messages: messages?,
+            stream,
+            think,
+            options,
+            format,
+            keep_alive,
+        })
     }
 }
 
 /// `POST /chats/{id}/completions`: the new user message; history comes from the database.
+#[derive(ToSchema)]
 pub struct CompletionRequest {
+    #[schema(min_length = 1, max_length = 200, example = "llama3.2:1b")]
     pub model: String,
+    #[schema(min_length = 1)]
     pub content: String,
     pub images: Option<Vec<String>>,
-    pub model_options: ModelOptions,
+    /// `true`, `false`, or a level: `low`, `medium`, `high`, `max`.
+    #[schema(value_type = Option<bool>)]
+    pub think: Option<Value>,
+    /// Ollama's model options (`temperature`, `num_ctx`, ...).
+    #[schema(value_type = Option<Object>)]
+    pub options: Option<Value>,
+    /// `"json"` or a JSON schema.
+    #[schema(value_type = Option<Object>)]
+    pub format: Option<Value>,
+    /// A duration such as `"5m"`, or seconds.
+    #[schema(value_type = Option<String>)]
+    pub keep_alive: Option<Value>,
 }
 
 impl FromFields for CompletionRequest {
@@ -193,14 +263,17 @@ impl FromFields for CompletionRequest {
         let model = f.required("model", string(1, 200));
         let content = f.required("content", string(1, usize::MAX));
         let images = f.optional("images", string_list);
-        let model_options = ModelOptions::read(f);
-        Some(CompletionRequest { model: model?, content: content?, images, model_options })
+        let ModelOptions { think, options, format, keep_alive } = ModelOptions::read(f);
+        Some(CompletionRequest { model: model?, content: content?, images, think, options, format, keep_alive })
     }
 }
 
 /// `{"model": ...}` of `/ollama/show`, `/ollama/delete` and `/ollama/pull`.
+#[derive(ToSchema)]
 pub struct ModelName {
+    #[schema(min_length = 1, max_length = 200, example = "llama3.2:1b")]
     pub model: String,
+    /// `/ollama/pull` only: stream Ollama's progress as NDJSON.
     pub stream: bool,
 }
 
@@ -212,15 +285,17 @@ impl FromFields for ModelName {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChatResponse {
     pub id: Uuid,
     pub user_id: Option<Uuid>,
     pub title: Option<String>,
     pub is_archived: bool,
     #[serde(serialize_with = "serialize_utc")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub created_at: Option<NaiveDateTime>,
     #[serde(serialize_with = "serialize_utc")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub updated_at: Option<NaiveDateTime>,
 }
 
@@ -237,7 +312,7 @@ impl From<Chat> for ChatResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChatListResponse {
     pub total: i64,
     pub chats: Vec<ChatResponse>,
@@ -245,19 +320,23 @@ pub struct ChatListResponse {
     pub limit: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MessageResponse {
     pub id: Uuid,
     pub chat_id: Option<Uuid>,
     pub role: String,
     pub content: String,
+    #[schema(value_type = Option<Vec<String>>)]
     pub images: Option<Value>,
     pub model_id: Option<Uuid>,
     #[serde(serialize_with = "serialize_utc")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub created_at: Option<NaiveDateTime>,
     pub tokens_used: i32,
+    #[schema(value_type = Option<Object>)]
     pub extended_metadata: Option<Value>,
     pub thinking: Option<String>,
+    #[schema(value_type = Option<Vec<Object>>)]
     pub tool_calls: Option<Value>,
 }
 
@@ -280,26 +359,26 @@ impl From<Message> for MessageResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChatWithMessages {
     pub chat: ChatResponse,
     pub messages: Vec<MessageResponse>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SuccessMessage {
     pub success: bool,
     pub message: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MessageDeleted {
     pub success: bool,
     pub message: &'static str,
     pub deleted_message_id: Uuid,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BulkDeleted {
     pub success: bool,
     pub message: String,
@@ -307,13 +386,14 @@ pub struct BulkDeleted {
     pub failed_deletions: Vec<Uuid>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelSummary {
     pub id: Uuid,
     pub provider_id: Option<Uuid>,
     pub name: String,
     pub display_name: Option<String>,
     pub description: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
     pub is_active: bool,
 }
@@ -332,7 +412,7 @@ impl From<ModelRecord> for ModelSummary {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ProviderSummary {
     pub id: Uuid,
     pub name: String,
@@ -353,13 +433,13 @@ impl From<ProviderRecord> for ProviderSummary {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelCatalog {
     pub models: Vec<ModelSummary>,
     pub providers: Vec<ProviderSummary>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChatRef {
     pub id: Uuid,
     pub title: Option<String>,

@@ -21,13 +21,13 @@ pub fn serialize_utc<S: serde::Serializer>(time: &Option<NaiveDateTime>, s: S) -
 }
 
 /// `{"detail": "..."}` success messages (logout).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DetailMessage {
     pub detail: &'static str,
 }
 
 /// `{"message": "..."}` success messages.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Message {
     pub message: &'static str,
 }

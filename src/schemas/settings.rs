@@ -1,15 +1,23 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::store::settings::UserSettings;
 use crate::validation::{object, string, uuid_v4, Fields, FromFields, Patch};
 
 /// `PUT /user-settings/...`: a partial update; `null` clears a field, `preferences` is replaced whole.
+#[derive(ToSchema)]
 pub struct SettingsUpdate {
+    /// A UUID version 4, or `null` to clear.
+    #[schema(value_type = Option<Uuid>)]
     pub default_model_id: Patch<Uuid>,
+    #[schema(value_type = Option<String>, max_length = 100)]
     pub display_name: Patch<String>,
+    #[schema(value_type = Option<String>, max_length = 255)]
     pub avatar_url: Patch<String>,
+    /// Replaced whole (not merged).
+    #[schema(value_type = Option<Object>)]
     pub preferences: Patch<Map<String, Value>>,
 }
 
@@ -41,11 +49,12 @@ impl SettingsUpdate {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SettingsResponse {
     pub default_model_id: Option<Uuid>,
     pub display_name: Option<String>,
     pub avatar_url: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub preferences: Option<Value>,
     pub user_id: Uuid,
 }

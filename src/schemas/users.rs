@@ -5,6 +5,7 @@ use uuid::Uuid;
 use super::serialize_utc;
 use crate::store::users::{Role, User};
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::validation::{any_string, boolean, email, literal, query_int, string, Fields, FromFields, Problem};
 
@@ -23,11 +24,17 @@ fn valid_role(value: &Value) -> Result<Role, Problem> {
 }
 
 /// `POST /auth/register`. `role` and `is_active` are honoured only for an admin caller.
+#[derive(ToSchema)]
 pub struct RegisterRequest {
+    #[schema(min_length = 4, max_length = 100, example = "ann_admin")]
     pub username: String,
+    #[schema(format = Email, example = "ann@example.com")]
     pub email: String,
+    #[schema(min_length = 8, max_length = 100, example = "Ann-pass-2024!")]
     pub password: String,
+    /// Applied only when an admin creates the account.
     pub role: Option<Role>,
+    /// Applied only when an admin creates the account.
     pub is_active: Option<bool>,
 }
 
@@ -43,9 +50,16 @@ impl FromFields for RegisterRequest {
 }
 
 /// The OAuth2 password form of `POST /auth/login`.
+#[derive(ToSchema)]
 pub struct LoginForm {
+    /// A username or an e-mail address.
+    #[schema(example = "ann_admin")]
     pub username: String,
+    #[schema(example = "Ann-pass-2024!")]
     pub password: String,
+    /// Optional; must be `password` when given.
+    #[schema(pattern = "^password$")]
+    pub grant_type: Option<String>,
 }
 
 impl FromFields for LoginForm {
@@ -61,18 +75,23 @@ impl FromFields for LoginForm {
                     .with_ctx(json!({ "pattern": "^password$" })))
             }
         });
-        Some(LoginForm { username: username?, password: password? })
+        Some(LoginForm { username: username?, password: password?, grant_type: None })
     }
 }
 
 /// `PUT /users/me` and an admin's `PUT /users/{id}`: only what was sent changes.
 /// `role` is read only for admins' updates of others (see the route).
-#[derive(Default)]
+#[derive(Default, ToSchema)]
 pub struct UserUpdate {
+    #[schema(min_length = 4, max_length = 100)]
     pub username: Option<String>,
+    #[schema(format = Email)]
     pub email: Option<String>,
+    #[schema(min_length = 8, max_length = 100)]
     pub password: Option<String>,
+    /// Admins only, never for oneself; `PUT /users/me` refuses a change with 403.
     pub is_active: Option<bool>,
+    /// Admins only (`PUT /users/{user_id}`); ignored on `PUT /users/me`.
     pub role: Option<Role>,
 }
 
@@ -89,8 +108,12 @@ impl FromFields for UserUpdate {
 }
 
 /// `?skip=&limit=` of the admin's user list.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UserListQuery {
+    #[param(minimum = 0, default = 0)]
     pub skip: i64,
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     pub limit: i64,
 }
 
@@ -103,16 +126,18 @@ impl FromFields for UserListQuery {
 }
 
 /// A user as the API shows it (key order as the original).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserResponse {
     pub username: String,
     pub email: String,
     pub id: Uuid,
     pub is_active: bool,
     #[serde(serialize_with = "serialize_utc")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub created_at: Option<NaiveDateTime>,
     pub role: Role,
     #[serde(serialize_with = "serialize_utc")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_login: Option<NaiveDateTime>,
 }
 
@@ -130,7 +155,7 @@ impl From<User> for UserResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
     pub refresh_token: String,

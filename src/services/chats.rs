@@ -167,7 +167,16 @@ pub async fn start_completion(
         user_id: user.id,
         chat_id,
         user_message_id: Some(user_message.id),
-        upstream: upstream_request(request.model, messages, request.model_options),
+        upstream: upstream_request(
+            request.model,
+            messages,
+            ModelOptions {
+                think: request.think,
+                options: request.options,
+                format: request.format,
+                keep_alive: request.keep_alive,
+            },
+        ),
         title_source,
     })?;
     Ok((generation, user_message))
@@ -200,7 +209,16 @@ pub async fn start_ollama_chat(
         user_id: user.id,
         chat_id: request.chat_id,
         user_message_id: None,
-        upstream: upstream_request(request.model, messages, request.model_options),
+        upstream: upstream_request(
+            request.model,
+            messages,
+            ModelOptions {
+                think: request.think,
+                options: request.options,
+                format: request.format,
+                keep_alive: request.keep_alive,
+            },
+        ),
         title_source,
     })
 }

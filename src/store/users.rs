@@ -7,7 +7,7 @@ use crate::{in_transaction, on_pool};
 use super::Store;
 
 /// `users.role`, the PostgreSQL enum `user_role_enum` of the original (TEXT on SQLite).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, Serialize, Deserialize, utoipa::ToSchema)]
 #[sqlx(type_name = "user_role_enum", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

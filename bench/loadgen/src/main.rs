@@ -251,6 +251,12 @@ fn proc_rss(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:").unwrap_or(0)))
 }
 
+/// Number of threads of a process.
+fn proc_threads(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("Threads:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// (busy, total) jiffies of the whole machine.
 fn sys_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -660,6 +666,7 @@ fn monitor(groups: Vec<String>, skip_s: f64, window_s: f64, interval_ms: u64, wh
     let mut first: Option<(Instant, (u64, u64), Vec<BTreeMap<u32, u64>>)> = None;
     let mut last: Option<(Instant, (u64, u64), Vec<BTreeMap<u32, u64>>)> = None;
     let mut rss_max = vec![0u64; groups.len()];
+    let mut threads_max = vec![0u64; groups.len()];
     let mut rss_lines = String::new();
     loop {
         let now = started.elapsed();
@@ -671,6 +678,9 @@ fn monitor(groups: Vec<String>, skip_s: f64, window_s: f64, interval_ms: u64, wh
         for (i, (_, pids)) in groups.iter().enumerate() {
             let rss: u64 = pids.iter().filter_map(|&p| proc_rss(p)).map(|(r, _)| r).sum();
             rss_max[i] = rss_max[i].max(rss);
+            if let Some(t) = pids.first().and_then(|&p| proc_threads(p)) {
+                threads_max[i] = threads_max[i].max(t);
+            }
             let _ = write!(line, " {rss}");
         }
         rss_lines.push_str(&line);
@@ -720,6 +730,7 @@ fn monitor(groups: Vec<String>, skip_s: f64, window_s: f64, interval_ms: u64, wh
     }
     for (i, (name, _)) in groups.iter().enumerate() {
         f.insert(leak(format!("{name}_rss_max_mib")), mib(rss_max[i]));
+        f.insert(leak(format!("{name}_threads_max")), threads_max[i].to_string());
     }
     println!("{}", result_line("monitor", &f));
 }

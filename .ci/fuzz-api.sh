@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Schema-driven fuzzing of the running API with schemathesis, on one database.
+#   .ci/fuzz-api.sh sqlite
+#   .ci/fuzz-api.sh postgres   (needs TEST_DATABASE_URL)
+# Starts the Ollama emulator and the server (debug build), seeds an admin, a user, a chat and
+# a message, then fuzzes every operation twice (as a user, then as an admin) with checks for
+# 5xx, undocumented status codes, wrong content types and responses off their schema.
+# Bounded by SCHEMATHESIS_MAX_EXAMPLES (default 15) and SCHEMATHESIS_MAX_TIME (default 45 s) per run.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+backend="${1:?usage: fuzz-api.sh sqlite|postgres}"
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "$backend" = postgres ] && [ -n "${fuzz_db:-}" ]; then
+    psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$fuzz_db\" WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+cargo build --locked --quiet -p rovertchat -p ollama-emulator --bins
+ollama_port="$(free_port)"
+target/debug/ollama-emulator --port "$ollama_port" --quiet > "$work/emulator.log" 2>&1 &
+pids+=($!)
+
+export PORT="$(free_port)" HOST=127.0.0.1 RATE_LIMITS=off LOG_LEVEL=warn
+export DATA_DIR="$work/data" LOG_DIR="$work/logs" OLLAMA_BASE_URL="http://127.0.0.1:$ollama_port"
+export JWT_SECRET_KEY="fuzz-access-secret-0123456789abcdef0123" JWT_REFRESH_SECRET_KEY="fuzz-refresh-secret-0123456789abcdef012"
+unset DATABASE_URL
+if [ "$backend" = postgres ]; then
+  fuzz_db="rovertchat_fuzz_$$"
+  psql "$TEST_DATABASE_URL" -qc "CREATE DATABASE \"$fuzz_db\"" >/dev/null
+  export DATABASE_URL="${TEST_DATABASE_URL%/*}/$fuzz_db"
+fi
+target/debug/rovertchat > "$work/server.log" 2>&1 &
+pids+=($!)
+base="http://127.0.0.1:$PORT"
+for _ in $(seq 1 100); do curl -sf "$base/api/v1/health" >/dev/null && break; sleep 0.1; done
+curl -sf "$base/api/v1/health" >/dev/null || { cat "$work/server.log"; echo "server did not start" >&2; exit 1; }
+
+api="$base/api/v1"
+json() { python3 -c "import sys, json; print(json.load(sys.stdin)$1)"; }
+register() { curl -sf -H 'content-type: application/json' -d "{\"username\":\"$1\",\"email\":\"$1@example.com\",\"password\":\"Fuzz-pass-2024!\"}" "$api/auth/register" >/dev/null; }
+token() { curl -sf --data-urlencode "username=$1" --data-urlencode 'password=Fuzz-pass-2024!' "$api/auth/login" | json "['access_token']"; }
+register fuzz_admin
+register fuzz_user
+register fuzz_target
+admin_token="$(token fuzz_admin)"
+user_token="$(token fuzz_user)"
+# The account in /users/{user_id}: the admin's run may rename, demote or deactivate it.
+target_token="$(token fuzz_target)"
+user_id="$(curl -sf -H "Authorization: Bearer $target_token" "$api/users/me" | json "['id']")"
+
+seed_chat() {  # a chat and a message of the token's user
+  local chat message
+  chat="$(curl -sf -X POST -H "Authorization: Bearer $1" -H 'content-type: application/json' -d '{"title":"Fuzzed"}' "$api/chats/my" | json "['id']")"
+  message="$(curl -sf -H "Authorization: Bearer $1" -H 'content-type: application/json' -d '{"role":"user","content":"hello"}' "$api/chats/$chat/messages" | json "['id']")"
+  echo "$chat $message"
+}
+
+status=0
+for who in user admin; do
+  token_var="${who}_token"
+  read -r chat_id message_id < <(seed_chat "${!token_var}")
+  cat > "$work/schemathesis-$who.toml" <<EOF
+[parameters]
+"path.chat_id" = "$chat_id"
+"path.message_id" = "$message_id"
+"path.user_id" = "$user_id"
+EOF
+  echo "== schemathesis on $backend as the $who"
+  # Logout would revoke the token the run uses; the authorization matrix test covers it.
+  schemathesis --config-file "$work/schemathesis-$who.toml" run "$base/openapi.json" \
+    -H "Authorization: Bearer ${!token_var}" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+    --phases examples,coverage,fuzzing \
+    --exclude-path /api/v1/auth/logout \
+    --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-15}" \
+    --max-time "${SCHEMATHESIS_MAX_TIME:-45}" \
+    --workers 2 --no-color --seed 1 || status=1
+done
+if [ "$status" != 0 ]; then
+  echo "--- server log (last 50 lines)"; tail -50 "$work/server.log"
+fi
+exit "$status"

@@ -1,0 +1,222 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations, and the pages that
+//! show it (`/docs` Swagger UI and `/redoc`, both bundled in the binary).
+//!
+//! Each handler documents its success and its own errors; the responses every route shares
+//! (401/400 for signed-in routes, 422 for input, 413 for bodies, 429 where rate limited, 403
+//! for refused cross-site requests, 503 when the database is away) are added here, from the
+//! same facts the middleware uses.
+
+use axum::http::header;
+use axum::routing::get;
+use axum::Router;
+use serde_json::Value;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_redoc::{Redoc, Servable};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::guards::rate_limit::RATE_LIMITED_ROUTES;
+use crate::routes;
+use crate::schemas;
+use crate::state::AppState;
+
+/// `{"detail": "..."}`.
+#[derive(ToSchema)]
+pub struct ErrorDetail {
+    #[schema(example = "Chat not found")]
+    pub detail: String,
+}
+
+/// FastAPI's validation answer.
+#[derive(ToSchema)]
+pub struct ValidationError {
+    pub detail: Vec<ValidationIssueDoc>,
+}
+
+/// One problem with the input.
+#[derive(ToSchema)]
+#[schema(as = ValidationIssue)]
+pub struct ValidationIssueDoc {
+    #[schema(rename = "type", example = "string_too_short")]
+    pub kind: String,
+    /// Where: `["body", "username"]`, `["query", "limit"]`, `["path", "chat_id"]`.
+    #[schema(value_type = Vec<Value>)]
+    pub loc: Vec<Value>,
+    pub msg: String,
+    #[schema(value_type = Value)]
+    pub input: Value,
+    #[schema(value_type = Option<Object>)]
+    pub ctx: Option<Value>,
+}
+
+/// One server-sent event of a stream (`event: ...` and `data: <JSON>`).
+#[derive(ToSchema)]
+pub struct ServerSentEvent {
+    /// `start`, `delta`, `tool_calls`, `done` or `error`.
+    pub event: Option<String>,
+    /// The event's JSON payload, as text.
+    pub data: Option<String>,
+    pub id: Option<String>,
+    pub retry: Option<i64>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "rovertchat", description = "The rovertChat backend: accounts, chats and conversations with local models through Ollama."),
+    paths(
+        routes::accounts::register, routes::accounts::login, routes::accounts::refresh, routes::accounts::logout,
+        routes::users::me, routes::users::update_me, routes::users::list, routes::users::get_user,
+        routes::users::update_user, routes::users::deactivate_user, routes::users::activate_user,
+        routes::users::get_my_settings_alias, routes::users::put_my_settings_alias,
+        routes::settings::get_my_settings, routes::settings::put_my_settings, routes::settings::get_settings,
+        routes::settings::put_settings, routes::settings::delete_settings,
+        routes::health::health, routes::health::health_db,
+        routes::chats::list_chats, routes::chats::create_chat, routes::chats::delete_all_chats, routes::chats::model_catalog,
+        routes::chats::get_chat, routes::chats::update_chat, routes::chats::delete_chat, routes::chats::add_message,
+        routes::chats::delete_messages, routes::chats::get_message, routes::chats::edit_message, routes::chats::delete_message,
+        routes::chats::completions, routes::chats::stop, routes::chats::reattach,
+        routes::chats::list_conversations, routes::chats::create_conversation, routes::chats::delete_conversation,
+        routes::chats::get_conversation_messages, routes::chats::add_conversation_message,
+        routes::ollama::version, routes::ollama::tags, routes::ollama::show, routes::ollama::pull,
+        routes::ollama::delete_model, routes::ollama::clear_cache, routes::ollama::chat,
+    ),
+    components(schemas(ErrorDetail, ValidationError, ValidationIssueDoc, ServerSentEvent, schemas::chats::MessageRole)),
+    modifiers(&SecuritySchemes, &SharedResponses),
+    tags(
+        (name = "auth", description = "Register, log in, refresh, log out"),
+        (name = "users", description = "Profiles and account management"),
+        (name = "settings", description = "User settings"),
+        (name = "chats", description = "Conversations and messages"),
+        (name = "streaming", description = "Server-owned generations: stream, stop, re-attach"),
+        (name = "ollama", description = "Models and the SPA's chat call"),
+        (name = "health", description = "Liveness and database health"),
+    )
+)]
+struct ApiDoc;
+
+/// The OpenAPI document.
+pub fn spec() -> OpenApiDoc {
+    ApiDoc::openapi()
+}
+
+/// ReDoc's page, loading the bundled script instead of a CDN (works without internet).
+const REDOC_PAGE: &str = r#"<!DOCTYPE html>
+<html>
+  <head>
+    <title>rovertchat API</title>
+    <meta charset="utf-8"/>
+    <meta name="viewport" content="width=device-width, initial-scale=1">
+  </head>
+  <body>
+    <div id="redoc-container"></div>
+    <script src="/redoc/redoc.standalone.js"></script>
+    <script>Redoc.init($spec, $config, document.getElementById("redoc-container"));</script>
+  </body>
+</html>"#;
+
+/// ReDoc 2.5.4 (MIT, see assets/redoc-LICENSE), from the npm package `redoc`.
+const REDOC_SCRIPT: &str = include_str!("../assets/redoc.standalone.js");
+
+/// `/openapi.json`, `/docs` (Swagger UI, vendored) and `/redoc`, all served by the binary.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec()))
+        .merge(Redoc::with_url("/redoc", spec()).custom_html(REDOC_PAGE))
+        .route("/redoc/redoc.standalone.js", get(|| async { ([(header::CONTENT_TYPE, "application/javascript")], REDOC_SCRIPT) }))
+}
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "access_token",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "access_token",
+                "The cookie set by POST /auth/login (what the SPA and a browser use)",
+            ))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("The access_token from the login answer, for API clients"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+struct SharedResponses;
+
+fn error_response(description: &str, schema: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name(schema))).build())
+        .build()
+}
+
+impl Modify for SharedResponses {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                ("get", &mut item.get),
+                ("post", &mut item.post),
+                ("put", &mut item.put),
+                ("patch", &mut item.patch),
+                ("delete", &mut item.delete),
+            ];
+            for (method, operation) in operations {
+                if let Some(operation) = operation {
+                    add_shared_responses(path, method, operation);
+                }
+            }
+        }
+    }
+}
+
+fn add_shared_responses(path: &str, method: &str, operation: &mut Operation) {
+    let signed_in = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+    let has_input = operation.request_body.is_some() || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+    let changes_state = method != "get";
+    let rate_limited = RATE_LIMITED_ROUTES.iter().any(|(m, p, _)| m.as_str().eq_ignore_ascii_case(method) && *p == path);
+    let responses = &mut operation.responses.responses;
+    let mut add = |status: &str, description: &str, schema: &str| {
+        responses.entry(status.to_owned()).or_insert_with(|| error_response(description, schema).into());
+    };
+    if signed_in {
+        add("401", "Not authenticated, or the token is invalid, expired or revoked", "ErrorDetail");
+        add("400", "The account is deactivated (`Inactive user`)", "ErrorDetail");
+        if changes_state {
+            add("403", "A cross-site request carrying the session cookie was refused", "ErrorDetail");
+        }
+    }
+    if has_input || path == "/api/v1/auth/login" {
+        add("422", "The input is not valid", "ValidationError");
+    }
+    if operation.request_body.is_some() {
+        add("413", "The request body is too large", "ErrorDetail");
+    }
+    if rate_limited {
+        add("429", "Rate limit exceeded (see the Retry-After header)", "ErrorDetail");
+    }
+    add("503", "The database is unavailable, or the request timed out", "ErrorDetail");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_both_auth_schemes() {
+        let doc = serde_json::to_value(spec()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        assert_eq!(doc["components"]["securitySchemes"]["access_token"]["in"], "cookie");
+        assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    }
+}

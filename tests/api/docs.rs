@@ -1,0 +1,97 @@
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::on_both_databases;
+use crate::support::TestApp;
+
+on_both_databases!(the_served_document_is_the_generated_one, documentation_pages_work_without_internet);
+
+/// Fails when a route exists in the router but not in the OpenAPI document, or the reverse.
+#[test]
+fn every_route_is_documented_and_every_documented_route_exists() {
+    let spec = serde_json::to_value(rovertchat::openapi::spec()).unwrap();
+    let documented: BTreeSet<(String, String)> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| ["get", "post", "put", "patch", "delete"].contains(&k.as_str()))
+                .map(move |m| (m.clone(), path.clone()))
+        })
+        .collect();
+    let routed: BTreeSet<(String, String)> =
+        rovertchat::routes::all_routes().iter().map(|(m, p)| (m.to_string(), format!("/api/v1{p}"))).collect();
+    let undocumented: Vec<_> = routed.difference(&documented).collect();
+    let phantom: Vec<_> = documented.difference(&routed).collect();
+    assert!(
+        undocumented.is_empty() && phantom.is_empty(),
+        "in the router only: {undocumented:?}\nin the document only: {phantom:?}"
+    );
+}
+
+#[test]
+fn every_operation_documents_its_errors_and_auth() {
+    let spec = serde_json::to_value(rovertchat::openapi::spec()).unwrap();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            let secured = operation
+                .get("security")
+                .and_then(Value::as_array)
+                .is_some_and(|s| s.iter().any(|r| r.as_object().is_some_and(|o| !o.is_empty())));
+            if secured {
+                for status in ["401", "400"] {
+                    assert!(responses.contains_key(status), "{method} {path} lacks {status}");
+                }
+            }
+            if operation.get("requestBody").is_some() || operation.get("parameters").is_some() {
+                assert!(responses.contains_key("422"), "{method} {path} lacks 422");
+            }
+            if path.contains('{') {
+                assert!(responses.contains_key("404"), "{method} {path} lacks 404");
+            }
+            assert!(responses.contains_key("503"), "{method} {path} lacks 503");
+        }
+    }
+    assert_eq!(
+        spec["paths"]["/api/v1/auth/login"]["post"]["requestBody"]["content"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["application/x-www-form-urlencoded"]
+    );
+}
+
+async fn the_served_document_is_the_generated_one(app: TestApp) {
+    let served = app.client.get(format!("{}/openapi.json", app.address)).send().await.unwrap().json::<Value>().await.unwrap();
+    assert_eq!(served, serde_json::to_value(rovertchat::openapi::spec()).unwrap());
+    assert!(served["openapi"].as_str().unwrap().starts_with("3.1"));
+}
+
+async fn documentation_pages_work_without_internet(app: TestApp) {
+    let get = |path: &str| {
+        let url = format!("{}{path}", app.address);
+        let client = reqwest::Client::new();
+        async move { client.get(url).send().await.unwrap() }
+    };
+    let docs = get("/docs").await;
+    assert_eq!(docs.status(), 200);
+    let html = docs.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    assert!(!html.contains("http://") && !html.contains("https://"), "no CDN: {html}");
+    for asset in ["/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/docs/swagger-initializer.js"] {
+        let response = get(asset).await;
+        assert_eq!(response.status(), 200, "{asset}");
+        assert!(response.text().await.unwrap().len() > 100, "{asset}");
+    }
+    assert!(get("/docs/swagger-initializer.js").await.text().await.unwrap().contains("/openapi.json"));
+
+    let redoc = get("/redoc").await;
+    assert_eq!(redoc.status(), 200);
+    let html = redoc.text().await.unwrap();
+    assert!(html.contains("/redoc/redoc.standalone.js") && !html.contains("https://"), "{html}");
+    let script = get("/redoc/redoc.standalone.js").await;
+    assert_eq!(script.headers()["content-type"], "application/javascript");
+    assert!(script.text().await.unwrap().len() > 500_000);
+}
