@@ -21,9 +21,23 @@ pub enum Verification {
     MatchRehashed(String),
 }
 
+/// At most one hash per core at a time: each takes 19 MiB and a core for tens of
+/// milliseconds, so a login flood queues here instead of growing memory and starving the
+/// rest of the server.
+fn hashing_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())))
+}
+
+/// Runs a hashing job on the blocking pool, within the hashing slots.
+async fn on_hashing_slot<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    let _slot = hashing_slots().acquire().await?;
+    Ok(tokio::task::spawn_blocking(job).await?)
+}
+
 /// Hashes on the blocking pool so the async runtime keeps serving.
 pub async fn hash_password(password: String) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || hash_now(&password)).await?
+    on_hashing_slot(move || hash_now(&password)).await?
 }
 
 fn hash_now(password: &str) -> anyhow::Result<String> {
@@ -37,7 +51,7 @@ fn hash_now(password: &str) -> anyhow::Result<String> {
 /// Verifies on the blocking pool. With no stored hash (unknown user) a dummy hash is checked
 /// anyway, so the answer takes as long as for a real account.
 pub async fn verify_password(password: String, stored: Option<String>) -> anyhow::Result<Verification> {
-    tokio::task::spawn_blocking(move || verify_now(&password, stored.as_deref())).await?
+    on_hashing_slot(move || verify_now(&password, stored.as_deref())).await?
 }
 
 fn verify_now(password: &str, stored: Option<&str>) -> anyhow::Result<Verification> {

@@ -10,6 +10,7 @@ mod chats;
 mod docs;
 mod health;
 mod ollama;
+mod process;
 mod security;
 mod settings;
 mod streaming;
