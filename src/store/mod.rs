@@ -169,6 +169,8 @@ pub fn is_connection_error(err: &sqlx::Error) -> bool {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed
+            // A connection cut mid-message (or mid-handshake) surfaces as a protocol error.
+            | sqlx::Error::Protocol(_)
     )
 }
 

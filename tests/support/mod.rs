@@ -18,6 +18,16 @@ pub const PASSWORD: &str = "Correct-horse-1";
 pub const ACCESS_SECRET: &str = "test-access-secret-0123456789abcdef0123456789";
 pub const REFRESH_SECRET: &str = "test-refresh-secret-0123456789abcdef012345678";
 
+/// Tests are silent unless `TEST_LOG` is set (to a `tracing` filter such as `info`).
+fn init_test_logging() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
+    });
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -125,6 +135,7 @@ impl TestApp {
     }
 
     async fn spawn_on(backend: Backend, pg: Option<PgDatabase>, extra: Vec<(&str, String)>) -> TestApp {
+        init_test_logging();
         let emulator = Emulator::start().await;
         let data_dir = tempfile::tempdir().expect("temp dir");
         let log_dir = data_dir.path().join("logs");
