@@ -194,12 +194,12 @@ write_report() {
     echo "| during a login flood, GET /users/me p99 < 2× its idle p99 (same $LOW_CONNS connections) | $(get users_me_low_flood.p99_ms) ms vs $(get users_me_low.p99_ms) ms idle = ${flood_x}× | $(yesno "$(num users_me_low_flood.p99_ms) < 2 * $(num users_me_low.p99_ms)") |"
     echo "| added time to first token < 1 ms at p99 | p99 $(get ttft.added_p99_ms) ms (p50 $(get ttft.added_p50_ms) ms) | $(yesno "$(num ttft.added_p99_ms) < 1") |"
     echo "| $(get streams.n) concurrent streams: server under 1 core | $(get streams.server_cores) cores ($(get streams.server_cpu_s) CPU s over $(get streams.wall_s) s) | $(yesno "$(num streams.server_cores) < 1") |"
-    echo "| $(get streams.n) concurrent streams: server under 200 MB RSS | $(get streams.rss_max_mib) MiB | $(yesno "$(num streams.rss_max_mib) * 1.048576 < 200") |"
+    echo "| $(get streams.n) concurrent streams: server under 200 MB RSS | $(get streams.rss_max_mib) MiB = $(calc "$(num streams.rss_max_mib) * 1.048576" "%.0f") MB | $(yesno "$(num streams.rss_max_mib) * 1.048576 < 200") |"
     echo "| $(get streams.n) concurrent streams: every answer stored | $(get streams.stored) assistant rows in $(get streams.stored_chats) chats; $(get streams.ok) streams complete | $(yesno "$(num streams.stored) == $(num streams.n) && $(num streams.stored_chats) == $(num streams.n) && $(num streams.ok) == $(num streams.n)") |"
-    echo "| idle RSS < 20 MB | $(get idle.rss_start_mib) MiB (PostgreSQL), $(get startup.rss_idle_mib) MiB (SQLite) | $(yesno "$(num idle.rss_start_mib) * 1.048576 < 20 && $(num startup.rss_idle_mib) * 1.048576 < 20") |"
-    echo "| RSS < 100 MB under any load | max $(get rss.load_max_mib) MiB | $(yesno "$(num rss.load_max_mib) * 1.048576 < 100") |"
+    echo "| idle RSS < 20 MB | $(get idle.rss_start_mib) MiB = $(calc "$(num idle.rss_start_mib) * 1.048576" "%.1f") MB (PostgreSQL), $(get startup.rss_idle_mib) MiB = $(calc "$(num startup.rss_idle_mib) * 1.048576" "%.1f") MB (SQLite) | $(yesno "$(num idle.rss_start_mib) * 1.048576 < 20 && $(num startup.rss_idle_mib) * 1.048576 < 20") |"
+    echo "| RSS < 100 MB under any load | max $(get rss.load_max_mib) MiB = $(calc "$(num rss.load_max_mib) * 1.048576" "%.0f") MB | $(yesno "$(num rss.load_max_mib) * 1.048576 < 100") |"
     echo "| ready in < 100 ms on SQLite | median $(get startup.median_ms) ms | $(yesno "$(num startup.median_ms) < 100") |"
-    echo "| no pooled connection left inside a transaction by a cancelled request (PostgreSQL's \"there is already a transaction in progress\" in the server logs) | $(get correctness.tx_warnings) warnings $( [ -n "$(get correctness.tx_warning_lines)" ] && echo "($(get correctness.tx_warning_lines))") | $(yesno "$(num correctness.tx_warnings) == 0") |"
+    echo "| no pooled connection left inside a transaction by a cancelled request (PostgreSQL's \"there is already a transaction in progress\" in the server logs) | $(get correctness.tx_warnings) warnings$( [ "$(get correctness.tx_warning_lines)" != n/a ] && echo " (in $(get correctness.tx_warning_lines))") | $(yesno "$(num correctness.tx_warnings) == 0") |"
     echo "| no errors in any scenario | $(for n in health users_me chats_my post_message login users_me_low users_me_low_flood; do printf '%s ' "$(get $n.errors)"; done)| $(yesno "$(num health.errors)+$(num users_me.errors)+$(num chats_my.errors)+$(num post_message.errors)+$(num login.errors)+$(num users_me_low.errors)+$(num users_me_low_flood.errors) == 0") |"
     echo
     echo "## Ratios"
@@ -246,3 +246,25 @@ update_benchmarks_md() {
     } >"$target"
   fi
 }
+
+# Run directly to rebuild the report of an earlier run:  bench/report.sh bench/out/<run> [--write]
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  set -euo pipefail
+  HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"; ROOT="$(cd "$HERE/.." && pwd)"
+  OUT_DIR="$(cd "${1:?usage: bench/report.sh OUT_DIR [--write]}" && pwd)"
+  declare -A M=()
+  while IFS= read -r line; do M["${line%%=*}"]="${line#*=}"; done < "$OUT_DIR/metrics.txt"
+  get() { echo "${M[$1]:-n/a}"; }
+  calc() { awk "BEGIN { x = $1; if (x != x) print \"n/a\"; else printf \"${2:-%.2f}\", x }" 2>/dev/null || echo n/a; }
+  while IFS= read -r line; do
+    case "${line%%=*}" in
+      DURATION|WARMUP|COOLDOWN|CONNS|THREADS|LOGIN_DURATION|LOGIN_CONNS|LOW_CONNS|FLOOD_CONNS|POOL|POOL_SWEEP|TTFT_N|STREAMS|STREAM_TOKENS|STREAM_TOKEN_DELAY_MS|STARTUP_RUNS|SWEEP_DURATION)
+        printf -v "${line%%=*}" '%s' "${line#*=}" ;;
+    esac
+  done < "$OUT_DIR/run-info.txt"
+  STARTUP_RUNS="${STARTUP_RUNS:-11}"; SWEEP_DURATION="${SWEEP_DURATION:-10}"
+  SWEPT=(); for p in $POOL_SWEEP; do [ "$p" = "$POOL" ] || SWEPT+=("$p"); done
+  write_report "$OUT_DIR/BENCHMARKS.generated.md"
+  [ "${2:-}" = --write ] && update_benchmarks_md "$ROOT/BENCHMARKS.md" "$OUT_DIR/BENCHMARKS.generated.md"
+  cat "$OUT_DIR/BENCHMARKS.generated.md"
+fi

@@ -105,7 +105,7 @@ psql -d postgres -Atc 'select 1' >/dev/null || { echo "bench: PostgreSQL at $PGH
   echo "wrk=$(wrk --version 2>&1 | head -1 | awk '{print $2}')"
   echo "pgbench=$(pgbench --version)"
   echo "command=$(printf '%q ' "$0" "$@")"
-  for v in DURATION WARMUP COOLDOWN CONNS THREADS LOGIN_DURATION LOGIN_CONNS LOW_CONNS FLOOD_CONNS POOL POOL_SWEEP TTFT_N STREAMS STREAM_TOKENS STREAM_TOKEN_DELAY_MS PG_URL_PARAMS; do
+  for v in DURATION WARMUP COOLDOWN CONNS THREADS LOGIN_DURATION LOGIN_CONNS LOW_CONNS FLOOD_CONNS POOL POOL_SWEEP SWEEP_DURATION TTFT_N STREAMS STREAM_TOKENS STREAM_TOKEN_DELAY_MS STARTUP_RUNS PG_URL_PARAMS; do
     echo "$v=${!v}"
   done
 } > "$OUT_DIR/run-info.txt"

@@ -213,7 +213,10 @@ impl Config {
                 ));
             }
         };
-        let database_max_connections: u32 = vars.parse("DATABASE_MAX_CONNECTIONS", "a positive number")?.unwrap_or(10);
+        // Two connections per core keep the cores busy without queueing in PostgreSQL.
+        let default_connections = std::thread::available_parallelism().map_or(4, |n| (n.get() as u32 * 2).max(4));
+        let database_max_connections: u32 =
+            vars.parse("DATABASE_MAX_CONNECTIONS", "a positive number")?.unwrap_or(default_connections);
         if database_max_connections == 0 {
             return Err(ConfigError::new("DATABASE_MAX_CONNECTIONS", "must be at least 1"));
         }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::Request;
+use axum::serve::ListenerExt;
 use axum::ServiceExt;
 use tokio::net::TcpListener;
 use tower::util::MapRequestLayer;
@@ -86,7 +87,11 @@ impl Application {
         };
         let router = routes::router(self.state.clone());
         let app = MapRequestLayer::new(trim_api_trailing_slash).layer(router);
-        axum::serve(self.listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
+        // Small SSE deltas must leave at once, not wait for the client's delayed ACK (Nagle).
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
             .with_graceful_shutdown(shutdown)
             .await
             .context("server error")?;

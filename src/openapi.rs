@@ -122,11 +122,12 @@ const REDOC_SCRIPT: &str = include_str!("../assets/redoc.standalone.js");
 
 /// `/openapi.json`, `/docs` (Swagger UI, vendored) and `/redoc`, all served by the binary.
 pub fn router() -> Router<AppState> {
+    let doc = spec();
     Router::new()
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec()))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc.clone()))
         .merge(
             // The bundle links a logo on a CDN; the page keeps every fetch on this server.
-            Router::from(Redoc::with_url("/redoc", spec()).custom_html(REDOC_PAGE)).layer(SetResponseHeaderLayer::overriding(
+            Router::from(Redoc::with_url("/redoc", doc).custom_html(REDOC_PAGE)).layer(SetResponseHeaderLayer::overriding(
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static("default-src 'self' 'unsafe-inline' blob:; img-src 'self' data:"),
             )),

@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(run_to_completion))
         .layer(middleware::from_fn_with_state(state.config.request_timeout, guards::timeout::limit_duration))
         .layer(middleware::from_fn_with_state(origins, guards::cross_site::refuse_cross_site))
         .layer(middleware::from_fn_with_state(state.rate_limits.clone(), guards::rate_limit::enforce))
@@ -94,6 +95,16 @@ async fn method_not_allowed() -> Response {
 fn internal_error() -> Response {
     tracing::error!("a handler panicked");
     (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"detail": "Internal server error"}))).into_response()
+}
+
+/// Runs the handler in its own task, so a client that hangs up (or a time limit) cannot
+/// cancel it halfway: a cancelled `BEGIN` would otherwise return its connection to the pool
+/// still inside a transaction (sqlx 0.8), and a half-done change is worse than a finished one.
+async fn run_to_completion(request: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => internal_error(),
+    }
 }
 
 /// One line per request: method, path, status, latency and the user when known. Never the

@@ -79,9 +79,13 @@ impl Store {
         let pool = match config {
             DatabaseConfig::Postgres { url } => {
                 let options = PgConnectOptions::from_str(url.expose()).context("DATABASE_URL is not a valid PostgreSQL URL")?;
+                // No ping before each use: it costs a round trip per query (a quarter of a
+                // /users/me request). A connection that died is noticed by its next query,
+                // which answers 503 and drops it; the pool reconnects.
                 let pool = PgPoolOptions::new()
                     .max_connections(max_connections)
                     .min_connections(1)
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(5))
                     .connect_with(options)
                     .await
