@@ -20,7 +20,7 @@
 #   DURATION=20 WARMUP=3 COOLDOWN=3 CONNS=32 THREADS=2 TIMEOUT=10s     wrk, as run-bench.sh
 #   LOGIN_DURATION=10 LOGIN_CONNS=8                                    login scenario, as run-bench.sh
 #   LOW_CONNS=4 FLOOD_CONNS=8                                          /users/me idle vs during a login flood
-#   POOL=10                          DATABASE_MAX_CONNECTIONS of the server
+#   POOL=4                           DATABASE_MAX_CONNECTIONS of the server (the default on 2 cores)
 #   POOL_SWEEP="4 16 32"             extra pool sizes tried on /users/me and POST message ("" = skip)
 #   SWEEP_DURATION=10
 #   TTFT_N=200 STREAMS=1000 STREAM_TOKENS=20 STREAM_TOKEN_DELAY_MS=50 STARTUP_RUNS=11
@@ -43,7 +43,7 @@ DURATION="${DURATION:-20}"; WARMUP="${WARMUP:-3}"; COOLDOWN="${COOLDOWN:-3}"
 CONNS="${CONNS:-32}"; THREADS="${THREADS:-2}"; TIMEOUT="${TIMEOUT:-10s}"
 LOGIN_DURATION="${LOGIN_DURATION:-$(( DURATION < 10 ? DURATION : 10 ))}"; LOGIN_CONNS="${LOGIN_CONNS:-8}"
 LOW_CONNS="${LOW_CONNS:-4}"; FLOOD_CONNS="${FLOOD_CONNS:-8}"
-POOL="${POOL:-10}"; POOL_SWEEP="${POOL_SWEEP-4 16 32}"; SWEEP_DURATION="${SWEEP_DURATION:-$(( DURATION < 10 ? DURATION : 10 ))}"
+POOL="${POOL:-4}"; POOL_SWEEP="${POOL_SWEEP-10 32}"; SWEEP_DURATION="${SWEEP_DURATION:-$(( DURATION < 10 ? DURATION : 10 ))}"
 TTFT_N="${TTFT_N:-200}"; STREAMS="${STREAMS:-1000}"; STREAM_TOKENS="${STREAM_TOKENS:-20}"
 STREAM_TOKEN_DELAY_MS="${STREAM_TOKEN_DELAY_MS:-50}"; STARTUP_RUNS="${STARTUP_RUNS:-11}"
 PERF="${PERF:-1}"; NODELAY_DIAG="${NODELAY_DIAG:-1}"; MALLOC_DIAG="${MALLOC_DIAG:-1}"
