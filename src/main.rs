@@ -1,9 +1,16 @@
 use std::process::ExitCode;
 
-/// mimalloc returns argon2's 19 MiB blocks to the system and uses less CPU per request than
-/// glibc's malloc (measured in BENCHMARKS.md: 440 MiB -> about 60 MiB during a login flood).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// glibc raises its mmap threshold to the size of the first large block freed, so argon2's
+/// 19 MiB working memory would afterwards come from the heap and stay resident (440 MiB seen
+/// during a login flood). A fixed threshold keeps such blocks mmapped and returned at once
+/// (58 MiB under the same flood, BENCHMARKS.md), without the idle memory of another allocator.
+fn keep_large_blocks_out_of_the_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a malloc tunable; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
 
 use clap::{Parser, Subcommand};
 use rovertchat::config::Config;
@@ -26,6 +33,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    keep_large_blocks_out_of_the_heap();
     let cli = Cli::parse();
     let config = match Config::from_env() {
         Ok(config) => config,
