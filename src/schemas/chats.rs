@@ -155,6 +155,10 @@ pub struct ModelOptions {
 }
 
 impl ModelOptions {
+    pub fn new(think: Option<Value>, options: Option<Value>, format: Option<Value>, keep_alive: Option<Value>) -> Self {
+        ModelOptions { think, options, format, keep_alive }
+    }
+
     fn read(f: &mut Fields<'_>) -> Self {
         ModelOptions {
             think: f.optional("think", think_value),

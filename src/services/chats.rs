@@ -170,12 +170,7 @@ pub async fn start_completion(
         upstream: upstream_request(
             request.model,
             messages,
-            ModelOptions {
-                think: request.think,
-                options: request.options,
-                format: request.format,
-                keep_alive: request.keep_alive,
-            },
+            ModelOptions::new(request.think, request.options, request.format, request.keep_alive),
         ),
         title_source,
     })?;
@@ -212,12 +207,7 @@ pub async fn start_ollama_chat(
         upstream: upstream_request(
             request.model,
             messages,
-            ModelOptions {
-                think: request.think,
-                options: request.options,
-                format: request.format,
-                keep_alive: request.keep_alive,
-            },
+            ModelOptions::new(request.think, request.options, request.format, request.keep_alive),
         ),
         title_source,
     })
