@@ -88,7 +88,7 @@ const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migratio
 /// What the database holds before any migration.
 #[derive(Debug, PartialEq, Eq)]
 pub enum DatabaseState {
-    /// Managed by rovertchat already (`_sqlx_migrations` exists), or empty.
+    /// Managed by rovertchat already (`_sqlx_migrations` exists).
     Managed,
     Empty,
     /// Exactly the original backend's schema, without migration history.
