@@ -147,6 +147,10 @@ pub struct Config {
     pub log_level: String,
     pub database: DatabaseConfig,
     pub database_max_connections: u32,
+    /// How long a user row is reused by authenticated requests (see `store::user_cache`):
+    /// the delay before a logout, deactivation or role change made through another process
+    /// on the same database takes effect here.
+    pub user_cache_ttl: Duration,
     pub jwt: JwtConfig,
     pub frontend_origins: Vec<String>,
     pub domain: Option<String>,
@@ -278,6 +282,11 @@ impl Config {
             ),
         };
 
+        let user_cache_secs: u64 = vars.parse("USER_CACHE_SECS", "a whole number of seconds")?.unwrap_or(5);
+        if user_cache_secs > 300 {
+            return Err(ConfigError::new("USER_CACHE_SECS", "must be at most 300"));
+        }
+
         let shutdown_grace = Duration::from_secs(vars.parse("SHUTDOWN_GRACE_SECS", "a whole number of seconds")?.unwrap_or(30));
 
         let heartbeat_interval =
@@ -305,6 +314,7 @@ impl Config {
             log_level,
             database,
             database_max_connections,
+            user_cache_ttl: Duration::from_secs(user_cache_secs),
             jwt: JwtConfig {
                 access_secret,
                 refresh_secret,
@@ -504,6 +514,8 @@ mod tests {
             ("ENVIRONMENT", "staging"),
             ("JWT_ACCESS_TOKEN_EXPIRE_MINUTES", "-5"),
             ("OLLAMA_BASE_URL", "ftp://x"),
+            ("USER_CACHE_SECS", "301"),
+            ("USER_CACHE_SECS", "soon"),
         ];
         for (name, value) in cases {
             let mut v = vars(&SECRETS);

@@ -46,7 +46,8 @@ impl Application {
     /// Connects and migrates the database, builds the state and binds `HOST:PORT` (port 0
     /// picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = Store::connect(&config.database, config.database_max_connections).await?;
+        let store =
+            Store::connect(&config.database, config.database_max_connections).await?.with_user_cache(config.user_cache_ttl);
         store.migrate().await?;
         let ollama = OllamaClient::new(&config.ollama)?;
         let rate_limits = guards::RateLimits::new(&config.rate_limits);

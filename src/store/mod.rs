@@ -10,9 +10,11 @@ pub mod messages;
 pub mod models;
 pub mod refresh_tokens;
 pub mod settings;
+pub mod user_cache;
 pub mod users;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -22,6 +24,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+use self::user_cache::UserCache;
 use crate::config::DatabaseConfig;
 
 pub static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -36,6 +39,7 @@ pub enum Pool {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    users: Arc<UserCache>,
 }
 
 /// Runs `$body` with `$pool` bound to the backend's pool (or any expression derived from it).
@@ -112,11 +116,17 @@ impl Store {
                 Pool::Sqlite(pool)
             }
         };
-        Ok(Store { pool })
+        Ok(Store::from_pool(pool))
     }
 
+    /// A store without a user cache.
     pub fn from_pool(pool: Pool) -> Self {
-        Store { pool }
+        Store { pool, users: Arc::new(UserCache::new(Duration::ZERO)) }
+    }
+
+    /// Keeps user rows for `ttl` (see [`user_cache`]); zero keeps none.
+    pub fn with_user_cache(self, ttl: Duration) -> Self {
+        Store { users: Arc::new(UserCache::new(ttl)), ..self }
     }
 
     pub fn pool(&self) -> &Pool {

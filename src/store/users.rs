@@ -121,9 +121,26 @@ impl Store {
         })
     }
 
+    /// The user, from the user cache when it holds a fresh copy.
     pub async fn user_by_id(&self, id: Uuid) -> Result<Option<User>, sqlx::Error> {
+        let ticket = match self.users.get(id) {
+            Ok(user) => return Ok(Some(user)),
+            Err(ticket) => ticket,
+        };
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-        on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)
+        let user: Option<User> = on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?;
+        if let Some(user) = &user {
+            self.users.put(ticket, user);
+        }
+        Ok(user)
+    }
+
+    /// Runs a write to the user's row, then forgets the cached copy, whatever the outcome (a
+    /// failed commit may still have committed).
+    async fn changing_user<T>(&self, id: Uuid, write: impl std::future::Future<Output = T>) -> T {
+        let result = write.await;
+        self.users.forget(id);
+        result
     }
 
     /// The account a login name refers to: a username (exact) first, else an e-mail address
@@ -168,50 +185,57 @@ impl Store {
                is_active = COALESCE($6, is_active) \
              WHERE id = $1 RETURNING {USER_COLUMNS}"
         );
-        in_transaction!(self, tx => {
-            // Update first, then check: a write first keeps SQLite from failing to upgrade a read.
-            let updated: Option<User> = sqlx::query_as(&update)
-                .bind(id)
-                .bind(changes.username)
-                .bind(changes.email)
-                .bind(changes.password_hash)
-                .bind(changes.role)
-                .bind(changes.is_active)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(updated) = updated else { return Ok(AdminGuarded::NotFound) };
-            if changes.role.is_some() || changes.is_active == Some(false) {
-                let admins: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM users WHERE role = 'admin' AND COALESCE(is_active, TRUE)",
-                )
-                .fetch_one(&mut *tx)
-                .await?;
-                if admins == 0 {
-                    return Ok(AdminGuarded::LastAdmin);
+        self.changing_user(id, async {
+            in_transaction!(self, tx => {
+                // Update first, then check: a write first keeps SQLite from failing to upgrade a read.
+                let updated: Option<User> = sqlx::query_as(&update)
+                    .bind(id)
+                    .bind(changes.username)
+                    .bind(changes.email)
+                    .bind(changes.password_hash)
+                    .bind(changes.role)
+                    .bind(changes.is_active)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(updated) = updated else { return Ok(AdminGuarded::NotFound) };
+                if changes.role.is_some() || changes.is_active == Some(false) {
+                    let admins: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM users WHERE role = 'admin' AND COALESCE(is_active, TRUE)",
+                    )
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if admins == 0 {
+                        return Ok(AdminGuarded::LastAdmin);
+                    }
                 }
-            }
-            Ok::<_, sqlx::Error>(AdminGuarded::Done(updated))
+                Ok::<_, sqlx::Error>(AdminGuarded::Done(updated))
+            })
         })
+        .await
     }
 
     pub async fn record_login(&self, id: Uuid, at: NaiveDateTime, new_password_hash: Option<&str>) -> Result<(), sqlx::Error> {
-        on_pool!(self, pool => {
-            sqlx::query("UPDATE users SET last_login = $2, password_hash = COALESCE($3, password_hash) WHERE id = $1")
-                .bind(id)
-                .bind(at)
-                .bind(new_password_hash)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
+        self.changing_user(id, async {
+            on_pool!(self, pool => {
+                sqlx::query("UPDATE users SET last_login = $2, password_hash = COALESCE($3, password_hash) WHERE id = $1")
+                    .bind(id)
+                    .bind(at)
+                    .bind(new_password_hash)
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected())
+            })
+        })
+        .await?;
         Ok(())
     }
 
     /// Invalidates every token issued so far to the user.
     pub async fn bump_token_version(&self, id: Uuid) -> Result<(), sqlx::Error> {
-        on_pool!(self, pool => {
+        self.changing_user(id, async { on_pool!(self, pool => {
             sqlx::query("UPDATE users SET token_version = token_version + 1 WHERE id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected())
-        })?;
+        }) })
+        .await?;
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ on_both_databases!(
     public_hosts_get_secure_cookies,
     refresh_issues_new_tokens_from_the_cookie_only,
     logout_revokes_every_token_and_clears_cookies,
+    logout_wins_over_requests_in_flight,
     bad_tokens_are_refused,
     bearer_header_works_for_api_clients,
     registration_by_an_admin_may_set_role_and_status,
@@ -242,6 +243,30 @@ async fn logout_revokes_every_token_and_clears_cookies(app: TestApp) {
             .assert_detail(401, "Could not validate credentials");
     }
     app.post("/auth/logout").send().await.assert_detail(401, "Not authenticated");
+}
+
+/// Requests racing a logout may succeed while it runs, never after it has answered.
+async fn logout_wins_over_requests_in_flight(app: TestApp) {
+    let (_, session) = app.signed_up("bob_user").await;
+    let logged_out = std::sync::atomic::AtomicBool::new(false);
+    let reader = |_| async {
+        let mut refused = 0;
+        for _ in 0..40 {
+            let sent_after_logout = logged_out.load(std::sync::atomic::Ordering::SeqCst);
+            let status = app.get("/users/me").session(&session).send().await.status;
+            assert!(status == 200 || status == 401, "{status}");
+            assert!(!(sent_after_logout && status == 200), "a request sent after logout answered was let in");
+            refused += usize::from(status == 401);
+        }
+        refused
+    };
+    let logout = async {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        app.post("/auth/logout").session(&session).send().await.assert_detail(200, "Successfully logged out");
+        logged_out.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let (refused, ()) = tokio::join!(futures_util::future::join_all((0..8).map(reader)), logout);
+    assert!(refused.iter().sum::<usize>() > 0, "the readers ended before the logout");
 }
 
 async fn bad_tokens_are_refused(app: TestApp) {

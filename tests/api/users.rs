@@ -10,6 +10,7 @@ on_both_databases!(
     admins_manage_accounts,
     deactivated_users_are_locked_out,
     admin_routes_refuse_non_admins,
+    account_changes_reach_the_very_next_request,
     ids_are_validated,
 );
 
@@ -164,6 +165,7 @@ async fn admins_manage_accounts(app: TestApp) {
 async fn deactivated_users_are_locked_out(app: TestApp) {
     let (_, admin) = app.signed_up("admin_ann").await;
     let (carol, session) = app.signed_up("carol_guest").await;
+    assert_eq!(app.get("/users/me").session(&session).send().await.status, 200);
     app.delete(&format!("/users/{}", carol["id"].as_str().unwrap())).session(&admin).send().await;
 
     app.get("/users/me").session(&session).send().await.assert_detail(400, "Inactive user");
@@ -183,6 +185,32 @@ async fn deactivated_users_are_locked_out(app: TestApp) {
         .send()
         .await
         .assert_detail(401, "Could not validate credentials");
+}
+
+/// Authenticated requests reuse the user's row for a few seconds; every change made through
+/// this server must still be seen by the next request.
+async fn account_changes_reach_the_very_next_request(app: TestApp) {
+    let (_, admin) = app.signed_up("admin_ann").await;
+    let (bob, session) = app.signed_up("bob_user").await;
+    let bob_path = format!("/users/{}", bob["id"].as_str().unwrap());
+    app.get("/users").session(&session).send().await.assert_detail(403, "Not an admin user");
+
+    app.put(&bob_path).session(&admin).json(&json!({"role": "admin"})).send().await;
+    assert_eq!(app.get("/users").session(&session).send().await.status, 200, "promotion seen at once");
+    app.put(&bob_path).session(&admin).json(&json!({"role": "user"})).send().await;
+    app.get("/users").session(&session).send().await.assert_detail(403, "Not an admin user");
+
+    app.delete(&bob_path).session(&admin).send().await;
+    app.get("/users/me").session(&session).send().await.assert_detail(400, "Inactive user");
+    app.post(&format!("{bob_path}/activate")).session(&admin).send().await;
+    assert_eq!(app.get("/users/me").session(&session).send().await.status, 200);
+
+    app.put("/users/me").session(&session).json(&json!({"username": "bob_renamed"})).send().await;
+    assert_eq!(app.get("/users/me").session(&session).send().await.body["username"], "bob_renamed");
+    let relogin = app.login("bob_renamed", PASSWORD).await;
+    let me = app.get("/users/me").session(&relogin).send().await;
+    assert!(me.body["last_login"].is_string(), "{}", me.body);
+    assert_eq!(app.get("/users/me").session(&session).send().await.body["last_login"], me.body["last_login"]);
 }
 
 async fn admin_routes_refuse_non_admins(app: TestApp) {
