@@ -250,8 +250,7 @@ pub(crate) async fn completions(
     ValidPath(path): ValidPath<ChatPath>,
     ValidJson(request): ValidJson<CompletionRequest>,
 ) -> ApiResult<Response> {
-    let (generation, _user_message) =
-        chats::start_completion(&state.store, &state.generations, &user, path.chat_id, request).await?;
+    let generation = chats::start_completion(&state.store, &state.generations, &user, path.chat_id, request).await?;
     Ok(event_stream(generation.watch(), state.config.heartbeat_interval))
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::generation::{Generation, GenerationRequest, Generations};
+use super::generation::{Generation, GenerationRequest, Generations, Question};
 use crate::error::{ApiError, ApiResult};
 use crate::ollama::{ChatRequest, UpstreamMessage};
 use crate::schemas::chats::{
@@ -142,38 +142,50 @@ fn refuse_while_running(generations: &Generations, user: &User, chat_id: Uuid) -
     Ok(())
 }
 
-/// Stores the user's message, then starts the model's answer to the whole stored conversation.
+/// Starts the model's answer to the stored conversation plus the user's new message. The
+/// message is stored by the generation while the answer starts (it is kept before the answer,
+/// or the generation fails and keeps neither).
 pub async fn start_completion(
     store: &Store,
     generations: &Generations,
     user: &User,
     chat_id: Uuid,
     request: CompletionRequest,
-) -> ApiResult<(Arc<Generation>, Message)> {
+) -> ApiResult<Arc<Generation>> {
     user_chat(store, user, chat_id).await?;
     refuse_while_running(generations, user, chat_id)?;
-    let user_message = add_message(
-        store,
-        user,
-        chat_id,
-        MessageCreate { role: "user".into(), content: request.content, images: request.images, extended_metadata: None },
-    )
-    .await?;
     let history = store.chat_messages(chat_id).await?;
-    let title_source = history.iter().find(|m| m.role == "user").map(|m| m.content.clone());
-    let messages = history.into_iter().map(upstream_message).collect();
-    let generation = generations.start(GenerationRequest {
+    let title_source = history.iter().find(|m| m.role == "user").map_or_else(|| request.content.clone(), |m| m.content.clone());
+    let asked = UpstreamMessage {
+        role: "user".into(),
+        content: request.content.clone(),
+        thinking: None,
+        images: request.images.clone().filter(|images| !images.is_empty()),
+        tool_calls: None,
+        tool_name: None,
+    };
+    let messages = history.into_iter().map(upstream_message).chain([asked]).collect();
+    let question = Question {
+        id: Uuid::new_v4(),
+        message: NewMessage {
+            role: "user".into(),
+            content: request.content,
+            images: request.images.map(Value::from),
+            ..NewMessage::default()
+        },
+        at: store::now(),
+    };
+    generations.start(GenerationRequest {
         user_id: user.id,
         chat_id,
-        user_message_id: Some(user_message.id),
+        question: Some(question),
         upstream: upstream_request(
             request.model,
             messages,
             ModelOptions::new(request.think, request.options, request.format, request.keep_alive),
         ),
-        title_source,
-    })?;
-    Ok((generation, user_message))
+        title_source: Some(title_source),
+    })
 }
 
 /// The SPA's `/ollama/chat`: the client sends the conversation (its user message is already
@@ -202,7 +214,7 @@ pub async fn start_ollama_chat(
     generations.start(GenerationRequest {
         user_id: user.id,
         chat_id: request.chat_id,
-        user_message_id: None,
+        question: None,
         upstream: upstream_request(
             request.model,
             messages,

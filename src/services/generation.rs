@@ -20,6 +20,7 @@ use crate::ollama::{ChatChunk, ChatRequest, OllamaClient, OllamaError};
 use crate::store::chats::DEFAULT_CHAT_TITLE;
 use crate::store::messages::{Message, NewMessage};
 use crate::store::{self, Store};
+use chrono::NaiveDateTime;
 
 /// How a generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,9 +50,27 @@ pub struct Ending {
     pub chat_title: Option<String>,
     /// Ollama's last chunk (`done: true`, with counters) when it completed.
     pub final_chunk: Option<ChatChunk>,
-    pub error: Option<OllamaError>,
+    pub error: Option<GenerationError>,
     /// Whether any chunk was produced before the end.
     pub produced_anything: bool,
+}
+
+/// Why a generation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GenerationError {
+    #[error(transparent)]
+    Ollama(#[from] OllamaError),
+    #[error("Your message could not be stored, so no answer was kept; please send it again")]
+    QuestionNotStored,
+}
+
+impl From<GenerationError> for ApiError {
+    fn from(err: GenerationError) -> Self {
+        match err {
+            GenerationError::Ollama(err) => err.into(),
+            GenerationError::QuestionNotStored => ApiError::Unavailable("Your message could not be stored"),
+        }
+    }
 }
 
 /// What watchers receive, in order: every chunk, then the end.
@@ -136,11 +155,20 @@ impl GenerationWatcher {
     }
 }
 
+/// The user's message a generation answers, when the request brings one: it is written while
+/// the upstream request starts, so its commit is not on the way to the first token.
+pub struct Question {
+    pub id: Uuid,
+    pub message: NewMessage,
+    pub at: NaiveDateTime,
+}
+
 /// What to generate.
 pub struct GenerationRequest {
     pub user_id: Uuid,
     pub chat_id: Uuid,
-    pub user_message_id: Option<Uuid>,
+    /// Stored before the answer; already part of `upstream`'s messages.
+    pub question: Option<Question>,
     pub upstream: ChatRequest,
     /// The text the chat is titled from while it is still "New Chat".
     pub title_source: Option<String>,
@@ -174,7 +202,7 @@ impl Generations {
             chat_id: request.chat_id,
             user_id: request.user_id,
             model: request.upstream.model.clone(),
-            user_message_id: request.user_message_id,
+            user_message_id: request.question.as_ref().map(|q| q.id),
             log: Mutex::new(Vec::new()),
             published: watch::channel(0).0,
             cancel: CancellationToken::new(),
@@ -218,16 +246,27 @@ impl Generations {
         }
     }
 
-    async fn run(&self, generation: Arc<Generation>, request: GenerationRequest) {
+    async fn run(&self, generation: Arc<Generation>, mut request: GenerationRequest) {
+        let question = request.question.take().map(|question| self.spawn_store_question(&generation, question));
         let mut answer = Answer::default();
-        let outcome = tokio::select! {
+        let mut outcome = tokio::select! {
             // Dropping `stream_answer` drops the upstream request: Ollama stops generating.
             _ = generation.cancel.cancelled() => Outcome::Stopped,
             result = stream_answer(&self.ollama, &generation, &request.upstream, &mut answer) => match result {
                 Ok(final_chunk) => Outcome::Completed(Box::new(final_chunk)),
-                Err(err) => Outcome::Failed(err),
+                Err(err) => Outcome::Failed(err.into()),
             },
         };
+        // An answer is only kept after its question.
+        if let Some(question) = question {
+            match question.await {
+                Ok(QuestionFate::Stored) => {}
+                Ok(QuestionFate::ChatDeleted) => (outcome, answer) = (Outcome::Stopped, Answer::default()),
+                Ok(QuestionFate::NotStored) | Err(_) => {
+                    (outcome, answer) = (Outcome::Failed(GenerationError::QuestionNotStored), Answer::default());
+                }
+            }
+        }
         let ending = self.finish(&generation, &request, answer, outcome).await;
         // Unregister before publishing the end, so a client that saw the end can start anew.
         self.running.lock().expect("generations lock").remove(&generation.chat_id);
@@ -286,6 +325,38 @@ impl Generations {
         ending
     }
 
+    /// Writes the user's message in its own task; when it cannot be written, the generation
+    /// is stopped.
+    fn spawn_store_question(&self, generation: &Arc<Generation>, question: Question) -> tokio::task::JoinHandle<QuestionFate> {
+        let store = self.store.clone();
+        let generation = generation.clone();
+        tokio::spawn(async move {
+            let mut attempt = 1u32;
+            let failure = loop {
+                match store
+                    .add_message_with_id(question.id, generation.user_id, generation.chat_id, &question.message, question.at)
+                    .await
+                {
+                    Ok(Some(_)) => return QuestionFate::Stored,
+                    Ok(None) => {
+                        generation.stop();
+                        return QuestionFate::ChatDeleted;
+                    }
+                    // Only a connection problem may go away by trying again.
+                    Err(err) if store::is_connection_error(&err) && attempt < 3 => {
+                        tracing::warn!(error = %err, attempt, generation_id = %generation.id, "storing the question failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                        attempt += 1;
+                    }
+                    Err(err) => break err.to_string(),
+                }
+            };
+            tracing::error!(error = %failure, generation_id = %generation.id, "the user's message was not stored; stopping its answer");
+            generation.stop();
+            QuestionFate::NotStored
+        })
+    }
+
     /// Writes the answer; retries a few times so a database hiccup does not lose it.
     async fn store_answer(&self, generation: &Generation, new: &NewMessage) -> Option<Message> {
         for attempt in 1..=5u32 {
@@ -312,10 +383,17 @@ impl Generations {
     }
 }
 
+enum QuestionFate {
+    Stored,
+    /// The chat was deleted before the question could be written.
+    ChatDeleted,
+    NotStored,
+}
+
 enum Outcome {
     Completed(Box<ChatChunk>),
     Stopped,
-    Failed(OllamaError),
+    Failed(GenerationError),
 }
 
 /// What has been produced so far.

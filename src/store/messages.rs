@@ -51,6 +51,18 @@ impl Store {
         new: &NewMessage,
         at: NaiveDateTime,
     ) -> Result<Option<Message>, sqlx::Error> {
+        self.add_message_with_id(Uuid::new_v4(), user_id, chat_id, new, at).await
+    }
+
+    /// [`Store::add_message`] with an id chosen by the caller (known before the write).
+    pub async fn add_message_with_id(
+        &self,
+        id: Uuid,
+        user_id: Uuid,
+        chat_id: Uuid,
+        new: &NewMessage,
+        at: NaiveDateTime,
+    ) -> Result<Option<Message>, sqlx::Error> {
         let insert = format!(
             "INSERT INTO messages (id, chat_id, role, content, thinking, tool_calls, images, model_id, created_at, tokens_used, extended_metadata) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {MESSAGE_COLUMNS}"
@@ -62,7 +74,7 @@ impl Store {
                 return Ok(None);
             }
             let message = sqlx::query_as(&insert)
-                .bind(Uuid::new_v4())
+                .bind(id)
                 .bind(chat_id)
                 .bind(&new.role)
                 .bind(&new.content)

@@ -12,6 +12,7 @@ on_both_databases!(
     stop_drops_the_upstream_request_and_keeps_the_partial_answer,
     reattaching_replays_then_follows_without_repeats,
     failures_mid_stream_are_reported_and_stored,
+    a_question_that_cannot_be_stored_keeps_no_answer,
     a_slow_model_gets_heartbeats,
     many_concurrent_streams_each_store_one_answer,
     ollama_chat_streams_ndjson_in_ollamas_shape,
@@ -172,6 +173,35 @@ async fn failures_mid_stream_are_reported_and_stored(app: TestApp) {
         assert!(stored["extended_metadata"]["error"].as_str().unwrap().starts_with(expected));
     }
     assert_eq!(app.count(ASSISTANT_ROWS).await, 2);
+}
+
+/// The user's message is written while the answer starts; when it cannot be written, the
+/// answer is stopped, nothing is kept, and the client is told to send it again.
+async fn a_question_that_cannot_be_stored_keeps_no_answer(app: TestApp) {
+    let (_, s) = app.signed_up("bob_user").await;
+    let chat = app.new_chat(&s, None).await;
+    app.execute(if app.is_postgres() {
+        "CREATE FUNCTION refuse_questions() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.role = 'user' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_questions BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse_questions();"
+    } else {
+        "CREATE TRIGGER refuse_questions BEFORE INSERT ON messages WHEN NEW.role = 'user' \
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"
+    })
+    .await;
+    app.emulator.set_knobs(slow(50, 100));
+    let mut stream = open_completion(&app, &s, &chat, "will not be kept").await;
+    assert_eq!(stream.status, 200);
+    let events = stream.rest().await;
+    let end = events.last().unwrap();
+    assert_eq!(end.event, "error", "{events:?}");
+    assert_eq!(end.data["status"], "failed");
+    assert_eq!(end.data["message"], Value::Null);
+    assert!(end.data["detail"].as_str().unwrap().starts_with("Your message could not be stored"), "{}", end.data);
+    assert_eq!(app.emulator.wait_for_cancellations(1, Duration::from_secs(2)).await.len(), 1, "the upstream request was dropped");
+    assert_eq!(app.count("SELECT COUNT(*) FROM messages").await, 0);
+    let opened = app.get(&format!("/chats/chat/{chat}")).session(&s).send().await;
+    assert_eq!(opened.body["messages"], json!([]));
 }
 
 async fn a_slow_model_gets_heartbeats(app: TestApp) {

@@ -235,6 +235,11 @@ impl TestApp {
         (user, session)
     }
 
+    /// Runs SQL statements against the test's database (to set up a fault).
+    pub async fn execute(&self, sql: &str) {
+        rovertchat::on_pool!(self.store, pool => sqlx::raw_sql(sql).execute(pool).await.map(|_| ())).expect(sql);
+    }
+
     /// Runs SQL against the test's database and returns one integer.
     pub async fn count(&self, sql: &str) -> i64 {
         rovertchat::on_pool!(self.store, pool => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await).expect(sql)
