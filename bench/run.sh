@@ -25,8 +25,8 @@
 #   SWEEP_DURATION=10
 #   TTFT_N=200 STREAMS=1000 STREAM_TOKENS=20 STREAM_TOKEN_DELAY_MS=50 STARTUP_RUNS=11
 #   PERF=1                           perf profile of the server under /users/me and POST message (if perf exists)
-#   MALLOC_DIAG=1                    also run the login scenario with glibc's mmap threshold fixed at 1 MiB (GLIBC_TUNABLES)
-#   NODELAY_DIAG=1                   also measure TTFT with TCP_NODELAY forced on by an LD_PRELOAD shim (needs cc)
+#   MALLOC_DIAG=0                    1: also run the login scenario with glibc's mmap threshold fixed at 1 MiB (GLIBC_TUNABLES)
+#   NODELAY_DIAG=0                   1: also measure TTFT with TCP_NODELAY forced on by an LD_PRELOAD shim (needs cc)
 #   PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres BENCH_DB=rovertchat_bench
 #   PG_URL_PARAMS=""                 appended to DATABASE_URL, e.g. "?sslmode=disable" (pgbench/psql get PGSSLMODE too)
 #   PORT=18080 EMU_PORT=18434 EMU_STREAM_PORT=18435 STARTUP_PORT=18090
@@ -46,7 +46,7 @@ LOW_CONNS="${LOW_CONNS:-4}"; FLOOD_CONNS="${FLOOD_CONNS:-8}"
 POOL="${POOL:-4}"; POOL_SWEEP="${POOL_SWEEP-10 32}"; SWEEP_DURATION="${SWEEP_DURATION:-$(( DURATION < 10 ? DURATION : 10 ))}"
 TTFT_N="${TTFT_N:-200}"; STREAMS="${STREAMS:-1000}"; STREAM_TOKENS="${STREAM_TOKENS:-20}"
 STREAM_TOKEN_DELAY_MS="${STREAM_TOKEN_DELAY_MS:-50}"; STARTUP_RUNS="${STARTUP_RUNS:-11}"
-PERF="${PERF:-1}"; NODELAY_DIAG="${NODELAY_DIAG:-1}"; MALLOC_DIAG="${MALLOC_DIAG:-1}"
+PERF="${PERF:-1}"; NODELAY_DIAG="${NODELAY_DIAG:-0}"; MALLOC_DIAG="${MALLOC_DIAG:-0}"
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
 BENCH_DB="${BENCH_DB:-rovertchat_bench}"; PG_URL_PARAMS="${PG_URL_PARAMS:-}"
 PORT="${PORT:-18080}"; EMU_PORT="${EMU_PORT:-18434}"; EMU_STREAM_PORT="${EMU_STREAM_PORT:-18435}"

@@ -1,10 +1,9 @@
 //! Password hashing: argon2id for everything we write; bcrypt only to verify hashes the
 //! original backend wrote, which are replaced at the next successful login.
 //!
-//! Hashing runs on its own threads, one per core, each keeping its 19 MiB argon2 workspace
-//! between jobs (mapping and faulting in a fresh block per login halved the login rate). The
-//! threads run at a lower CPU priority, so a login flood slows logins, not every other request.
-//! A workspace is given back to the system after a quiet spell.
+//! Hashing runs on its own threads, one per core, at a lower CPU priority. Their 19 MiB argon2
+//! workspaces are reused from job to job (mapping and faulting in a fresh block per login
+//! halved the login rate) and given back to the system after two quiet seconds.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -56,48 +55,64 @@ impl Workspace {
 
 type Job = Box<dyn FnOnce(&mut Workspace) + Send>;
 
-/// How long a hashing thread keeps its workspace without work.
-const KEEP_WORKSPACE: Duration = Duration::from_secs(10);
-/// Lower than the request path (0), high enough not to stall when other programs on the
-/// machine (Ollama on CPU) keep every core busy.
-const HASHING_NICENESS: libc::c_int = 10;
+/// How long workspaces are kept once no more hashing work comes.
+const KEEP_WORKSPACES: Duration = Duration::from_secs(2);
+
+struct HashingPool {
+    jobs: Mutex<mpsc::Receiver<Job>>,
+    /// Workspaces not in use; at most one per thread exists.
+    spare: Mutex<Vec<Workspace>>,
+}
 
 fn hashing_queue() -> &'static mpsc::Sender<Job> {
     static QUEUE: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
     QUEUE.get_or_init(|| {
         let (sender, receiver) = mpsc::channel::<Job>();
-        let receiver = Arc::new(Mutex::new(receiver));
+        let pool = Arc::new(HashingPool { jobs: Mutex::new(receiver), spare: Mutex::default() });
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         for index in 0..threads {
-            let receiver = receiver.clone();
+            let pool = pool.clone();
             std::thread::Builder::new()
                 .name(format!("password-hashing-{index}"))
-                .spawn(move || hashing_thread(&receiver))
+                .spawn(move || hashing_thread(&pool))
                 .expect("cannot start a password hashing thread");
         }
         sender
     })
 }
 
-fn hashing_thread(jobs: &Mutex<mpsc::Receiver<Job>>) {
+fn hashing_thread(pool: &HashingPool) {
     lower_this_threads_priority();
-    let mut workspace: Option<Workspace> = None;
     loop {
-        // One thread waits for the next job while the others wait for the lock; each in turn
-        // times out and frees its workspace when no job comes.
-        let next = jobs.lock().map(|receiver| receiver.recv_timeout(KEEP_WORKSPACE));
+        // One thread waits for the next job (the others wait for the lock); when none comes
+        // in time, it frees every spare workspace.
+        let next = match pool.jobs.lock() {
+            Ok(receiver) => receiver.recv_timeout(KEEP_WORKSPACES),
+            Err(_) => return,
+        };
         match next {
-            Ok(Ok(job)) => job(workspace.get_or_insert_with(Workspace::default)),
-            Ok(Err(RecvTimeoutError::Timeout)) => workspace = None,
-            Ok(Err(RecvTimeoutError::Disconnected)) | Err(_) => return,
+            Ok(job) => {
+                let mut workspace = spare(pool).pop().unwrap_or_default();
+                job(&mut workspace);
+                spare(pool).push(workspace);
+            }
+            Err(RecvTimeoutError::Timeout) => spare(pool).clear(),
+            Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
 
+fn spare(pool: &HashingPool) -> std::sync::MutexGuard<'_, Vec<Workspace>> {
+    pool.spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Hashing runs below the request path's priority (nice 10), so a login flood slows logins more
+/// than other requests. Not `SCHED_IDLE`: that starves logins while other programs on the machine
+/// (Ollama on CPU) keep every core busy, and measured no better here (BENCHMARKS.md).
 #[cfg(target_os = "linux")]
 fn lower_this_threads_priority() {
-    // SAFETY: plain syscalls on this thread's own id; a failure only leaves the priority as is.
-    let lowered = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, HASHING_NICENESS) };
+    // SAFETY: a plain syscall on this thread's own id; a failure only leaves the priority as is.
+    let lowered = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
     if lowered != 0 {
         tracing::debug!("could not lower the password hashing threads' priority");
     }
