@@ -152,9 +152,10 @@ pub async fn start_completion(
     chat_id: Uuid,
     request: CompletionRequest,
 ) -> ApiResult<Arc<Generation>> {
-    user_chat(store, user, chat_id).await?;
+    // Both reads at once: they are on the way to the first token. The history is only used
+    // once the chat is known to be the user's.
+    let (_, history) = tokio::try_join!(user_chat(store, user, chat_id), async { Ok(store.chat_messages(chat_id).await?) })?;
     refuse_while_running(generations, user, chat_id)?;
-    let history = store.chat_messages(chat_id).await?;
     let title_source = history.iter().find(|m| m.role == "user").map_or_else(|| request.content.clone(), |m| m.content.clone());
     let asked = UpstreamMessage {
         role: "user".into(),
