@@ -89,8 +89,13 @@ async fn documentation_pages_work_without_internet(app: TestApp) {
 
     let redoc = get("/redoc").await;
     assert_eq!(redoc.status(), 200);
+    assert!(redoc.headers()["content-security-policy"].to_str().unwrap().starts_with("default-src 'self'"));
     let html = redoc.text().await.unwrap();
-    assert!(html.contains("/redoc/redoc.standalone.js") && !html.contains("https://"), "{html}");
+    assert!(
+        html.contains("/redoc/redoc.standalone.js") && html.contains("\"/openapi.json\"") && !html.contains("https://"),
+        "{html}"
+    );
+    assert_eq!(get("/openapi.json").await.headers()["content-type"], "application/json");
     let script = get("/redoc/redoc.standalone.js").await;
     assert_eq!(script.headers()["content-type"], "application/javascript");
     assert!(script.text().await.unwrap().len() > 500_000);
