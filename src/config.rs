@@ -163,6 +163,8 @@ pub struct Config {
     /// Longest time a non-streaming request may take.
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Bytes of message-sized request bodies held in memory at once.
+    pub max_body_bytes_in_flight: usize,
 }
 
 const MIN_SECRET_BYTES: usize = 32;
@@ -295,15 +297,21 @@ impl Config {
         let rate_limits = rate_limits(&vars)?;
         let request_timeout =
             Duration::from_secs(vars.parse("REQUEST_TIMEOUT_SECS", "a whole number of seconds")?.unwrap_or(30).max(1));
-        let max_body_bytes: usize = vars.parse("MAX_BODY_BYTES", "a number of bytes")?.unwrap_or(32 * 1024 * 1024);
+        let max_body_bytes: usize = vars.parse("MAX_BODY_BYTES", "a number of bytes")?.unwrap_or(16 * 1024 * 1024);
         if max_body_bytes < 1024 {
             return Err(ConfigError::new("MAX_BODY_BYTES", "must be at least 1024"));
+        }
+        let max_body_bytes_in_flight: usize =
+            vars.parse("MAX_BODY_BYTES_IN_FLIGHT", "a number of bytes")?.unwrap_or((64 * 1024 * 1024).max(max_body_bytes));
+        if max_body_bytes_in_flight < max_body_bytes {
+            return Err(ConfigError::new("MAX_BODY_BYTES_IN_FLIGHT", "must be at least MAX_BODY_BYTES"));
         }
 
         Ok(Config {
             rate_limits,
             request_timeout,
             max_body_bytes,
+            max_body_bytes_in_flight,
             shutdown_grace,
             heartbeat_interval,
             environment,

@@ -35,6 +35,7 @@ use crate::ollama::OllamaClient;
 use crate::services::generation::Generations;
 use crate::state::AppState;
 use crate::store::Store;
+use crate::validation::BodyLimits;
 
 /// The server: connected to its database (migrated), bound to its port, ready to serve.
 pub struct Application {
@@ -54,6 +55,7 @@ impl Application {
         rate_limits.spawn_housekeeping();
         let state = AppState {
             rate_limits,
+            body_limits: BodyLimits::new(config.max_body_bytes, config.max_body_bytes_in_flight, config.request_timeout),
             tokens: Arc::new(TokenKeys::new(&config.jwt)),
             generations: Generations::new(store.clone(), ollama.clone()),
             ollama,

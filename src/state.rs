@@ -6,6 +6,7 @@ use crate::guards::RateLimits;
 use crate::ollama::OllamaClient;
 use crate::services::generation::Generations;
 use crate::store::Store;
+use crate::validation::BodyLimits;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -16,4 +17,11 @@ pub struct AppState {
     pub ollama: OllamaClient,
     pub generations: Generations,
     pub rate_limits: RateLimits,
+    pub body_limits: BodyLimits,
+}
+
+impl axum::extract::FromRef<AppState> for BodyLimits {
+    fn from_ref(state: &AppState) -> Self {
+        state.body_limits.clone()
+    }
 }

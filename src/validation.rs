@@ -5,12 +5,18 @@
 //! which collects every problem (not only the first) like Pydantic does. Extractors turn bodies,
 //! forms, query strings and path segments into such readers.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
+use bytes::BytesMut;
+use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -75,31 +81,32 @@ impl<T> Patch<T> {
 pub struct Fields<'a> {
     loc: Vec<Value>,
     whole: &'a Value,
-    empty: Map<String, Value>,
     issues: Vec<ValidationIssue>,
 }
 
 impl<'a> Fields<'a> {
     pub fn new(loc: Vec<Value>, whole: &'a Value) -> Self {
-        Self { loc, whole, empty: Map::new(), issues: Vec::new() }
+        Self { loc, whole, issues: Vec::new() }
     }
 
-    fn object(&self) -> &Map<String, Value> {
-        self.whole.as_object().unwrap_or(&self.empty)
+    /// The field `name`, borrowed from the whole input (never copied: a body may be large).
+    fn field(&self, name: &str) -> Option<&'a Value> {
+        let whole: &'a Value = self.whole;
+        whole.as_object().and_then(|object| object.get(name))
     }
 
-    fn push(&mut self, name: &str, input: Value, problem: Problem) {
+    /// Records a problem; the echoed `input` is cut to [`ECHOED_INPUT_CHARS`].
+    fn push(&mut self, name: &str, input: &Value, problem: Problem) {
         let mut loc = self.loc.clone();
         loc.push(json!(name));
-        self.issues.push(ValidationIssue { kind: problem.kind, loc, msg: problem.msg, input, ctx: problem.ctx });
+        self.issues.push(ValidationIssue { kind: problem.kind, loc, msg: problem.msg, input: echoed(input), ctx: problem.ctx });
     }
 
     /// A field that must be present (and, unless the parser accepts it, not null).
     pub fn required<T>(&mut self, name: &str, parse: impl FnOnce(&Value) -> Result<T, Problem>) -> Option<T> {
-        match self.object().get(name).cloned() {
+        match self.field(name) {
             None => {
-                let input = self.whole.clone();
-                self.push(name, input, Problem::new("missing", "Field required"));
+                self.push(name, self.whole, Problem::new("missing", "Field required"));
                 None
             }
             Some(value) => self.check(name, value, parse),
@@ -108,7 +115,7 @@ impl<'a> Fields<'a> {
 
     /// A field that may be absent or null (both give `None`).
     pub fn optional<T>(&mut self, name: &str, parse: impl FnOnce(&Value) -> Result<T, Problem>) -> Option<T> {
-        match self.object().get(name).cloned() {
+        match self.field(name) {
             None | Some(Value::Null) => None,
             Some(value) => self.check(name, value, parse),
         }
@@ -117,7 +124,7 @@ impl<'a> Fields<'a> {
     /// A field of a partial update: absent, null or a value. An invalid value is recorded and
     /// reported as `Absent` (the whole request fails anyway).
     pub fn patch<T>(&mut self, name: &str, parse: impl FnOnce(&Value) -> Result<T, Problem>) -> Patch<T> {
-        match self.object().get(name).cloned() {
+        match self.field(name) {
             None => Patch::Absent,
             Some(Value::Null) => Patch::Null,
             Some(value) => self.check(name, value, parse).map_or(Patch::Absent, Patch::Value),
@@ -126,18 +133,16 @@ impl<'a> Fields<'a> {
 
     /// A list of objects, each read by `item` at `loc + [name, index]`.
     pub fn list_of<T>(&mut self, name: &str, required: bool, item: impl Fn(&mut Fields<'_>) -> Option<T>) -> Option<Vec<T>> {
-        let value = match self.object().get(name).cloned() {
+        let value = match self.field(name) {
             None if required => {
-                let input = self.whole.clone();
-                self.push(name, input, Problem::new("missing", "Field required"));
+                self.push(name, self.whole, Problem::new("missing", "Field required"));
                 return None;
             }
-            None | Some(Value::Null) if !required => return None,
-            None => return None,
+            None | Some(Value::Null) => return None,
             Some(v) => v,
         };
-        let Value::Array(items) = &value else {
-            self.push(name, value.clone(), Problem::new("list_type", "Input should be a valid list"));
+        let Value::Array(items) = value else {
+            self.push(name, value, Problem::new("list_type", "Input should be a valid list"));
             return None;
         };
         let mut out = Vec::with_capacity(items.len());
@@ -151,7 +156,7 @@ impl<'a> Fields<'a> {
                     kind: "model_attributes_type",
                     loc,
                     msg: "Input should be a valid dictionary or object to extract fields from".into(),
-                    input: element.clone(),
+                    input: echoed(element),
                     ctx: None,
                 });
                 ok = false;
@@ -168,8 +173,8 @@ impl<'a> Fields<'a> {
         ok.then_some(out)
     }
 
-    fn check<T>(&mut self, name: &str, value: Value, parse: impl FnOnce(&Value) -> Result<T, Problem>) -> Option<T> {
-        match parse(&value) {
+    fn check<T>(&mut self, name: &str, value: &Value, parse: impl FnOnce(&Value) -> Result<T, Problem>) -> Option<T> {
+        match parse(value) {
             Ok(v) => Some(v),
             Err(problem) => {
                 self.push(name, value, problem);
@@ -179,7 +184,7 @@ impl<'a> Fields<'a> {
     }
 
     /// Records a problem found by a cross-field check.
-    pub fn fail(&mut self, name: &str, input: Value, problem: Problem) {
+    pub fn fail(&mut self, name: &str, input: &Value, problem: Problem) {
         self.push(name, input, problem);
     }
 
@@ -190,7 +195,61 @@ impl<'a> Fields<'a> {
 
 /// A request type read from named fields.
 pub trait FromFields: Sized {
+    /// How large a body carrying this type may be.
+    const BODY_SIZE: BodySize = BodySize::Small;
+
     fn from_fields(fields: &mut Fields<'_>) -> Option<Self>;
+}
+
+/// Characters of a refused value echoed back in a 422's `input`: enough to recognise it, never
+/// a copy of a large body.
+pub const ECHOED_INPUT_CHARS: usize = 1_000;
+
+/// `value` for a 422's `input`: itself when small, otherwise cut to about
+/// [`ECHOED_INPUT_CHARS`] (long strings end in `…`, long lists and objects lose their tail).
+fn echoed(value: &Value) -> Value {
+    let mut budget = ECHOED_INPUT_CHARS;
+    echo_within(value, &mut budget)
+}
+
+fn echo_within(value: &Value, budget: &mut usize) -> Value {
+    match value {
+        Value::String(s) => {
+            let kept: String = s.chars().take(*budget).collect();
+            *budget = budget.saturating_sub(kept.chars().count());
+            if kept.len() < s.len() {
+                Value::String(kept + "…")
+            } else {
+                Value::String(kept)
+            }
+        }
+        Value::Array(items) => {
+            let mut out = Vec::new();
+            for item in items {
+                if *budget == 0 {
+                    break;
+                }
+                *budget = budget.saturating_sub(1);
+                out.push(echo_within(item, budget));
+            }
+            Value::Array(out)
+        }
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (key, item) in map {
+                if *budget <= key.len() {
+                    break;
+                }
+                *budget -= key.len();
+                out.insert(key.clone(), echo_within(item, budget));
+            }
+            Value::Object(out)
+        }
+        scalar => {
+            *budget = budget.saturating_sub(scalar.to_string().len().min(*budget));
+            scalar.clone()
+        }
+    }
 }
 
 fn finish<T: FromFields>(loc: Vec<Value>, whole: &Value) -> Result<T, ApiError> {
@@ -485,7 +544,7 @@ fn body_from_value<T: FromFields>(value: &Value) -> Result<T, ApiError> {
             kind: "model_attributes_type",
             loc: vec![json!("body")],
             msg: "Input should be a valid dictionary or object to extract fields from".into(),
-            input: value.clone(),
+            input: echoed(value),
             ctx: None,
         }]));
     }
@@ -502,34 +561,156 @@ fn missing_body() -> ApiError {
     }])
 }
 
-async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::BadRequest("Could not read the request body".into())
-        }
-    })
+/// How large a request body may be. Each request type declares its class
+/// ([`FromFields::BODY_SIZE`]); `MAX_BODY_BYTES` caps them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodySize {
+    /// Credentials, profile and chat fields.
+    Small,
+    /// Settings documents and lists of ids.
+    Medium,
+    /// What carries a message or a conversation (text and base64 images): `MAX_BODY_BYTES`.
+    Message,
 }
 
-impl<S: Send + Sync, T: FromFields> FromRequest<S> for ValidJson<T> {
+pub const SMALL_BODY_BYTES: usize = 16 * 1024;
+pub const MEDIUM_BODY_BYTES: usize = 256 * 1024;
+/// JSON values (strings, numbers, lists, objects, ...) one body may hold. A parsed value takes
+/// several times the bytes of its text; this keeps a body of empty lists from costing gigabytes.
+pub const MAX_JSON_VALUES: usize = 20_000;
+
+/// The limits that apply while reading bodies, shared by every request of a server.
+#[derive(Clone, Debug)]
+pub struct BodyLimits {
+    max_bytes: usize,
+    read_timeout: Duration,
+    /// Bytes of message-sized bodies held at once, in KiB permits: many large uploads at once
+    /// wait for each other instead of adding up.
+    in_flight: Arc<Semaphore>,
+}
+
+impl BodyLimits {
+    pub fn new(max_bytes: usize, in_flight_bytes: usize, read_timeout: Duration) -> Self {
+        let permits = (in_flight_bytes / 1024).max(max_bytes / 1024 + 1).min(Semaphore::MAX_PERMITS);
+        BodyLimits { max_bytes, read_timeout, in_flight: Arc::new(Semaphore::new(permits)) }
+    }
+
+    pub fn bytes_for(&self, size: BodySize) -> usize {
+        match size {
+            BodySize::Small => SMALL_BODY_BYTES.min(self.max_bytes),
+            BodySize::Medium => MEDIUM_BODY_BYTES.min(self.max_bytes),
+            BodySize::Message => self.max_bytes,
+        }
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Reads a body of at most `size`'s bytes within the read timeout. A declared length over the
+/// limit is refused before anything is read; message-sized bodies wait for their share of the
+/// in-flight budget. The permit is held while the caller parses the bytes.
+async fn read_body(req: Request, limits: &BodyLimits, size: BodySize) -> Result<(Bytes, Option<OwnedSemaphorePermit>), ApiError> {
+    let limit = limits.bytes_for(size);
+    let declared = declared_length(req.headers());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let reading = async {
+        let permit = if size == BodySize::Message {
+            let kib = (declared.unwrap_or(limit) / 1024 + 1) as u32;
+            Some(
+                limits
+                    .in_flight
+                    .clone()
+                    .acquire_many_owned(kib)
+                    .await
+                    .map_err(|_| ApiError::Unavailable("The server is shutting down"))?,
+            )
+        } else {
+            None
+        };
+        let mut body = req.into_body().into_data_stream();
+        let mut bytes = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|_| ApiError::BadRequest("Could not read the request body".into()))?;
+            if bytes.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((bytes.freeze(), permit))
+    };
+    tokio::time::timeout(limits.read_timeout, reading).await.map_err(|_| ApiError::Unavailable("Request timed out"))?
+}
+
+/// An upper bound of the number of JSON values in `text`: every value but the first follows a
+/// `,` `[` or `:` outside a string. Counting needs no allocation, unlike parsing.
+fn json_values_at_most(text: &[u8]) -> usize {
+    let mut count = 1;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in text {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match byte {
+                b'"' => in_string = true,
+                b',' | b'[' | b':' => count += 1,
+                _ => {}
+            }
+        }
+    }
+    count
+}
+
+fn too_many_values() -> ApiError {
+    ApiError::Validation(vec![ValidationIssue {
+        kind: "too_many_values",
+        loc: vec![json!("body")],
+        msg: format!("The body holds too many JSON values (at most {MAX_JSON_VALUES})"),
+        input: Value::Null,
+        ctx: Some(json!({ "max_values": MAX_JSON_VALUES })),
+    }])
+}
+
+/// Reads and parses a JSON body for `T`; `None` when the body is empty.
+async fn json_for<T: FromFields>(req: Request, limits: &BodyLimits) -> Result<Option<Value>, ApiError> {
+    let (bytes, _permit) = read_body(req, limits, T::BODY_SIZE).await?;
+    if json_values_at_most(&bytes) > MAX_JSON_VALUES {
+        return Err(too_many_values());
+    }
+    json_body(&bytes)
+}
+
+impl<S: Send + Sync, T: FromFields> FromRequest<S> for ValidJson<T>
+where
+    BodyLimits: FromRef<S>,
+{
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = read_body(req, state).await?;
-        match json_body(&bytes)? {
+        match json_for::<T>(req, &BodyLimits::from_ref(state)).await? {
             None => Err(missing_body()),
             Some(value) => body_from_value(&value).map(ValidJson),
         }
     }
 }
 
-impl<S: Send + Sync, T: FromFields> FromRequest<S> for OptionalJson<T> {
+impl<S: Send + Sync, T: FromFields> FromRequest<S> for OptionalJson<T>
+where
+    BodyLimits: FromRef<S>,
+{
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = read_body(req, state).await?;
-        match json_body(&bytes)? {
+        match json_for::<T>(req, &BodyLimits::from_ref(state)).await? {
             None | Some(Value::Null) => Ok(OptionalJson(None)),
             Some(value) => body_from_value(&value).map(|v| OptionalJson(Some(v))),
         }
@@ -547,12 +728,15 @@ fn is_form(headers: &HeaderMap) -> bool {
         .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
 }
 
-impl<S: Send + Sync, T: FromFields> FromRequest<S> for ValidForm<T> {
+impl<S: Send + Sync, T: FromFields> FromRequest<S> for ValidForm<T>
+where
+    BodyLimits: FromRef<S>,
+{
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let form = is_form(req.headers());
-        let bytes = read_body(req, state).await?;
+        let (bytes, _permit) = read_body(req, &BodyLimits::from_ref(state), T::BODY_SIZE).await?;
         let mut map = Map::new();
         if form {
             for (key, value) in url::form_urlencoded::parse(&bytes) {

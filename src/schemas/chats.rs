@@ -11,7 +11,8 @@ use crate::store::chats::{Chat, DEFAULT_CHAT_TITLE};
 use crate::store::messages::Message;
 use crate::store::models::{ModelRecord, ProviderRecord};
 use crate::validation::{
-    any_json, any_string, boolean, literal, object, query_int, string, string_list, uuid_any, Fields, FromFields, Patch, Problem,
+    any_json, any_string, boolean, literal, object, query_int, string, string_list, uuid_any, BodySize, Fields, FromFields,
+    Patch, Problem,
 };
 
 pub const MESSAGE_ROLES: &[&str] = &["user", "assistant", "system", "tool"];
@@ -95,6 +96,8 @@ pub enum MessageRole {
 }
 
 impl FromFields for MessageCreate {
+    const BODY_SIZE: BodySize = BodySize::Message;
+
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
         let role = f.required("role", literal(MESSAGE_ROLES));
         let content = f.required("content", any_string);
@@ -114,6 +117,8 @@ pub struct MessageUpdate {
 }
 
 impl FromFields for MessageUpdate {
+    const BODY_SIZE: BodySize = BodySize::Message;
+
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
         Some(MessageUpdate {
             content: f.optional("content", string(1, usize::MAX)),
@@ -130,6 +135,8 @@ pub struct BulkDelete {
 }
 
 impl FromFields for BulkDelete {
+    const BODY_SIZE: BodySize = BodySize::Medium;
+
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
         let ids = f.required("message_ids", |v| {
             let Value::Array(items) = v else {
@@ -214,6 +221,8 @@ pub struct OllamaChatRequest {
 }
 
 impl FromFields for OllamaChatRequest {
+    const BODY_SIZE: BodySize = BodySize::Message;
+
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
         let model = f.required("model", string(1, 200));
         let messages = f.list_of("messages", true, |m| {
@@ -263,6 +272,8 @@ pub struct CompletionRequest {
 }
 
 impl FromFields for CompletionRequest {
+    const BODY_SIZE: BodySize = BodySize::Message;
+
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
         let model = f.required("model", string(1, 200));
         let content = f.required("content", string(1, usize::MAX));

@@ -4,7 +4,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::store::settings::UserSettings;
-use crate::validation::{object, string, uuid_v4, Fields, FromFields, Patch};
+use crate::validation::{object, string, uuid_v4, BodySize, Fields, FromFields, Patch};
 
 /// `PUT /user-settings/...`: a partial update; `null` clears a field, `preferences` is replaced whole.
 #[derive(ToSchema)]
@@ -22,6 +22,8 @@ pub struct SettingsUpdate {
 }
 
 impl FromFields for SettingsUpdate {
+    const BODY_SIZE: BodySize = BodySize::Medium;
+
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
         Some(SettingsUpdate {
             default_model_id: f.patch("default_model_id", uuid_v4),

@@ -6,6 +6,7 @@ mod support;
 
 mod accounts;
 mod adoption;
+mod body_limits;
 mod chats;
 mod docs;
 mod health;
