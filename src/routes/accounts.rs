@@ -10,6 +10,7 @@ use crate::auth::cookies::{cookie_value, CookiePolicy, REFRESH_COOKIE};
 use crate::auth::tokens::IssuedTokens;
 use crate::auth::{CurrentUser, MaybeUser};
 use crate::error::ApiResult;
+use crate::guards::cross_site::SameSiteOrigin;
 use crate::schemas::users::{LoginForm, RegisterRequest, TokenResponse, UserResponse};
 use crate::schemas::DetailMessage;
 use crate::services::accounts;
@@ -32,6 +33,7 @@ api_routes! {
 )]
 pub(crate) async fn register(
     State(state): State<AppState>,
+    _: SameSiteOrigin,
     MaybeUser(caller): MaybeUser,
     ValidJson(request): ValidJson<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<UserResponse>)> {
@@ -52,10 +54,12 @@ fn session_response(state: &AppState, headers: &HeaderMap, tokens: IssuedTokens)
     request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "Logged in: tokens in the body, and the access_token and refresh_token cookies", body = TokenResponse),
               (status = 400, description = "Inactive user", body = crate::openapi::ErrorDetail),
-              (status = 401, description = "Incorrect username or password", body = crate::openapi::ErrorDetail))
+              (status = 401, description = "Incorrect username or password", body = crate::openapi::ErrorDetail),
+              (status = 403, description = "Sent from a foreign page (`Cross-site request refused`)", body = crate::openapi::ErrorDetail))
 )]
 pub(crate) async fn login(
     State(state): State<AppState>,
+    _: SameSiteOrigin,
     headers: HeaderMap,
     ValidForm(form): ValidForm<LoginForm>,
 ) -> ApiResult<Response> {
@@ -69,9 +73,10 @@ pub(crate) async fn login(
     post, path = "/api/v1/auth/refresh", tag = "auth",
     params(("refresh_token" = Option<String>, Cookie, description = "Set by login, sent by the browser only to this path")),
     responses((status = 200, description = "New tokens; the refresh token used is retired", body = TokenResponse),
-              (status = 401, description = "No, an invalid, expired, retired or revoked refresh token", body = crate::openapi::ErrorDetail))
+              (status = 401, description = "No, an invalid, expired, retired or revoked refresh token", body = crate::openapi::ErrorDetail),
+              (status = 403, description = "Sent from a foreign page (`Cross-site request refused`)", body = crate::openapi::ErrorDetail))
 )]
-pub(crate) async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+pub(crate) async fn refresh(State(state): State<AppState>, _: SameSiteOrigin, headers: HeaderMap) -> ApiResult<Response> {
     let presented = cookie_value(&headers, REFRESH_COOKIE);
     let grace = state.config.jwt.refresh_reuse_grace;
     let (_user, tokens) = accounts::refresh(&state.store, &state.tokens, presented, grace).await?;

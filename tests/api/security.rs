@@ -416,6 +416,15 @@ async fn cross_site_requests_with_cookies_are_refused(app: TestApp) {
     assert_eq!(spa.status, 201);
     let bearer = app.post("/chats/my").bearer(&s.access_token).header("origin", "http://evil.example").send().await;
     assert_eq!(bearer.status, 201, "bearer requests carry no ambient credentials");
+    // The cookie authenticates whatever else is sent, so an extra Authorization header changes nothing.
+    let both = app
+        .post("/chats/my")
+        .session(&s)
+        .header("authorization", "Bearer whatever")
+        .header("origin", "http://evil.example")
+        .send()
+        .await;
+    both.assert_detail(403, "Cross-site request refused");
     let same_origin = app.post("/chats/my").session(&s).header("origin", &app.address).send().await;
     assert_eq!(same_origin.status, 201);
     assert_eq!(
@@ -424,6 +433,38 @@ async fn cross_site_requests_with_cookies_are_refused(app: TestApp) {
         "reads are not state changes"
     );
     assert_eq!(app.count("SELECT COUNT(*) FROM chats").await, 3);
+
+    // Handing out cookies to a foreign page is refused too (login CSRF), cookies or not.
+    let foreign_login = app
+        .post("/auth/login")
+        .header("origin", "http://evil.example")
+        .form(&[("username", "bob_user"), ("password", PASSWORD)])
+        .send()
+        .await;
+    foreign_login.assert_detail(403, "Cross-site request refused");
+    assert!(foreign_login.set_cookies().is_empty());
+    let foreign_register = app
+        .post("/auth/register")
+        .header("origin", "http://evil.example")
+        .json(&json!({"username": "mallory", "email": "mallory@example.com", "password": PASSWORD}))
+        .send()
+        .await;
+    foreign_register.assert_detail(403, "Cross-site request refused");
+    let foreign_refresh = app
+        .post("/auth/refresh")
+        .header("origin", "http://evil.example")
+        .cookie(&format!("refresh_token={}", s.refresh_token))
+        .send()
+        .await;
+    foreign_refresh.assert_detail(403, "Cross-site request refused");
+    assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 1);
+    let spa_login = app
+        .post("/auth/login")
+        .header("origin", "http://localhost:5173")
+        .form(&[("username", "bob_user"), ("password", PASSWORD)])
+        .send()
+        .await;
+    assert_eq!(spa_login.status, 200);
 
     let preflight = app
         .request(reqwest::Method::OPTIONS, "/chats/my")
