@@ -3,7 +3,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::store::settings::UserSettings;
+use crate::store::settings::{SettingsChanges, UserSettings};
 use crate::validation::{object, string, uuid_v4, BodySize, Fields, FromFields, Patch};
 
 /// `PUT /user-settings/...`: a partial update; `null` clears a field, `preferences` is replaced whole.
@@ -34,19 +34,13 @@ impl FromFields for SettingsUpdate {
     }
 }
 
-impl SettingsUpdate {
-    pub fn apply(self, settings: &mut UserSettings) {
-        if let Some(v) = self.default_model_id.into_update() {
-            settings.default_model_id = v;
-        }
-        if let Some(v) = self.display_name.into_update() {
-            settings.display_name = v;
-        }
-        if let Some(v) = self.avatar_url.into_update() {
-            settings.avatar_url = v;
-        }
-        if let Some(v) = self.preferences.into_update() {
-            settings.preferences = v.map(Value::Object);
+impl From<SettingsUpdate> for SettingsChanges {
+    fn from(update: SettingsUpdate) -> Self {
+        SettingsChanges {
+            default_model_id: update.default_model_id.into_update(),
+            display_name: update.display_name.into_update(),
+            avatar_url: update.avatar_url.into_update(),
+            preferences: update.preferences.into_update().map(|p| p.map(Value::Object)),
         }
     }
 }

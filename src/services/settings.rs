@@ -13,11 +13,10 @@ pub async fn settings_of(store: &Store, user: &User) -> ApiResult<UserSettings> 
     store.settings_or_default(user.id, &user.username).await?.ok_or(ApiError::NotFound("User not found"))
 }
 
+/// Changes only the fields sent (creating the row with defaults first when missing).
 pub async fn update_settings(store: &Store, user: &User, update: SettingsUpdate) -> ApiResult<UserSettings> {
-    let mut settings = settings_of(store, user).await?;
-    update.apply(&mut settings);
-    store.save_settings(&settings).await?;
-    Ok(settings)
+    settings_of(store, user).await?;
+    store.update_settings(user.id, &update.into()).await?.ok_or(ApiError::NotFound("User not found"))
 }
 
 /// An admin reads another user's settings (no auto-creation).

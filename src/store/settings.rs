@@ -15,6 +15,15 @@ pub struct UserSettings {
     pub preferences: Option<Value>,
 }
 
+/// A partial update: `None` leaves a column as it is, `Some(None)` clears it.
+#[derive(Debug, Default)]
+pub struct SettingsChanges {
+    pub default_model_id: Option<Option<Uuid>>,
+    pub display_name: Option<Option<String>>,
+    pub avatar_url: Option<Option<String>>,
+    pub preferences: Option<Option<Value>>,
+}
+
 const SETTINGS_COLUMNS: &str = "user_id, default_model_id, display_name, avatar_url, preferences";
 
 impl Store {
@@ -45,23 +54,39 @@ impl Store {
         self.settings(user_id).await
     }
 
-    /// Writes every column of the row (the service merged the partial update).
-    pub async fn save_settings(&self, settings: &UserSettings) -> Result<(), sqlx::Error> {
+    /// Sets only the fields that `changes` names, in one statement, so concurrent updates of
+    /// different fields both hold. `Ok(None)` when the row does not exist.
+    pub async fn update_settings(&self, user_id: Uuid, changes: &SettingsChanges) -> Result<Option<UserSettings>, sqlx::Error> {
+        let mut assignments = Vec::new();
+        let mut push = |column: &str, given: bool| {
+            if given {
+                assignments.push(format!("{column} = ${}", assignments.len() + 2));
+            }
+        };
+        push("default_model_id", changes.default_model_id.is_some());
+        push("display_name", changes.display_name.is_some());
+        push("avatar_url", changes.avatar_url.is_some());
+        push("preferences", changes.preferences.is_some());
+        if assignments.is_empty() {
+            return self.settings(user_id).await;
+        }
+        let sql = format!("UPDATE user_settings SET {} WHERE user_id = $1 RETURNING {SETTINGS_COLUMNS}", assignments.join(", "));
         on_pool!(self, pool => {
-            sqlx::query(
-                "UPDATE user_settings SET default_model_id = $2, display_name = $3, avatar_url = $4, preferences = $5 \
-                 WHERE user_id = $1",
-            )
-            .bind(settings.user_id)
-            .bind(settings.default_model_id)
-            .bind(&settings.display_name)
-            .bind(&settings.avatar_url)
-            .bind(&settings.preferences)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
-        Ok(())
+            let mut query = sqlx::query_as(&sql).bind(user_id);
+            if let Some(value) = &changes.default_model_id {
+                query = query.bind(*value);
+            }
+            if let Some(value) = &changes.display_name {
+                query = query.bind(value.clone());
+            }
+            if let Some(value) = &changes.avatar_url {
+                query = query.bind(value.clone());
+            }
+            if let Some(value) = &changes.preferences {
+                query = query.bind(value.clone());
+            }
+            query.fetch_optional(pool).await
+        })
     }
 
     pub async fn delete_settings(&self, user_id: Uuid) -> Result<bool, sqlx::Error> {

@@ -3,7 +3,12 @@ use serde_json::json;
 use crate::on_both_databases;
 use crate::support::TestApp;
 
-on_both_databases!(settings_are_created_and_updated_partially, settings_are_validated, admins_manage_anyones_settings,);
+on_both_databases!(
+    settings_are_created_and_updated_partially,
+    settings_are_validated,
+    admins_manage_anyones_settings,
+    concurrent_updates_of_different_fields_both_hold,
+);
 
 async fn settings_are_created_and_updated_partially(app: TestApp) {
     let (bob, session) = app.signed_up("bob_user").await;
@@ -106,5 +111,25 @@ async fn admins_manage_anyones_settings(app: TestApp) {
     app.get("/user-settings/xyz").session(&admin).send().await.assert_validation(&[("uuid_parsing", json!(["path", "user_id"]))]);
     for call in [app.get(&path), app.put(&path).json(&json!({"display_name": "x"})), app.delete(&path)] {
         call.session(&bob).send().await.assert_detail(403, "Not an admin user");
+    }
+}
+
+async fn concurrent_updates_of_different_fields_both_hold(app: TestApp) {
+    let (_, session) = app.signed_up("bob_user").await;
+    assert_eq!(app.get("/user-settings/me").session(&session).send().await.status, 200);
+    for round in 0..20 {
+        let name = format!("Bob {round}");
+        let avatar = format!("https://example.com/{round}.png");
+        let (a, b) = tokio::join!(
+            app.put("/user-settings/me").session(&session).json(&json!({"display_name": name})).send(),
+            app.put("/user-settings/me").session(&session).json(&json!({"avatar_url": avatar})).send(),
+        );
+        assert_eq!((a.status.as_u16(), b.status.as_u16()), (200, 200), "{} {}", a.body, b.body);
+        let now = app.get("/user-settings/me").session(&session).send().await.body;
+        assert_eq!(
+            (now["display_name"].as_str(), now["avatar_url"].as_str()),
+            (Some(name.as_str()), Some(avatar.as_str())),
+            "round {round}"
+        );
     }
 }
