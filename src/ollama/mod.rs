@@ -19,8 +19,9 @@ pub use types::{ChatChunk, ChatRequest, UpstreamMessage};
 /// Why a call to Ollama failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum OllamaError {
-    #[error("Cannot connect to Ollama at {url}: {reason}")]
-    Unreachable { url: String, reason: String },
+    /// The upstream's address is logged where this is made, never shown in an answer.
+    #[error("Cannot connect to Ollama: {reason}")]
+    Unreachable { reason: String },
     #[error("Ollama did not answer within {0:?}")]
     Timeout(Duration),
     /// Ollama answered an error (`{"error": ...}`), before or during a stream.
@@ -132,7 +133,7 @@ impl OllamaClient {
         let text = tokio::time::timeout(self.idle_timeout, response.text())
             .await
             .map_err(|_| OllamaError::Timeout(self.idle_timeout))?
-            .map_err(|e| OllamaError::Disconnected(e.to_string()))?;
+            .map_err(|e| OllamaError::Disconnected(e.without_url().to_string()))?;
         if text.trim().is_empty() {
             return Ok(Value::Null);
         }
@@ -226,13 +227,16 @@ fn transport_error(base_url: &str, err: reqwest::Error) -> OllamaError {
     if err.is_timeout() {
         return OllamaError::Timeout(Duration::ZERO);
     }
+    // The innermost cause ("Connection refused (os error 111)") names no address.
     let mut reason = err.to_string();
     let mut source = std::error::Error::source(&err);
     while let Some(cause) = source {
         reason = cause.to_string();
         source = cause.source();
     }
-    OllamaError::Unreachable { url: base_url.to_owned(), reason }
+    let reason = reason.replace(base_url, "the upstream");
+    tracing::warn!(url = base_url, reason, "cannot connect to Ollama");
+    OllamaError::Unreachable { reason }
 }
 
 /// Pydantic re-serialised `modified_at` with microseconds; Ollama sends up to nanoseconds.
@@ -270,7 +274,9 @@ fn ndjson_lines(
             match tokio::time::timeout(idle_timeout, body.next()).await {
                 Err(_) => return Some((Err(OllamaError::Timeout(idle_timeout)), (body, buffer, true))),
                 Ok(Some(Ok(chunk))) => buffer.extend_from_slice(chunk.chunk()),
-                Ok(Some(Err(err))) => return Some((Err(OllamaError::Disconnected(err.to_string())), (body, buffer, true))),
+                Ok(Some(Err(err))) => {
+                    return Some((Err(OllamaError::Disconnected(err.without_url().to_string())), (body, buffer, true)))
+                }
                 Ok(None) => {
                     let rest = String::from_utf8_lossy(&buffer).trim().to_owned();
                     buffer.clear();

@@ -29,9 +29,9 @@ api_routes! {
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/ollama/version", tag = "ollama", responses((status = 200, description = "Ollama's version", body = Object), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail))
+    get, path = "/api/v1/ollama/version", tag = "ollama", responses((status = 200, description = "Ollama's version", body = Object), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
-pub(crate) async fn version(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+pub(crate) async fn version(State(state): State<AppState>, CurrentUser(_user): CurrentUser) -> ApiResult<Json<Value>> {
     Ok(Json(state.ollama.version().await?))
 }
 

@@ -62,8 +62,9 @@ async fn slow_non_streaming_requests_are_cut_off(app: TestApp) {
         vec![("REQUEST_TIMEOUT_SECS", "1".into()), ("OLLAMA_BASE_URL", format!("http://{address}"))],
     )
     .await;
+    let (_, session) = stuck.signed_up("bob_user").await;
     let started = std::time::Instant::now();
-    stuck.get("/ollama/version").send().await.assert_detail(503, "Request timed out");
+    stuck.get("/ollama/version").session(&session).send().await.assert_detail(503, "Request timed out");
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 
     // Streaming routes are not cut: the answer's length is the model's.

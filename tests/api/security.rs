@@ -72,7 +72,7 @@ const MATRIX: &[(&str, &str, [u16; 6])] = &[
     ("delete", "/chat/conversations/{chat_id}", [401, 404, 200, 404, 400, 404]),
     ("get", "/chat/conversations/{chat_id}/messages", [401, 404, 200, 404, 400, 404]),
     ("post", "/chat/conversations/{chat_id}/messages", [401, 404, 200, 404, 400, 404]),
-    ("get", "/ollama/version", [200, 200, 200, 200, 200, 200]),
+    ("get", "/ollama/version", [401, 200, 200, 200, 400, 200]),
     ("get", "/ollama/tags", [401, 200, 200, 200, 400, 200]),
     ("post", "/ollama/show", [401, 200, 200, 200, 400, 200]),
     ("post", "/ollama/pull", [401, 403, 403, 403, 400, 200]),
