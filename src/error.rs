@@ -76,6 +76,9 @@ impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         if crate::store::is_connection_error(&err) {
             ApiError::DatabaseUnavailable(err)
+        } else if crate::store::is_transient_conflict(&err) {
+            tracing::warn!(error = %err, "a database conflict persisted after retries");
+            ApiError::Unavailable("The database is busy; please try again")
         } else {
             ApiError::Internal(anyhow::Error::new(err).context("database query failed"))
         }

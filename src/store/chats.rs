@@ -119,8 +119,15 @@ impl Store {
 
     /// Deletes all chats of `user_id` and their messages; returns the ids of the deleted chats.
     pub async fn delete_all_chats(&self, user_id: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+        // Lock the user's chats in one order (by id), so two of these, or one and a delete of a
+        // single chat, wait for each other instead of deadlocking. SQLite serialises writers.
+        let lock = if self.is_postgres() {
+            "SELECT id FROM chats WHERE user_id = $1 ORDER BY id FOR UPDATE"
+        } else {
+            "UPDATE chats SET updated_at = updated_at WHERE user_id = $1"
+        };
         in_transaction!(self, tx => {
-            sqlx::query("UPDATE chats SET updated_at = updated_at WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+            sqlx::query(lock).bind(user_id).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM messages WHERE chat_id IN (SELECT id FROM chats WHERE user_id = $1)")
                 .bind(user_id)
                 .execute(&mut *tx)

@@ -55,26 +55,53 @@ macro_rules! on_pool {
 }
 
 /// Runs `$body` inside one transaction, with `$tx` a `&mut` connection of that transaction.
-/// Commits when `$body` returns `Ok`, rolls back (by drop) otherwise.
+/// Commits when `$body` evaluates to `Ok`, rolls back (by drop) otherwise. A transaction that
+/// lost a deadlock or a serialization conflict is run again from the start, up to
+/// [`CONFLICT_ATTEMPTS`] times, so `$body` must only touch the database.
 #[macro_export]
 macro_rules! in_transaction {
     ($store:expr, $tx:ident => $body:expr) => {
         $crate::on_pool!($store, pool => async {
-            let mut transaction = pool.begin().await?;
-            let result = {
-                let $tx = &mut *transaction;
-                $body
-            };
-            match result {
-                Ok(value) => {
+            let mut attempt = 1;
+            loop {
+                let result: Result<_, sqlx::Error> = async {
+                    let mut transaction = pool.begin().await?;
+                    let value = {
+                        let $tx = &mut *transaction;
+                        $body
+                    }?;
                     transaction.commit().await?;
                     Ok(value)
                 }
-                Err(err) => Err(err),
+                .await;
+                match result {
+                    Err(err) if attempt < $crate::store::CONFLICT_ATTEMPTS && $crate::store::is_transient_conflict(&err) => {
+                        tracing::debug!(error = %err, attempt, "transaction conflict; running it again");
+                        tokio::time::sleep($crate::store::conflict_backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                    result => break result,
+                }
             }
         }
         .await)
     };
+}
+
+/// How many times a transaction is run when it keeps losing conflicts.
+pub const CONFLICT_ATTEMPTS: u32 = 4;
+
+/// True for a deadlock or serialization failure (PostgreSQL `40P01`, `40001`) or a busy
+/// SQLite database: the transaction was rolled back and may succeed when run again.
+pub fn is_transient_conflict(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else { return false };
+    matches!(db.code().as_deref(), Some("40P01" | "40001" | "5" | "6" | "261" | "262" | "517" | "773"))
+}
+
+/// A short random pause, growing with the attempt, so the conflicting transactions part ways.
+pub fn conflict_backoff(attempt: u32) -> Duration {
+    use rand::Rng;
+    Duration::from_millis(rand::thread_rng().gen_range(5..=25) * u64::from(attempt))
 }
 
 impl Store {
@@ -131,6 +158,10 @@ impl Store {
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
     }
 
     pub fn backend_name(&self) -> &'static str {

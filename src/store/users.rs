@@ -190,9 +190,9 @@ impl Store {
                 // Update first, then check: a write first keeps SQLite from failing to upgrade a read.
                 let updated: Option<User> = sqlx::query_as(&update)
                     .bind(id)
-                    .bind(changes.username)
-                    .bind(changes.email)
-                    .bind(changes.password_hash)
+                    .bind(&changes.username)
+                    .bind(&changes.email)
+                    .bind(&changes.password_hash)
                     .bind(changes.role)
                     .bind(changes.is_active)
                     .fetch_optional(&mut *tx)

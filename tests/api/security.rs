@@ -23,6 +23,7 @@ on_both_databases!(
     rate_limits_answer_429_with_retry_after,
     login_is_limited_per_account_across_addresses,
     cross_site_requests_with_cookies_are_refused,
+    creating_and_deleting_all_chats_at_once_never_fails,
 );
 
 /// The callers of the matrix, in the order their statuses are listed.
@@ -604,4 +605,22 @@ async fn logs_name_requests_but_never_secrets() {
     }
     let stored_secrets = std::fs::read_to_string(dir.path().join("data/jwt-secrets.json")).ok();
     assert!(stored_secrets.is_none(), "configured secrets are not written to disk");
+}
+
+/// Two clients of one user create chats and delete all of them in a loop: the deletes lock the
+/// same rows, which must never deadlock into a 500.
+async fn creating_and_deleting_all_chats_at_once_never_fails(app: TestApp) {
+    let (_, s) = app.signed_up("bob_user").await;
+    let client = |_: usize| async {
+        let mut statuses = Vec::new();
+        for _ in 0..120 {
+            statuses.push(app.post("/chats/my").session(&s).send().await.status.as_u16());
+            statuses.push(app.delete("/chats/my").session(&s).send().await.status.as_u16());
+        }
+        statuses
+    };
+    let all: Vec<u16> = futures_util::future::join_all((0..4).map(client)).await.concat();
+    let failures: Vec<&u16> = all.iter().filter(|status| **status >= 500).collect();
+    assert!(failures.is_empty(), "{} of {} requests failed: {failures:?}", failures.len(), all.len());
+    assert!(all.iter().all(|status| [200, 201].contains(status)), "{all:?}");
 }
