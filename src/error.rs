@@ -44,6 +44,9 @@ pub enum ApiError {
     DatabaseUnavailable(#[source] sqlx::Error),
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),
+    /// 503 with `Retry-After`: the server is saturated right now.
+    #[error("overloaded: {detail}")]
+    Overloaded { detail: &'static str, retry_after_secs: u64 },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -66,8 +69,23 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream { status, .. } => *status,
-            ApiError::DatabaseUnavailable(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DatabaseUnavailable(_) | ApiError::Unavailable(_) | ApiError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<crate::auth::passwords::HashingError> for ApiError {
+    fn from(err: crate::auth::passwords::HashingError) -> Self {
+        use crate::auth::passwords::HashingError;
+        match err {
+            HashingError::Busy => {
+                ApiError::Overloaded { detail: "Too many sign-ins at once; please try again in a moment", retry_after_secs: 2 }
+            }
+            HashingError::Abandoned => ApiError::Unavailable("Request timed out"),
+            HashingError::Failed(err) => ApiError::Internal(err),
         }
     }
 }
@@ -101,6 +119,7 @@ impl IntoResponse for ApiError {
                 json!(msg)
             }
             ApiError::BadRequest(msg) => json!(msg),
+            ApiError::Overloaded { detail, .. } => json!(detail),
             ApiError::Upstream { detail, .. } => json!(detail),
             ApiError::DatabaseUnavailable(err) => {
                 tracing::error!(error = ?err, "database unavailable");
@@ -112,7 +131,7 @@ impl IntoResponse for ApiError {
             }
         };
         let mut response = (status, Json(json!({ "detail": detail }))).into_response();
-        if let ApiError::TooManyRequests { retry_after_secs, .. } = &self {
+        if let ApiError::TooManyRequests { retry_after_secs, .. } | ApiError::Overloaded { retry_after_secs, .. } = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
         if status == StatusCode::UNAUTHORIZED {

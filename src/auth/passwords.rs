@@ -30,14 +30,14 @@ pub enum Verification {
 }
 
 /// Hashes a new password (registration, password change).
-pub async fn hash_password(password: String) -> anyhow::Result<String> {
-    on_hashing_thread(move |workspace| hash_now(&password, workspace)).await?
+pub async fn hash_password(password: String) -> Result<String, HashingError> {
+    Ok(on_hashing_thread(move |workspace| hash_now(&password, workspace)).await??)
 }
 
 /// Verifies a password. With no stored hash (unknown user) a dummy hash is checked anyway, so
 /// the answer takes as long as for a real account.
-pub async fn verify_password(password: String, stored: Option<String>) -> anyhow::Result<Verification> {
-    on_hashing_thread(move |workspace| verify_now(&password, stored.as_deref(), workspace)).await?
+pub async fn verify_password(password: String, stored: Option<String>) -> Result<Verification, HashingError> {
+    Ok(on_hashing_thread(move |workspace| verify_now(&password, stored.as_deref(), workspace)).await??)
 }
 
 /// Memory an argon2 computation works in; grows to the largest cost seen, then is reused.
@@ -64,12 +64,12 @@ struct HashingPool {
     spare: Mutex<Vec<Workspace>>,
 }
 
-fn hashing_queue() -> &'static mpsc::Sender<Job> {
-    static QUEUE: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
+fn hashing_queue() -> &'static mpsc::SyncSender<Job> {
+    static QUEUE: OnceLock<mpsc::SyncSender<Job>> = OnceLock::new();
     QUEUE.get_or_init(|| {
-        let (sender, receiver) = mpsc::channel::<Job>();
-        let pool = Arc::new(HashingPool { jobs: Mutex::new(receiver), spare: Mutex::default() });
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (sender, receiver) = mpsc::sync_channel::<Job>(threads * QUEUED_JOBS_PER_THREAD);
+        let pool = Arc::new(HashingPool { jobs: Mutex::new(receiver), spare: Mutex::default() });
         for index in 0..threads {
             let pool = pool.clone();
             std::thread::Builder::new()
@@ -121,17 +121,39 @@ fn lower_this_threads_priority() {
 #[cfg(not(target_os = "linux"))]
 fn lower_this_threads_priority() {}
 
-/// Runs `job` on a hashing thread. A job whose caller has gone (the request timed out or was
-/// cancelled) is skipped, so a flood of abandoned logins does not keep the cores busy.
-async fn on_hashing_thread<T: Send + 'static>(job: impl FnOnce(&mut Workspace) -> T + Send + 'static) -> anyhow::Result<T> {
+/// Why a password could not be hashed or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum HashingError {
+    /// Every hashing thread is busy and [`QUEUED_JOBS_PER_THREAD`] jobs each are waiting.
+    #[error("too many password checks are waiting")]
+    Busy,
+    /// The request was abandoned while its job waited, so the job was skipped.
+    #[error("the request was abandoned")]
+    Abandoned,
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// Jobs that may wait per hashing thread (about 30 ms of work each). Beyond it a login is
+/// refused at once, so a flood cannot build a backlog that real logins wait minutes behind.
+pub const QUEUED_JOBS_PER_THREAD: usize = 32;
+
+/// Runs `job` on a hashing thread. A job whose request was abandoned (the client hung up or the
+/// time limit passed; see [`crate::lifetime`]) or whose caller is gone is skipped, so a flood of
+/// abandoned logins does not keep the cores busy.
+async fn on_hashing_thread<T: Send + 'static>(job: impl FnOnce(&mut Workspace) -> T + Send + 'static) -> Result<T, HashingError> {
+    let abandoned = crate::lifetime::abandoned();
     let (reply, result) = oneshot::channel();
     let job: Job = Box::new(move |workspace| {
-        if !reply.is_closed() {
+        if !reply.is_closed() && !abandoned.as_ref().is_some_and(|a| a.is_cancelled()) {
             let _ = reply.send(job(workspace));
         }
     });
-    hashing_queue().send(job).map_err(|_| anyhow::anyhow!("the password hashing threads have stopped"))?;
-    Ok(result.await?)
+    hashing_queue().try_send(job).map_err(|err| match err {
+        mpsc::TrySendError::Full(_) => HashingError::Busy,
+        mpsc::TrySendError::Disconnected(_) => HashingError::Failed(anyhow::anyhow!("the password hashing threads have stopped")),
+    })?;
+    result.await.map_err(|_| HashingError::Abandoned)
 }
 
 /// The raw argon2 output for `password` with these parameters and salt.

@@ -100,11 +100,17 @@ fn internal_error() -> Response {
 /// Runs the handler in its own task, so a client that hangs up (or a time limit) cannot
 /// cancel it halfway: a cancelled `BEGIN` would otherwise return its connection to the pool
 /// still inside a transaction (sqlx 0.8), and a half-done change is worse than a finished one.
+/// When this middleware's own future is dropped (the client hung up, or the time limit passed),
+/// the request is marked abandoned for the work that should then be skipped.
 async fn run_to_completion(request: Request, next: Next) -> Response {
-    match tokio::spawn(next.run(request)).await {
+    let abandoned = tokio_util::sync::CancellationToken::new();
+    let mark_abandoned_if_dropped = abandoned.clone().drop_guard();
+    let response = match tokio::spawn(crate::lifetime::scope(abandoned, next.run(request))).await {
         Ok(response) => response,
         Err(_) => internal_error(),
-    }
+    };
+    mark_abandoned_if_dropped.disarm();
+    response
 }
 
 /// One line per request: method, path, status, latency and the user when known. Never the

@@ -10,6 +10,7 @@ mod body_limits;
 mod chats;
 mod docs;
 mod health;
+mod login_flood;
 mod ollama;
 mod process;
 mod security;
