@@ -55,7 +55,7 @@ impl Application {
         let state = AppState {
             rate_limits,
             tokens: Arc::new(TokenKeys::new(&config.jwt)),
-            generations: Generations::new(store.clone(), ollama.clone()),
+            generations: Generations::new(store.clone(), ollama.clone(), config.generation_limits),
             ollama,
             store,
             config: Arc::new(config),

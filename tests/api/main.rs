@@ -8,6 +8,7 @@ mod accounts;
 mod adoption;
 mod chats;
 mod docs;
+mod generation_limits;
 mod health;
 mod ollama;
 mod process;
