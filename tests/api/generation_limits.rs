@@ -60,6 +60,10 @@ async fn one_user_runs_at_most_four_generations_at_once(app: TestApp) {
     }
     let idle_chat = &refused[0].0;
     app.post(&format!("/chats/{idle_chat}/completions")).session(&s).json(&ask("hi")).send().await.assert_detail(429, BUSY);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.emulator.in_flight_chats() < 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(app.emulator.chat_requests().len(), 4, "refused requests never reach Ollama");
     assert_eq!(app.wait_for_count("SELECT COUNT(*) FROM messages", 4).await, 4, "refused requests store nothing");
 
