@@ -45,7 +45,7 @@ write_report() {
     echo "- Machine: $(info cpus) vCPU ($(info cpu_model)), $(info mem) RAM, Linux $(info kernel). wrk $(info wrk), the"
     echo "  server, PostgreSQL $(info postgres) and the load generators share these cores."
     echo "- Code: \`$(info git)\`; release profile (lto = fat, codegen-units = 1). Server: \`ENVIRONMENT=production"
-    echo "  LOG_LEVEL=warn RATE_LIMITS=off DATABASE_MAX_CONNECTIONS=$(info POOL)\`, PostgreSQL on 127.0.0.1 (sqlx and libpq both"
+    echo "  LOG_LEVEL=warn RATE_LIMITS=off GENERATIONS_PER_USER=100000 DATABASE_MAX_CONNECTIONS=$(info POOL)\`, PostgreSQL on 127.0.0.1 (sqlx and libpq both"
     echo "  negotiate TLS there: \`sslmode=prefer\`, the server has \`ssl = on\`)."
     echo "- **The machine is shared** with another engineer who compiles and runs tests: figures may be disturbed."
     echo "  Load average at start: \`$(info loadavg_start)\`; when measuring began: \`$(info loadavg_measure)\`; at the end:"

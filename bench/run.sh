@@ -166,6 +166,7 @@ start_server() {  # name, emulator port, pool, [LD_PRELOAD], [GLIBC_TUNABLES]
   (cd "$dir" && exec env ${preload:+LD_PRELOAD=$preload} ${tunables:+GLIBC_TUNABLES=$tunables} \
       DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$BENCH_DB$PG_URL_PARAMS" \
       HOST=127.0.0.1 PORT="$PORT" ENVIRONMENT=production LOG_LEVEL=warn RATE_LIMITS=off \
+      GENERATIONS_PER_USER=100000 \
       JWT_SECRET_KEY="$JWT_A" JWT_REFRESH_SECRET_KEY="$JWT_R" \
       OLLAMA_BASE_URL="http://127.0.0.1:$emu" DATABASE_MAX_CONNECTIONS="$pool" \
       DATA_DIR="$dir/data" LOG_DIR="$dir/logs" \

@@ -84,6 +84,24 @@ pub struct OllamaConfig {
     pub tags_cache_ttl: Duration,
 }
 
+/// Bounds of model answers, so that one user cannot take the model or the server's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenerationLimits {
+    /// Longest answer, in tokens (upstream chunks): sent to Ollama as `num_predict` and
+    /// enforced while streaming (the answer is cut and stored with status `length`).
+    pub max_answer_tokens: u32,
+    /// Largest `num_ctx` a request may ask for.
+    pub max_num_ctx: u32,
+    /// How many answers one user may have generating at the same time.
+    pub per_user: usize,
+}
+
+impl Default for GenerationLimits {
+    fn default() -> Self {
+        GenerationLimits { max_answer_tokens: 16_384, max_num_ctx: 32_768, per_user: 4 }
+    }
+}
+
 /// `N` requests per `per`, e.g. `5/minute`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateSpec {
@@ -159,6 +177,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Interval of the comments that keep an event stream open while a model loads.
     pub heartbeat_interval: Duration,
+    pub generation_limits: GenerationLimits,
     pub rate_limits: RateLimitConfig,
     /// Longest time a non-streaming request may take.
     pub request_timeout: Duration,
@@ -294,6 +313,7 @@ impl Config {
         let heartbeat_interval =
             Duration::from_secs(vars.parse("SSE_HEARTBEAT_SECS", "a whole number of seconds")?.unwrap_or(15).max(1));
 
+        let generation_limits = generation_limits(&vars)?;
         let rate_limits = rate_limits(&vars)?;
         let request_timeout =
             Duration::from_secs(vars.parse("REQUEST_TIMEOUT_SECS", "a whole number of seconds")?.unwrap_or(30).max(1));
@@ -314,6 +334,7 @@ impl Config {
             max_body_bytes_in_flight,
             shutdown_grace,
             heartbeat_interval,
+            generation_limits,
             environment,
             host,
             port,
@@ -352,6 +373,21 @@ impl Vars {
             .map(|raw| raw.parse::<T>().map_err(|_| ConfigError::new(name, format!("expected {expected}, got {raw:?}"))))
             .transpose()
     }
+}
+
+fn generation_limits(vars: &Vars) -> Result<GenerationLimits, ConfigError> {
+    let defaults = GenerationLimits::default();
+    let positive = |name: &'static str, default: u32| -> Result<u32, ConfigError> {
+        match vars.parse::<u32>(name, "a positive whole number")? {
+            Some(0) => Err(ConfigError::new(name, "must be at least 1")),
+            value => Ok(value.unwrap_or(default)),
+        }
+    };
+    Ok(GenerationLimits {
+        max_answer_tokens: positive("MAX_ANSWER_TOKENS", defaults.max_answer_tokens)?,
+        max_num_ctx: positive("MAX_NUM_CTX", defaults.max_num_ctx)?,
+        per_user: positive("GENERATIONS_PER_USER", defaults.per_user as u32)? as usize,
+    })
 }
 
 fn rate_limits(vars: &Vars) -> Result<RateLimitConfig, ConfigError> {
@@ -524,6 +560,10 @@ mod tests {
             ("OLLAMA_BASE_URL", "ftp://x"),
             ("USER_CACHE_SECS", "301"),
             ("USER_CACHE_SECS", "soon"),
+            ("MAX_ANSWER_TOKENS", "0"),
+            ("MAX_ANSWER_TOKENS", "lots"),
+            ("MAX_NUM_CTX", "-1"),
+            ("GENERATIONS_PER_USER", "0"),
         ];
         for (name, value) in cases {
             let mut v = vars(&SECRETS);
@@ -584,6 +624,18 @@ mod tests {
         let mut bad = vars(&SECRETS);
         bad.push(("RATE_LIMIT_LOGIN".into(), "lots".into()));
         assert_eq!(Config::from_vars(bad).unwrap_err().var, "RATE_LIMIT_LOGIN");
+    }
+
+    #[test]
+    fn generation_limits_have_defaults_and_can_be_set() {
+        assert_eq!(
+            Config::from_vars(vars(&SECRETS)).unwrap().generation_limits,
+            GenerationLimits { max_answer_tokens: 16_384, max_num_ctx: 32_768, per_user: 4 }
+        );
+        let mut v = vars(&SECRETS);
+        v.extend(vars(&[("MAX_ANSWER_TOKENS", "100"), ("MAX_NUM_CTX", "2048"), ("GENERATIONS_PER_USER", "1")]));
+        let limits = Config::from_vars(v).unwrap().generation_limits;
+        assert_eq!(limits, GenerationLimits { max_answer_tokens: 100, max_num_ctx: 2048, per_user: 1 });
     }
 
     #[test]

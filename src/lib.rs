@@ -58,7 +58,7 @@ impl Application {
             rate_limits,
             body_limits: BodyLimits::new(config.max_body_bytes, config.max_body_bytes_in_flight, config.request_timeout),
             tokens: Arc::new(TokenKeys::new(&config.jwt)),
-            generations: Generations::new(store.clone(), ollama.clone()),
+            generations: Generations::new(store.clone(), ollama.clone(), config.generation_limits),
             ollama,
             store,
             config: Arc::new(config),

@@ -131,6 +131,31 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// An optional nested object (absent or null give `None`), read by `item` at `loc + [name]`.
+    pub fn optional_object<T>(&mut self, name: &str, item: impl FnOnce(&mut Fields<'_>) -> Option<T>) -> Option<T> {
+        let value = match self.field(name) {
+            None | Some(Value::Null) => return None,
+            Some(value) => value,
+        };
+        if !value.is_object() {
+            self.push(name, value, Problem::new("dict_type", "Input should be a valid dictionary"));
+            return None;
+        }
+        let mut loc = self.loc.clone();
+        loc.push(json!(name));
+        let mut nested = Fields::new(loc, value);
+        let parsed = item(&mut nested);
+        let ok = nested.issues.is_empty();
+        self.issues.append(&mut nested.issues);
+        parsed.filter(|_| ok)
+    }
+
+    /// The fields present, in order (for objects whose keys are data, such as model options).
+    pub fn entries(&self) -> Vec<(&'a str, &'a Value)> {
+        let whole: &'a Value = self.whole;
+        whole.as_object().map(|object| object.iter().map(|(k, v)| (k.as_str(), v)).collect()).unwrap_or_default()
+    }
+
     /// A list of objects, each read by `item` at `loc + [name, index]`.
     pub fn list_of<T>(&mut self, name: &str, required: bool, item: impl Fn(&mut Fields<'_>) -> Option<T>) -> Option<Vec<T>> {
         let value = match self.field(name) {
@@ -339,6 +364,31 @@ pub fn integer(value: &Value) -> Result<i64, Problem> {
     }
 }
 
+/// A number (integer or not; a numeric string too, as Pydantic's lax mode), finite.
+pub fn number(value: &Value) -> Result<f64, Problem> {
+    let parsed = match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => return Err(Problem::new("float_type", "Input should be a valid number")),
+    };
+    match parsed {
+        Some(n) if n.is_finite() => Ok(n),
+        Some(_) => Err(Problem::new("finite_number", "Input should be a finite number")),
+        None => Err(Problem::new("float_parsing", "Input should be a valid number, unable to parse string as a number")),
+    }
+}
+
+pub fn greater_than_equal(min: impl Into<Value> + std::fmt::Display) -> Problem {
+    let text = min.to_string();
+    Problem::new("greater_than_equal", format!("Input should be greater than or equal to {text}"))
+        .with_ctx(json!({ "ge": min.into() }))
+}
+
+pub fn less_than_equal(max: impl Into<Value> + std::fmt::Display) -> Problem {
+    let text = max.to_string();
+    Problem::new("less_than_equal", format!("Input should be less than or equal to {text}")).with_ctx(json!({ "le": max.into() }))
+}
+
 pub fn string_list(value: &Value) -> Result<Vec<String>, Problem> {
     let Value::Array(items) = value else {
         return Err(Problem::new("list_type", "Input should be a valid list"));
@@ -444,14 +494,10 @@ pub fn query_int(min: i64, max: Option<i64>) -> impl Fn(&Value) -> Result<i64, P
     move |value| {
         let n = integer(value)?;
         if n < min {
-            return Err(Problem::new("greater_than_equal", format!("Input should be greater than or equal to {min}"))
-                .with_ctx(json!({ "ge": min })));
+            return Err(greater_than_equal(min));
         }
-        if let Some(max) = max {
-            if n > max {
-                return Err(Problem::new("less_than_equal", format!("Input should be less than or equal to {max}"))
-                    .with_ctx(json!({ "le": max })));
-            }
+        if let Some(max) = max.filter(|max| n > *max) {
+            return Err(less_than_equal(max));
         }
         Ok(n)
     }

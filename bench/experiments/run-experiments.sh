@@ -16,7 +16,7 @@ $E --port $EPORT --quiet --tokens 5 > /dev/null 2>&1 & EP=$!
 SP=""
 start() { # name, env...
   local name=$1; shift
-  env DATABASE_URL=${DBURL:-postgres://postgres@127.0.0.1:5432/$DB} HOST=127.0.0.1 PORT=$PORT JWT_SECRET_KEY=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa JWT_REFRESH_SECRET_KEY=bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb ENVIRONMENT=production LOG_LEVEL=warn RATE_LIMITS=off OLLAMA_BASE_URL=http://127.0.0.1:$EPORT DATA_DIR=$OUT/data LOG_DIR=$OUT/logs "$@" $B > $OUT/server-$name.log 2>&1 &
+  env DATABASE_URL=${DBURL:-postgres://postgres@127.0.0.1:5432/$DB} HOST=127.0.0.1 PORT=$PORT JWT_SECRET_KEY=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa JWT_REFRESH_SECRET_KEY=bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb ENVIRONMENT=production LOG_LEVEL=warn RATE_LIMITS=off GENERATIONS_PER_USER=100000 OLLAMA_BASE_URL=http://127.0.0.1:$EPORT DATA_DIR=$OUT/data LOG_DIR=$OUT/logs "$@" $B > $OUT/server-$name.log 2>&1 &
   SP=$!
   for i in $(seq 100); do curl -sf -o /dev/null localhost:$PORT/api/v1/health && break; sleep 0.05; done
 }

@@ -50,6 +50,9 @@ pub struct Knobs {
     pub reply: Option<String>,
     /// Repeat or cut the reply to exactly this many content chunks (e.g. 100 for benchmarks).
     pub tokens: Option<usize>,
+    /// Answer in full whatever `options.num_predict` says, as OpenAI-compatible servers that
+    /// ignore a length limit do.
+    pub ignore_num_predict: bool,
     /// Number of generation requests served at the same time (like `OLLAMA_NUM_PARALLEL`, but
     /// for the whole server). Extra requests wait silently. `None` = unlimited.
     pub parallel: Option<usize>,

@@ -113,6 +113,7 @@ impl Answer {
             content = fit_tokens(content, count);
         }
         let mut done_reason = "stop";
+        let num_predict = num_predict.filter(|_| !knobs.ignore_num_predict);
         if let Some(limit) = num_predict.filter(|limit| content.len() > *limit) {
             content.truncate(limit);
             done_reason = "length";

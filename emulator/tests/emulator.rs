@@ -263,6 +263,17 @@ async fn reply_tokens_and_num_predict() {
     assert_eq!(contents(&cut), ["one", " two"]);
     assert_eq!(cut.last().unwrap()["done_reason"], "length");
 
+    emulator.set_knobs(Knobs {
+        reply: Some("one two three".into()),
+        tokens: Some(7),
+        ignore_num_predict: true,
+        ..Knobs::default()
+    });
+    let body = json!({"model": "llama3.2:1b", "messages": user("x"), "options": {"num_predict": 2}});
+    let ignored = read_lines(chat(&emulator, body).await).await;
+    assert_eq!(contents(&ignored).len(), 7, "the limit is ignored");
+    assert_eq!(ignored.last().unwrap()["done_reason"], "stop");
+
     let bad = chat(&emulator, json!({"model": "llama3.2:1b", "messages": user("x"), "options": {"temperature": "hot"}})).await;
     assert_eq!(bad.status(), 500);
     assert_eq!(bad.json::<Value>().await.unwrap()["error"], "option \"temperature\" must be of type float32");

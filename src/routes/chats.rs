@@ -241,8 +241,10 @@ pub(crate) async fn add_conversation_message(
 /// Stores the user message and streams the answer as server-sent events.
 #[utoipa::path(
     post, path = "/api/v1/chats/{chat_id}/completions", tag = "streaming", params(("chat_id" = Uuid, Path)), request_body = CompletionRequest,
-    responses((status = 200, description = "Server-sent events: `start`, `delta` (`content` or `thinking`), `tool_calls`, then `done` or `error`", content_type = "text/event-stream", body = crate::openapi::ServerSentEvent),
-              (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail), (status = 409, description = "A reply is already being generated for this chat", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+    responses((status = 200, description = "Server-sent events: `start`, `delta` (`content` or `thinking`), `tool_calls`, then `done` (status `completed`, `stopped` or `length`) or `error`", content_type = "text/event-stream", body = crate::openapi::ServerSentEvent),
+              (status = 403, description = "`keep_alive` from a user who is not an admin (or a refused cross-site request)", body = crate::openapi::ErrorDetail),
+              (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail), (status = 409, description = "A reply is already being generated for this chat", body = crate::openapi::ErrorDetail),
+              (status = 429, description = "The user has `GENERATIONS_PER_USER` replies generating already (see the Retry-After header)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn completions(
     State(state): State<AppState>,
@@ -292,7 +294,8 @@ pub(crate) async fn reattach(
 }
 
 /// `start`, then `delta` events (`{"content"}` or `{"thinking"}`), `tool_calls`, and finally
-/// `done` (completed or stopped) or `error` (failed; the partial answer is stored).
+/// `done` (completed, stopped, or cut at its maximum length) or `error` (failed; the partial
+/// answer is stored). A client that re-attaches gets what was produced so far as one delta.
 /// Comments every `heartbeat` keep proxies and browsers from closing the stream while the
 /// model loads.
 fn event_stream(watcher: GenerationWatcher, heartbeat: Duration) -> Response {
@@ -323,16 +326,16 @@ fn event_stream(watcher: GenerationWatcher, heartbeat: Duration) -> Response {
 
 fn sse_events(generation: &Generation, event: GenerationEvent) -> Vec<Event> {
     match event {
-        GenerationEvent::Chunk(chunk) => {
+        GenerationEvent::Delta(delta) => {
             let mut events = Vec::new();
-            if let Some(thinking) = chunk.message.thinking.filter(|t| !t.is_empty()) {
-                events.push(Event::default().event("delta").data(json!({ "thinking": thinking }).to_string()));
+            if !delta.thinking.is_empty() {
+                events.push(Event::default().event("delta").data(json!({ "thinking": delta.thinking }).to_string()));
             }
-            if !chunk.message.content.is_empty() {
-                events.push(Event::default().event("delta").data(json!({ "content": chunk.message.content }).to_string()));
+            if !delta.content.is_empty() {
+                events.push(Event::default().event("delta").data(json!({ "content": delta.content }).to_string()));
             }
-            if let Some(calls) = chunk.message.tool_calls {
-                events.push(Event::default().event("tool_calls").data(json!({ "tool_calls": calls }).to_string()));
+            if !delta.tool_calls.is_empty() {
+                events.push(Event::default().event("tool_calls").data(json!({ "tool_calls": delta.tool_calls }).to_string()));
             }
             events
         }

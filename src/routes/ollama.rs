@@ -122,7 +122,9 @@ pub(crate) async fn clear_cache(State(state): State<AppState>, AdminUser(_admin)
     responses((status = 200, description = "Ollama's answer plus `id` (the stored message) and `chat`; with `stream: true`, NDJSON chunks in Ollama's shape", content((Object = "application/json"), (String = "application/x-ndjson"))),
               (status = 400, description = "Ollama refused the request (e.g. thinking on a model without it), or Inactive user", body = crate::openapi::ErrorDetail),
               (status = 404, description = "Chat not found, or unknown model", body = crate::openapi::ErrorDetail),
-              (status = 409, description = "A reply is already being generated for this chat", body = crate::openapi::ErrorDetail), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+              (status = 403, description = "`keep_alive` from a user who is not an admin (or a refused cross-site request)", body = crate::openapi::ErrorDetail),
+              (status = 409, description = "A reply is already being generated for this chat", body = crate::openapi::ErrorDetail),
+              (status = 429, description = "The user has `GENERATIONS_PER_USER` replies generating already (see the Retry-After header)", body = crate::openapi::ErrorDetail), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn chat(
     State(state): State<AppState>,
@@ -171,11 +173,20 @@ fn ndjson_response(body: Body) -> Response {
 }
 
 /// Chunks go out in Ollama's shape; the last line is Ollama's final chunk plus `id` and
-/// `chat`, or `{"error": ...}` after a failure.
+/// `chat` (`done_reason: "length"` when the answer reached its maximum length), or
+/// `{"error": ...}` after a failure.
 fn ndjson_line(generation: &Generation, event: GenerationEvent) -> Option<String> {
     let value = match event {
-        GenerationEvent::Chunk(chunk) if chunk.done => return None, // sent with `id` and `chat` at the end
-        GenerationEvent::Chunk(chunk) => serde_json::to_value(chunk).unwrap_or_default(),
+        GenerationEvent::Delta(delta) => {
+            let mut message = json!({ "role": "assistant", "content": delta.content });
+            if !delta.thinking.is_empty() {
+                message["thinking"] = json!(delta.thinking);
+            }
+            if !delta.tool_calls.is_empty() {
+                message["tool_calls"] = json!(delta.tool_calls);
+            }
+            json!({ "model": generation.model, "created_at": now_rfc3339(), "message": message, "done": false })
+        }
         GenerationEvent::End(ending) => match ending.status {
             EndStatus::Failed => json!({ "error": ending.error.as_ref().map(|e| e.to_string()) }),
             _ => final_object(generation, &ending, false),
@@ -200,12 +211,18 @@ fn answer_as_one_object(generation: &Generation, ending: &Ending) -> ApiResult<R
     Ok(Json(final_object(generation, ending, true)).into_response())
 }
 
+/// A timestamp as Ollama writes it (`2026-11-24T11:39:41.551961769Z`).
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
 /// Ollama's final answer object (joined message and counters) plus our `id` and `chat`.
 fn final_object(generation: &Generation, ending: &Ending, with_message: bool) -> Value {
     let mut object = match &ending.final_chunk {
         Some(chunk) => serde_json::to_value(chunk).unwrap_or_default(),
         None => {
-            json!({ "model": generation.model, "created_at": chrono::Utc::now().to_rfc3339(), "message": {"role": "assistant", "content": ""}, "done_reason": "stopped", "done": true })
+            let reason = if ending.status == EndStatus::Length { "length" } else { "stopped" };
+            json!({ "model": generation.model, "created_at": now_rfc3339(), "message": {"role": "assistant", "content": ""}, "done_reason": reason, "done": true })
         }
     };
     if let Some(message) = &ending.message {

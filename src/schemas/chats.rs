@@ -2,20 +2,25 @@
 
 use chrono::NaiveDateTime;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::serialize_utc;
+use crate::config::GenerationLimits;
+use crate::error::{ApiError, ApiResult};
 use crate::store::chats::{Chat, DEFAULT_CHAT_TITLE};
 use crate::store::messages::Message;
 use crate::store::models::{ModelRecord, ProviderRecord};
 use crate::validation::{
-    any_json, any_string, boolean, literal, object, query_int, string, string_list, uuid_any, BodySize, Fields, FromFields,
-    Patch, Problem,
+    any_json, any_string, boolean, greater_than_equal, integer, less_than_equal, literal, number, object, query_int, string,
+    string_list, uuid_any, BodySize, Fields, FromFields, Patch, Problem, ValidationIssue,
 };
 
 pub const MESSAGE_ROLES: &[&str] = &["user", "assistant", "system", "tool"];
+
+/// The longest chat title, on create and on rename (the column is `VARCHAR(255)`).
+pub const CHAT_TITLE_MAX_CHARS: usize = 255;
 
 /// `POST /chats/my`: an empty or missing title gives "New Chat".
 #[derive(ToSchema)]
@@ -26,7 +31,7 @@ pub struct ChatCreate {
 
 impl FromFields for ChatCreate {
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
-        let title = f.optional("title", string(0, 255));
+        let title = f.optional("title", string(0, CHAT_TITLE_MAX_CHARS));
         Some(ChatCreate { title: title.filter(|t| !t.is_empty()).unwrap_or_else(|| DEFAULT_CHAT_TITLE.to_owned()) })
     }
 }
@@ -40,14 +45,17 @@ impl Default for ChatCreate {
 /// `PATCH /chats/chat/{id}`.
 #[derive(ToSchema)]
 pub struct ChatUpdate {
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(min_length = 1, max_length = 255)]
     pub title: Option<String>,
     pub is_archived: Option<bool>,
 }
 
 impl FromFields for ChatUpdate {
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
-        Some(ChatUpdate { title: f.optional("title", string(1, 100)), is_archived: f.optional("is_archived", boolean) })
+        Some(ChatUpdate {
+            title: f.optional("title", string(1, CHAT_TITLE_MAX_CHARS)),
+            is_archived: f.optional("is_archived", boolean),
+        })
     }
 }
 
@@ -152,27 +160,190 @@ impl FromFields for BulkDelete {
     }
 }
 
-/// The options of a model request that are passed to Ollama as they are.
+/// What an allowed model option holds, with its bounds that do not depend on the configuration.
+#[derive(Clone, Copy, Debug)]
+pub enum OptionValue {
+    Number { min: f64, max: f64 },
+    Integer { min: Option<i64> },
+    Strings { max_items: usize, max_chars: usize },
+}
+
+/// The model options (Ollama's `options`) a request may set: sampling and length. Any other key
+/// is refused with 422, so that nobody picks the GPU layers, threads, batch or memory mapping of
+/// a model that everyone shares. `num_ctx` is also bounded by `MAX_NUM_CTX` and `num_predict`
+/// by `MAX_ANSWER_TOKENS` (see [`ModelOptions::check_limits`]).
+pub const MODEL_OPTIONS: &[(&str, OptionValue)] = &[
+    ("temperature", OptionValue::Number { min: 0.0, max: 2.0 }),
+    ("top_k", OptionValue::Integer { min: Some(0) }),
+    ("top_p", OptionValue::Number { min: 0.0, max: 1.0 }),
+    ("min_p", OptionValue::Number { min: 0.0, max: 1.0 }),
+    ("typical_p", OptionValue::Number { min: 0.0, max: 1.0 }),
+    ("repeat_last_n", OptionValue::Integer { min: Some(-1) }),
+    ("repeat_penalty", OptionValue::Number { min: 0.0, max: 2.0 }),
+    ("presence_penalty", OptionValue::Number { min: -2.0, max: 2.0 }),
+    ("frequency_penalty", OptionValue::Number { min: -2.0, max: 2.0 }),
+    ("seed", OptionValue::Integer { min: None }),
+    ("stop", OptionValue::Strings { max_items: 16, max_chars: 256 }),
+    ("num_ctx", OptionValue::Integer { min: Some(1) }),
+    ("num_predict", OptionValue::Integer { min: Some(1) }),
+];
+
+impl OptionValue {
+    /// Checks a value and gives it back as Ollama expects it (numbers as JSON numbers).
+    fn parse(self, value: &Value) -> Result<Value, Problem> {
+        match self {
+            OptionValue::Number { min, max } => {
+                let n = number(value)?;
+                if n < min {
+                    return Err(greater_than_equal(min));
+                }
+                if n > max {
+                    return Err(less_than_equal(max));
+                }
+                Ok(json!(n))
+            }
+            OptionValue::Integer { min } => {
+                let n = integer(value)?;
+                if let Some(min) = min.filter(|min| n < *min) {
+                    return Err(greater_than_equal(min));
+                }
+                Ok(json!(n))
+            }
+            OptionValue::Strings { max_items, max_chars } => {
+                let items = string_list(value)?;
+                if items.len() > max_items {
+                    return Err(Problem::new("too_long", format!("List should have at most {max_items} items after validation"))
+                        .with_ctx(json!({"field_type": "List", "max_length": max_items, "actual_length": items.len()})));
+                }
+                for item in &items {
+                    string(0, max_chars)(&json!(item))?;
+                }
+                Ok(json!(items))
+            }
+        }
+    }
+
+    fn schema(self) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+        match self {
+            OptionValue::Number { min, max } => {
+                ObjectBuilder::new().schema_type(Type::Number).minimum(Some(min)).maximum(Some(max)).into()
+            }
+            OptionValue::Integer { min } => ObjectBuilder::new().schema_type(Type::Integer).minimum(min.map(|m| m as f64)).into(),
+            OptionValue::Strings { max_items, max_chars } => ArrayBuilder::new()
+                .items(ObjectBuilder::new().schema_type(Type::String).max_length(Some(max_chars)))
+                .max_items(Some(max_items))
+                .into(),
+        }
+    }
+}
+
+/// `options` of a chat request: the allow-list [`MODEL_OPTIONS`] in the OpenAPI document.
+pub struct ModelOptionsSchema;
+
+impl utoipa::PartialSchema for ModelOptionsSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+        let defaults = GenerationLimits::default();
+        let mut object = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(format!(
+                "Ollama's model options, limited to these keys (any other key is refused with 422). \
+                 `num_ctx` is at most `MAX_NUM_CTX` (default {}) and `num_predict` at most \
+                 `MAX_ANSWER_TOKENS` (default {}), which is also the length limit when none is given.",
+                defaults.max_num_ctx, defaults.max_answer_tokens
+            )))
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        for (name, value) in MODEL_OPTIONS {
+            object = object.property(*name, value.schema());
+        }
+        object.into()
+    }
+}
+
+impl ToSchema for ModelOptionsSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ModelOptions".into()
+    }
+}
+
+/// Reads `options`: only the keys of [`MODEL_OPTIONS`], each checked.
+fn model_options(f: &mut Fields<'_>) -> Option<Map<String, Value>> {
+    let mut options = Map::new();
+    for (name, input) in f.entries() {
+        match MODEL_OPTIONS.iter().find(|(allowed, _)| *allowed == name) {
+            Some((_, kind)) => {
+                if let Some(value) = f.optional(name, |v| kind.parse(v)) {
+                    options.insert(name.to_owned(), value);
+                }
+            }
+            None => {
+                let allowed: Vec<&str> = MODEL_OPTIONS.iter().map(|(name, _)| *name).collect();
+                f.fail(
+                    name,
+                    input,
+                    Problem::new("extra_forbidden", "Extra inputs are not permitted").with_ctx(json!({ "allowed": allowed })),
+                );
+            }
+        }
+    }
+    Some(options)
+}
+
+/// The model settings of a chat request, checked at the edge.
 #[derive(Default, Clone)]
 pub struct ModelOptions {
     pub think: Option<Value>,
-    pub options: Option<Value>,
+    /// Only keys of [`MODEL_OPTIONS`].
+    pub options: Option<Map<String, Value>>,
     pub format: Option<Value>,
+    /// Admins only: it unloads or pins a model for everyone.
     pub keep_alive: Option<Value>,
 }
 
 impl ModelOptions {
-    pub fn new(think: Option<Value>, options: Option<Value>, format: Option<Value>, keep_alive: Option<Value>) -> Self {
-        ModelOptions { think, options, format, keep_alive }
-    }
-
     fn read(f: &mut Fields<'_>) -> Self {
         ModelOptions {
             think: f.optional("think", think_value),
-            options: f.optional("options", |v| object(v).map(Value::Object)),
+            options: f.optional_object("options", model_options),
             format: f.optional("format", any_json),
-            keep_alive: f.optional("keep_alive", any_json),
+            keep_alive: f.optional("keep_alive", keep_alive_value),
         }
+    }
+
+    /// The bounds that come from the configuration: `num_ctx` at most `MAX_NUM_CTX`,
+    /// `num_predict` at most `MAX_ANSWER_TOKENS`; 422 in the parser's shape otherwise.
+    pub fn check_limits(&self, limits: &GenerationLimits) -> ApiResult<()> {
+        let bounds = [("num_ctx", limits.max_num_ctx), ("num_predict", limits.max_answer_tokens)];
+        let issues: Vec<ValidationIssue> = bounds
+            .into_iter()
+            .filter_map(|(name, max)| {
+                let input = self.options.as_ref()?.get(name)?;
+                (input.as_i64()? > i64::from(max)).then(|| {
+                    let problem = less_than_equal(max);
+                    ValidationIssue {
+                        kind: problem.kind,
+                        loc: vec![json!("body"), json!("options"), json!(name)],
+                        msg: problem.msg,
+                        input: input.clone(),
+                        ctx: problem.ctx,
+                    }
+                })
+            })
+            .collect();
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(issues))
+        }
+    }
+}
+
+/// A Go duration (`"5m"`, `"0"`) or a number of seconds, as Ollama takes it.
+fn keep_alive_value(value: &Value) -> Result<Value, Problem> {
+    match value {
+        Value::String(_) | Value::Number(_) => Ok(value.clone()),
+        _ => Err(Problem::new("string_type", "Input should be a duration such as \"5m\" or a number of seconds")),
     }
 }
 
@@ -209,13 +380,14 @@ pub struct OllamaChatRequest {
     /// `true`, `false`, or a level: `low`, `medium`, `high`, `max`.
     #[schema(value_type = Option<bool>)]
     pub think: Option<Value>,
-    /// Ollama's model options (`temperature`, `num_ctx`, ...).
-    #[schema(value_type = Option<Object>)]
-    pub options: Option<Value>,
+    /// Ollama's model options, limited to an allow-list (see `ModelOptions`).
+    #[schema(value_type = Option<ModelOptionsSchema>)]
+    pub options: Option<Map<String, Value>>,
     /// `"json"` or a JSON schema.
     #[schema(value_type = Option<Object>)]
     pub format: Option<Value>,
-    /// A duration such as `"5m"`, or seconds.
+    /// A duration such as `"5m"`, or seconds. Admins only (403 otherwise): it keeps or unloads
+    /// the model for everyone.
     #[schema(value_type = Option<String>)]
     pub keep_alive: Option<Value>,
 }
@@ -260,13 +432,14 @@ pub struct CompletionRequest {
     /// `true`, `false`, or a level: `low`, `medium`, `high`, `max`.
     #[schema(value_type = Option<bool>)]
     pub think: Option<Value>,
-    /// Ollama's model options (`temperature`, `num_ctx`, ...).
-    #[schema(value_type = Option<Object>)]
-    pub options: Option<Value>,
+    /// Ollama's model options, limited to an allow-list (see `ModelOptions`).
+    #[schema(value_type = Option<ModelOptionsSchema>)]
+    pub options: Option<Map<String, Value>>,
     /// `"json"` or a JSON schema.
     #[schema(value_type = Option<Object>)]
     pub format: Option<Value>,
-    /// A duration such as `"5m"`, or seconds.
+    /// A duration such as `"5m"`, or seconds. Admins only (403 otherwise): it keeps or unloads
+    /// the model for everyone.
     #[schema(value_type = Option<String>)]
     pub keep_alive: Option<Value>,
 }

@@ -129,10 +129,22 @@ fn upstream_request(model: String, messages: Vec<UpstreamMessage>, options: Mode
         messages,
         stream: true,
         think: options.think,
-        options: options.options,
+        options: options.options.map(Value::Object),
         format: options.format,
         keep_alive: options.keep_alive,
     }
+}
+
+const KEEP_ALIVE_FOR_ADMINS: ApiError =
+    ApiError::Forbidden("Only admins can set keep_alive: it keeps or unloads the model for everyone");
+
+/// What a user may ask of the model: `keep_alive` only as an admin, options within the
+/// configured bounds.
+fn check_model_options(generations: &Generations, user: &User, options: &ModelOptions) -> ApiResult<()> {
+    if options.keep_alive.is_some() && !user.is_admin() {
+        return Err(KEEP_ALIVE_FOR_ADMINS);
+    }
+    options.check_limits(generations.limits())
 }
 
 fn refuse_while_running(generations: &Generations, user: &User, chat_id: Uuid) -> ApiResult<()> {
@@ -144,7 +156,8 @@ fn refuse_while_running(generations: &Generations, user: &User, chat_id: Uuid) -
 
 /// Starts the model's answer to the stored conversation plus the user's new message. The
 /// message is stored by the generation while the answer starts (it is kept before the answer,
-/// or the generation fails and keeps neither).
+/// or the generation fails and keeps neither). When Ollama refuses the request before its
+/// first token, the message is removed again: sent again, it would be in the chat twice.
 pub async fn start_completion(
     store: &Store,
     generations: &Generations,
@@ -152,6 +165,9 @@ pub async fn start_completion(
     chat_id: Uuid,
     request: CompletionRequest,
 ) -> ApiResult<Arc<Generation>> {
+    let options =
+        ModelOptions { think: request.think, options: request.options, format: request.format, keep_alive: request.keep_alive };
+    check_model_options(generations, user, &options)?;
     // Both reads at once: they are on the way to the first token. The history is only used
     // once the chat is known to be the user's.
     let (_, history) = tokio::try_join!(user_chat(store, user, chat_id), async { Ok(store.chat_messages(chat_id).await?) })?;
@@ -180,11 +196,7 @@ pub async fn start_completion(
         user_id: user.id,
         chat_id,
         question: Some(question),
-        upstream: upstream_request(
-            request.model,
-            messages,
-            ModelOptions::new(request.think, request.options, request.format, request.keep_alive),
-        ),
+        upstream: upstream_request(request.model, messages, options),
         title_source: Some(title_source),
     })
 }
@@ -197,6 +209,9 @@ pub async fn start_ollama_chat(
     user: &User,
     request: OllamaChatRequest,
 ) -> ApiResult<Arc<Generation>> {
+    let options =
+        ModelOptions { think: request.think, options: request.options, format: request.format, keep_alive: request.keep_alive };
+    check_model_options(generations, user, &options)?;
     user_chat(store, user, request.chat_id).await?;
     refuse_while_running(generations, user, request.chat_id)?;
     let title_source = request.messages.iter().find(|m| m.role == "user").map(|m| m.content.clone());
@@ -216,11 +231,7 @@ pub async fn start_ollama_chat(
         user_id: user.id,
         chat_id: request.chat_id,
         question: None,
-        upstream: upstream_request(
-            request.model,
-            messages,
-            ModelOptions::new(request.think, request.options, request.format, request.keep_alive),
-        ),
+        upstream: upstream_request(request.model, messages, options),
         title_source,
     })
 }

@@ -3,8 +3,13 @@
 //! (completed, stopped, or failed with what was produced so far), whatever happens to the
 //! clients watching it. Clients follow a generation from its start, or re-attach later and
 //! get everything produced so far, then the rest.
+//!
+//! A generation keeps what it produced as joined text, not chunk by chunk: its memory is the
+//! size of the answer, whatever the number of chunks or watchers, and it is freed when the
+//! generation has ended and its watchers are gone. Answers are bounded too: at most
+//! `max_answer_tokens` chunks, and at most `per_user` generations running per user.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::config::GenerationLimits;
 use crate::error::{ApiError, ApiResult};
+use crate::ollama::types::ChunkMessage;
 use crate::ollama::{ChatChunk, ChatRequest, OllamaClient, OllamaError};
 use crate::store::chats::DEFAULT_CHAT_TITLE;
 use crate::store::messages::{Message, NewMessage};
@@ -28,6 +35,8 @@ pub enum EndStatus {
     Completed,
     Stopped,
     Failed,
+    /// Cut at its maximum length (`MAX_ANSWER_TOKENS`, or the request's smaller `num_predict`).
+    Length,
 }
 
 impl EndStatus {
@@ -36,6 +45,7 @@ impl EndStatus {
             EndStatus::Completed => "completed",
             EndStatus::Stopped => "stopped",
             EndStatus::Failed => "failed",
+            EndStatus::Length => "length",
         }
     }
 }
@@ -73,11 +83,89 @@ impl From<GenerationError> for ApiError {
     }
 }
 
-/// What watchers receive, in order: every chunk, then the end.
+/// What watchers receive, in order: the answer's new text, then the end.
 #[derive(Debug, Clone)]
 pub enum GenerationEvent {
-    Chunk(Box<ChatChunk>),
+    Delta(Delta),
     End(Arc<Ending>),
+}
+
+/// The answer's text since the watcher's previous event: one upstream chunk for a watcher that
+/// keeps up, or everything since, joined, for one that attached late or fell behind.
+#[derive(Debug, Clone, Default)]
+pub struct Delta {
+    pub thinking: String,
+    pub content: String,
+    pub tool_calls: Vec<Value>,
+}
+
+/// How many recent chunk ends are remembered: a watcher less far behind gets chunks one by
+/// one, a watcher further behind gets the rest joined.
+const RECENT_PIECES: usize = 256;
+
+/// Where the answer stood after a piece (an upstream chunk that carried something).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Mark {
+    piece: u64,
+    content: usize,
+    thinking: usize,
+    tool_calls: usize,
+}
+
+/// What a generation has produced so far.
+#[derive(Default)]
+struct Produced {
+    answer: Answer,
+    pieces: u64,
+    recent_ends: VecDeque<Mark>,
+    end: Option<Arc<Ending>>,
+}
+
+impl Produced {
+    fn mark(&self) -> Mark {
+        Mark {
+            piece: self.pieces,
+            content: self.answer.content.len(),
+            thinking: self.answer.thinking.len(),
+            tool_calls: self.answer.tool_calls.len(),
+        }
+    }
+
+    fn push(&mut self, message: ChunkMessage) {
+        self.answer.content.push_str(&message.content);
+        if let Some(thinking) = &message.thinking {
+            self.answer.thinking.push_str(thinking);
+        }
+        self.answer.tool_calls.extend(message.tool_calls.into_iter().flatten());
+        self.pieces += 1;
+        if self.recent_ends.len() == RECENT_PIECES {
+            self.recent_ends.pop_front();
+        }
+        let end = self.mark();
+        self.recent_ends.push_back(end);
+    }
+
+    /// Where the piece after `at` ends, while it is still remembered.
+    fn next_end(&self, at: Mark) -> Option<Mark> {
+        let first = self.recent_ends.front()?.piece;
+        let index = (at.piece + 1).checked_sub(first)?;
+        self.recent_ends.get(usize::try_from(index).ok()?).copied()
+    }
+
+    fn delta(&self, from: Mark, to: Mark) -> Delta {
+        Delta {
+            thinking: self.answer.thinking[from.thinking..to.thinking].to_owned(),
+            content: self.answer.content[from.content..to.content].to_owned(),
+            tool_calls: self.answer.tool_calls[from.tool_calls..to.tool_calls].to_vec(),
+        }
+    }
+}
+
+/// Whether an upstream chunk carries any part of the answer.
+fn carries_answer(message: &ChunkMessage) -> bool {
+    !message.content.is_empty()
+        || message.thinking.as_ref().is_some_and(|t| !t.is_empty())
+        || message.tool_calls.as_ref().is_some_and(|c| !c.is_empty())
 }
 
 /// One running (or just finished) generation.
@@ -88,23 +176,37 @@ pub struct Generation {
     pub model: String,
     /// The user message this generation answers, when the request stored one.
     pub user_message_id: Option<Uuid>,
-    log: Mutex<Vec<GenerationEvent>>,
-    published: watch::Sender<usize>,
+    produced: Mutex<Produced>,
+    published: watch::Sender<()>,
     cancel: CancellationToken,
 }
 
 impl Generation {
-    fn publish(&self, event: GenerationEvent) {
-        let mut log = self.log.lock().expect("generation log lock");
-        log.push(event);
-        let len = log.len();
-        drop(log);
-        self.published.send_replace(len);
+    fn publish(&self, message: ChunkMessage) {
+        self.produced.lock().expect("generation lock").push(message);
+        self.published.send_replace(());
     }
 
-    /// A cursor over this generation's events from the very first one.
+    fn publish_end(&self, ending: Ending) {
+        self.produced.lock().expect("generation lock").end = Some(Arc::new(ending));
+        self.published.send_replace(());
+    }
+
+    /// A copy of the answer so far.
+    fn answer(&self) -> Answer {
+        self.produced.lock().expect("generation lock").answer.clone()
+    }
+
+    /// A cursor over this generation: first everything produced so far (as one delta), then
+    /// each new piece, then the end.
     pub fn watch(self: &Arc<Self>) -> GenerationWatcher {
-        GenerationWatcher { generation: self.clone(), next: 0, published: self.published.subscribe() }
+        GenerationWatcher {
+            generation: self.clone(),
+            at: Mark::default(),
+            following: false,
+            ended: false,
+            published: self.published.subscribe(),
+        }
     }
 
     pub fn stop(&self) {
@@ -112,11 +214,15 @@ impl Generation {
     }
 }
 
-/// Reads a generation's events in order, none twice, waiting for new ones.
+/// Reads a generation in order, nothing twice and nothing left out, waiting for more.
 pub struct GenerationWatcher {
     generation: Arc<Generation>,
-    next: usize,
-    published: watch::Receiver<usize>,
+    /// How far this watcher has read.
+    at: Mark,
+    /// Whether it had its first delta (which joins everything produced before it came).
+    following: bool,
+    ended: bool,
+    published: watch::Receiver<()>,
 }
 
 impl GenerationWatcher {
@@ -124,13 +230,20 @@ impl GenerationWatcher {
     pub async fn next(&mut self) -> Option<GenerationEvent> {
         loop {
             {
-                let log = self.generation.log.lock().expect("generation log lock");
-                if let Some(event) = log.get(self.next) {
-                    self.next += 1;
-                    return Some(event.clone());
+                let produced = self.generation.produced.lock().expect("generation lock");
+                if self.at.piece < produced.pieces {
+                    let next = if self.following { produced.next_end(self.at) } else { None };
+                    let to = next.unwrap_or_else(|| produced.mark());
+                    let delta = produced.delta(self.at, to);
+                    (self.at, self.following) = (to, true);
+                    return Some(GenerationEvent::Delta(delta));
                 }
-                if matches!(log.last(), Some(GenerationEvent::End(_))) {
-                    return None;
+                if let Some(ending) = &produced.end {
+                    if self.ended {
+                        return None;
+                    }
+                    self.ended = true;
+                    return Some(GenerationEvent::End(ending.clone()));
                 }
             }
             if self.published.changed().await.is_err() {
@@ -139,13 +252,14 @@ impl GenerationWatcher {
         }
     }
 
-    /// Skips to the end and returns it.
+    /// Waits for the end, skipping the answer's text.
     pub async fn ending(mut self) -> Arc<Ending> {
         loop {
-            match self.next().await {
-                Some(GenerationEvent::End(ending)) => return ending,
-                Some(_) => continue,
-                None => unreachable!("a generation always publishes its end before closing"),
+            if let Some(ending) = &self.generation.produced.lock().expect("generation lock").end {
+                return ending.clone();
+            }
+            if self.published.changed().await.is_err() {
+                unreachable!("the watcher holds the generation, so its sender lives");
             }
         }
     }
@@ -174,22 +288,31 @@ pub struct GenerationRequest {
     pub title_source: Option<String>,
 }
 
-/// All generations of this process, at most one per chat.
+/// When a user at the limit of running generations may try again (answers take seconds).
+const RETRY_AFTER_BUSY_SECS: u64 = 5;
+
+/// All generations of this process: at most one per chat, at most `per_user` per user.
 #[derive(Clone)]
 pub struct Generations {
     running: Arc<Mutex<HashMap<Uuid, Arc<Generation>>>>,
     tasks: TaskTracker,
     store: Store,
     ollama: OllamaClient,
+    limits: GenerationLimits,
 }
 
 impl Generations {
-    pub fn new(store: Store, ollama: OllamaClient) -> Self {
-        Self { running: Arc::default(), tasks: TaskTracker::new(), store, ollama }
+    pub fn new(store: Store, ollama: OllamaClient, limits: GenerationLimits) -> Self {
+        Self { running: Arc::default(), tasks: TaskTracker::new(), store, ollama, limits }
     }
 
-    /// Starts a generation in its own task. Refused while the chat has one running.
-    pub fn start(&self, request: GenerationRequest) -> ApiResult<Arc<Generation>> {
+    pub fn limits(&self) -> &GenerationLimits {
+        &self.limits
+    }
+
+    /// Starts a generation in its own task. Refused while the chat has one running (409), or
+    /// while the user has `per_user` running (429).
+    pub fn start(&self, mut request: GenerationRequest) -> ApiResult<Arc<Generation>> {
         if self.tasks.is_closed() {
             return Err(ApiError::Unavailable("The server is shutting down"));
         }
@@ -197,14 +320,22 @@ impl Generations {
         if running.contains_key(&request.chat_id) {
             return Err(ApiError::Conflict("A reply is already being generated for this chat"));
         }
+        let per_user = self.limits.per_user;
+        if running.values().filter(|g| g.user_id == request.user_id).count() >= per_user {
+            return Err(ApiError::TooManyRequests {
+                limit: format!("{per_user} replies generating at once per user"),
+                retry_after_secs: RETRY_AFTER_BUSY_SECS,
+            });
+        }
+        limit_answer_length(&mut request.upstream, self.limits.max_answer_tokens);
         let generation = Arc::new(Generation {
             id: Uuid::new_v4(),
             chat_id: request.chat_id,
             user_id: request.user_id,
             model: request.upstream.model.clone(),
             user_message_id: request.question.as_ref().map(|q| q.id),
-            log: Mutex::new(Vec::new()),
-            published: watch::channel(0).0,
+            produced: Mutex::default(),
+            published: watch::channel(()).0,
             cancel: CancellationToken::new(),
         });
         running.insert(request.chat_id, generation.clone());
@@ -247,19 +378,28 @@ impl Generations {
     }
 
     async fn run(&self, generation: Arc<Generation>, mut request: GenerationRequest) {
-        let question = request.question.take().map(|question| self.spawn_store_question(&generation, question));
-        let mut answer = Answer::default();
+        let question = request.question.take().map(|question| (question.id, self.spawn_store_question(&generation, question)));
         let mut outcome = tokio::select! {
             // Dropping `stream_answer` drops the upstream request: Ollama stops generating.
             _ = generation.cancel.cancelled() => Outcome::Stopped,
-            result = stream_answer(&self.ollama, &generation, &request.upstream, &mut answer) => match result {
-                Ok(final_chunk) => Outcome::Completed(Box::new(final_chunk)),
+            result = stream_answer(&self.ollama, &generation, &request.upstream, self.limits.max_answer_tokens) => match result {
+                Ok(Streamed::Done(final_chunk)) if final_chunk.done_reason.as_deref() == Some("length") => {
+                    Outcome::Length(Some(final_chunk))
+                }
+                Ok(Streamed::Done(final_chunk)) => Outcome::Completed(final_chunk),
+                Ok(Streamed::CutAtLimit) => Outcome::Length(None),
                 Err(err) => Outcome::Failed(err.into()),
             },
         };
+        let mut answer = generation.answer();
         // An answer is only kept after its question.
-        if let Some(question) = question {
+        if let Some((question_id, question)) = question {
             match question.await {
+                // Refused before its first token: the question goes too, or sending it again
+                // would leave it in the chat (and in later turns' history) twice.
+                Ok(QuestionFate::Stored) if matches!(outcome, Outcome::Failed(_)) && !answer.produced_anything() => {
+                    self.remove_question(&generation, question_id).await;
+                }
                 Ok(QuestionFate::Stored) => {}
                 Ok(QuestionFate::ChatDeleted) => (outcome, answer) = (Outcome::Stopped, Answer::default()),
                 Ok(QuestionFate::NotStored) | Err(_) => {
@@ -270,20 +410,28 @@ impl Generations {
         let ending = self.finish(&generation, &request, answer, outcome).await;
         // Unregister before publishing the end, so a client that saw the end can start anew.
         self.running.lock().expect("generations lock").remove(&generation.chat_id);
-        generation.publish(GenerationEvent::End(Arc::new(ending)));
+        generation.publish_end(ending);
+    }
+
+    async fn remove_question(&self, generation: &Generation, question_id: Uuid) {
+        let removed = self.store.delete_messages(generation.user_id, generation.chat_id, &[question_id], store::now()).await;
+        if let Err(err) = removed {
+            tracing::warn!(error = %err, generation_id = %generation.id, "removing the question of a refused request failed");
+        }
     }
 
     /// Stores the answer (once) and works out what the watchers are told.
     async fn finish(&self, generation: &Generation, request: &GenerationRequest, answer: Answer, outcome: Outcome) -> Ending {
         let (status, final_chunk, error) = match outcome {
             Outcome::Completed(chunk) => (EndStatus::Completed, Some(*chunk), None),
+            Outcome::Length(chunk) => (EndStatus::Length, chunk.map(|c| *c), None),
             Outcome::Stopped => (EndStatus::Stopped, None, None),
             Outcome::Failed(err) => (EndStatus::Failed, None, Some(err)),
         };
         let produced_anything = answer.produced_anything();
         let mut ending = Ending { status, message: None, chat_title: None, final_chunk, error, produced_anything };
-        // Nothing produced and not completed: there is no answer to keep.
-        if !produced_anything && status != EndStatus::Completed {
+        // Nothing produced and cut short: there is no answer to keep.
+        if !produced_anything && matches!(status, EndStatus::Stopped | EndStatus::Failed) {
             ending.chat_title = self.chat_title(request, false).await;
             return ending;
         }
@@ -392,12 +540,14 @@ enum QuestionFate {
 
 enum Outcome {
     Completed(Box<ChatChunk>),
+    /// Ollama's last chunk when it ended the answer itself (`done_reason: "length"`).
+    Length(Option<Box<ChatChunk>>),
     Stopped,
     Failed(GenerationError),
 }
 
 /// What has been produced so far.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Answer {
     content: String,
     thinking: String,
@@ -410,27 +560,46 @@ impl Answer {
     }
 }
 
+/// How an upstream answer ended, when it did not fail.
+enum Streamed {
+    /// Ollama's last chunk (`done: true`, counters; its text is already published).
+    Done(Box<ChatChunk>),
+    /// The upstream went on past `max_tokens` (an upstream may ignore `num_predict`).
+    CutAtLimit,
+}
+
+/// Asks the upstream for at most `max_tokens` tokens, or fewer when the request asks for fewer.
+fn limit_answer_length(request: &mut ChatRequest, max_tokens: u32) {
+    let options = request.options.get_or_insert_with(|| json!({}));
+    if let Value::Object(options) = options {
+        let asked = options.get("num_predict").and_then(Value::as_u64).filter(|n| *n > 0);
+        let limit = asked.map_or(u64::from(max_tokens), |n| n.min(u64::from(max_tokens)));
+        options.insert("num_predict".into(), json!(limit));
+    }
+}
+
+/// Publishes the upstream's chunks as they come, at most `max_tokens` of them.
 async fn stream_answer(
     ollama: &OllamaClient,
     generation: &Generation,
     request: &ChatRequest,
-    answer: &mut Answer,
-) -> Result<ChatChunk, OllamaError> {
+    max_tokens: u32,
+) -> Result<Streamed, OllamaError> {
     let stream = ollama.chat(request).await?;
     futures_util::pin_mut!(stream);
+    let mut tokens = 0u32;
     while let Some(item) = stream.next().await {
-        let chunk = item?;
-        answer.content.push_str(&chunk.message.content);
-        if let Some(thinking) = &chunk.message.thinking {
-            answer.thinking.push_str(thinking);
+        let mut chunk = item?;
+        let message = std::mem::take(&mut chunk.message);
+        if carries_answer(&message) {
+            if tokens == max_tokens {
+                return Ok(Streamed::CutAtLimit);
+            }
+            tokens += 1;
+            generation.publish(message);
         }
-        if let Some(calls) = &chunk.message.tool_calls {
-            answer.tool_calls.extend(calls.iter().cloned());
-        }
-        let done = chunk.done;
-        generation.publish(GenerationEvent::Chunk(Box::new(chunk.clone())));
-        if done {
-            return Ok(chunk);
+        if chunk.done {
+            return Ok(Streamed::Done(Box::new(chunk)));
         }
     }
     Err(OllamaError::Disconnected("the answer ended before it was complete".into()))
@@ -452,7 +621,112 @@ pub fn title_from(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::title_from;
+    use super::*;
+
+    fn generation() -> Arc<Generation> {
+        Arc::new(Generation {
+            id: Uuid::new_v4(),
+            chat_id: Uuid::new_v4(),
+            user_id: Uuid::new_v4(),
+            model: "llama3.2:1b".into(),
+            user_message_id: None,
+            produced: Mutex::default(),
+            published: watch::channel(()).0,
+            cancel: CancellationToken::new(),
+        })
+    }
+
+    fn piece(content: &str) -> ChunkMessage {
+        ChunkMessage { content: content.into(), ..ChunkMessage::default() }
+    }
+
+    fn end(generation: &Generation) {
+        generation.publish_end(Ending {
+            status: EndStatus::Completed,
+            message: None,
+            chat_title: None,
+            final_chunk: None,
+            error: None,
+            produced_anything: true,
+        });
+    }
+
+    async fn next_content(watcher: &mut GenerationWatcher) -> String {
+        match watcher.next().await {
+            Some(GenerationEvent::Delta(delta)) => delta.content,
+            other => panic!("expected a delta, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_keeps_up_gets_each_piece_in_order_then_the_end() {
+        let generation = generation();
+        let mut watcher = generation.watch();
+        generation.publish(piece("Echo:"));
+        assert_eq!(next_content(&mut watcher).await, "Echo:");
+        generation.publish(piece(" one"));
+        generation.publish(ChunkMessage { thinking: Some("hm".into()), tool_calls: Some(vec![json!({"f": 1})]), ..piece("") });
+        generation.publish(piece(" two"));
+        assert_eq!(next_content(&mut watcher).await, " one");
+        let Some(GenerationEvent::Delta(delta)) = watcher.next().await else { panic!() };
+        assert_eq!((delta.content.as_str(), delta.thinking.as_str(), delta.tool_calls), ("", "hm", vec![json!({"f": 1})]));
+        assert_eq!(next_content(&mut watcher).await, " two");
+        end(&generation);
+        assert!(matches!(watcher.next().await, Some(GenerationEvent::End(_))));
+        assert!(watcher.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_late_watcher_gets_what_was_produced_as_one_delta_then_follows() {
+        let generation = generation();
+        for word in ["Echo:", " a", " b"] {
+            generation.publish(piece(word));
+        }
+        let mut late = generation.watch();
+        assert_eq!(next_content(&mut late).await, "Echo: a b");
+        generation.publish(piece(" c"));
+        assert_eq!(next_content(&mut late).await, " c");
+    }
+
+    #[tokio::test]
+    async fn a_watcher_far_behind_gets_the_rest_joined_with_nothing_lost() {
+        let generation = generation();
+        let mut slow = generation.watch();
+        generation.publish(piece("0"));
+        assert_eq!(next_content(&mut slow).await, "0");
+        let words: Vec<String> = (1..=RECENT_PIECES + 10).map(|i| format!(" {i}")).collect();
+        for word in &words {
+            generation.publish(piece(word));
+        }
+        assert_eq!(next_content(&mut slow).await, words.concat());
+        generation.publish(piece(" last"));
+        assert_eq!(next_content(&mut slow).await, " last");
+        // Only the last pieces' ends are remembered, never the pieces themselves.
+        let produced = generation.produced.lock().unwrap();
+        assert_eq!(produced.recent_ends.len(), RECENT_PIECES);
+        assert_eq!(produced.answer.content, format!("0{} last", words.concat()));
+    }
+
+    #[test]
+    fn the_answer_length_is_capped_but_a_smaller_request_is_kept() {
+        let mut request = ChatRequest {
+            model: "m".into(),
+            messages: Vec::new(),
+            stream: true,
+            think: None,
+            options: None,
+            format: None,
+            keep_alive: None,
+        };
+        limit_answer_length(&mut request, 100);
+        assert_eq!(request.options, Some(json!({"num_predict": 100})));
+        request.options = Some(json!({"temperature": 0.5, "num_predict": 7}));
+        limit_answer_length(&mut request, 100);
+        assert_eq!(request.options, Some(json!({"temperature": 0.5, "num_predict": 7})));
+        request.options = Some(json!({"num_predict": 700}));
+        limit_answer_length(&mut request, 100);
+        assert_eq!(request.options, Some(json!({"num_predict": 100})));
+    }
 
     #[test]
     fn titles_are_cut_like_the_original() {

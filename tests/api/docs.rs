@@ -100,3 +100,21 @@ async fn documentation_pages_work_without_internet(app: TestApp) {
     assert_eq!(script.headers()["content-type"], "application/javascript");
     assert!(script.text().await.unwrap().len() > 500_000);
 }
+
+/// The model options a chat request may set are documented from the same list the server
+/// checks them against.
+#[test]
+fn model_options_are_documented_as_an_allow_list() {
+    let spec = serde_json::to_value(rovertchat::openapi::spec()).unwrap();
+    let schemas = &spec["components"]["schemas"];
+    let options = &schemas["ModelOptions"];
+    assert_eq!(options["additionalProperties"], false);
+    let documented: Vec<&str> = options["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+    let allowed: Vec<&str> = rovertchat::schemas::chats::MODEL_OPTIONS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(documented, allowed);
+    assert!(!allowed.contains(&"num_gpu"));
+    for request in ["CompletionRequest", "OllamaChatRequest"] {
+        let field = serde_json::to_string(&schemas[request]["properties"]["options"]).unwrap();
+        assert!(field.contains("#/components/schemas/ModelOptions"), "{request}: {field}");
+    }
+}

@@ -9,6 +9,7 @@ mod adoption;
 mod body_limits;
 mod chats;
 mod docs;
+mod generation_limits;
 mod health;
 mod login_flood;
 mod ollama;

@@ -375,7 +375,12 @@ pub struct SseEvent {
 
 impl StreamReader {
     pub async fn open(request: TestRequest<'_>) -> StreamReader {
-        let response = request.builder().send().await.expect("request reaches the server");
+        Self::open_request(request.builder()).await
+    }
+
+    /// Opens a stream from any request (e.g. to a server started as a process).
+    pub async fn open_request(request: reqwest::RequestBuilder) -> StreamReader {
+        let response = request.send().await.expect("request reaches the server");
         let status = response.status();
         let headers = response.headers().clone();
         StreamReader { status, headers, body: Box::pin(response.bytes_stream()), buffer: String::new(), comments: 0 }
