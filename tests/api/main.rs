@@ -7,6 +7,7 @@ mod support;
 mod accounts;
 mod adoption;
 mod chats;
+mod connections;
 mod docs;
 mod health;
 mod ollama;
