@@ -102,6 +102,48 @@ impl Default for GenerationLimits {
     }
 }
 
+/// How long clients may hold a connection without using it, and how many may be open at once.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Time to send a complete request head, from the connection's opening or from the first
+    /// byte of a later request on it.
+    pub header_read_timeout: Duration,
+    /// Time a kept-alive connection may wait for its next request.
+    pub keep_alive_idle: Duration,
+    /// Open connections at most; more wait in the kernel's listen backlog.
+    pub max_connections: usize,
+}
+
+/// Open connections at most when the open-file limit allows it.
+const MAX_CONNECTIONS_CEILING: usize = 1024;
+/// Descriptors kept for the database, logs and the listener.
+const DESCRIPTORS_RESERVED: u64 = 64;
+
+/// Each connection may take two descriptors (its own and one to Ollama), after the reserve;
+/// at most [`MAX_CONNECTIONS_CEILING`] (480 under the common limit of 1024).
+fn default_max_connections(open_file_limit: Option<u64>) -> usize {
+    match open_file_limit {
+        Some(limit) => {
+            let fitting = limit.saturating_sub(DESCRIPTORS_RESERVED) / 2;
+            usize::try_from(fitting).unwrap_or(usize::MAX).clamp(16, MAX_CONNECTIONS_CEILING)
+        }
+        None => MAX_CONNECTIONS_CEILING,
+    }
+}
+
+/// The process's open-file limit (`ulimit -n`), when there is one.
+pub fn open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit only writes the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 && limit.rlim_cur != libc::RLIM_INFINITY {
+            return Some(limit.rlim_cur);
+        }
+    }
+    None
+}
+
 /// `N` requests per `per`, e.g. `5/minute`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateSpec {
@@ -184,6 +226,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Bytes of message-sized request bodies held in memory at once.
     pub max_body_bytes_in_flight: usize,
+    pub connections: ConnectionLimits,
 }
 
 const MIN_SECRET_BYTES: usize = 32;
@@ -326,12 +369,14 @@ impl Config {
         if max_body_bytes_in_flight < max_body_bytes {
             return Err(ConfigError::new("MAX_BODY_BYTES_IN_FLIGHT", "must be at least MAX_BODY_BYTES"));
         }
+        let connections = connection_limits(&vars)?;
 
         Ok(Config {
             rate_limits,
             request_timeout,
             max_body_bytes,
             max_body_bytes_in_flight,
+            connections,
             shutdown_grace,
             heartbeat_interval,
             generation_limits,
@@ -424,6 +469,27 @@ fn rate_limits(vars: &Vars) -> Result<RateLimitConfig, ConfigError> {
         settings_read: spec("RATE_LIMIT_SETTINGS_READ", 30)?,
         settings_write: spec("RATE_LIMIT_SETTINGS_WRITE", 15)?,
         trusted_proxies,
+    })
+}
+
+fn connection_limits(vars: &Vars) -> Result<ConnectionLimits, ConfigError> {
+    let seconds = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
+        match vars.parse::<u64>(name, "a whole number of seconds")?.unwrap_or(default) {
+            0 => Err(ConfigError::new(name, "must be at least 1")),
+            secs => Ok(Duration::from_secs(secs)),
+        }
+    };
+    let max_connections = match vars.parse::<usize>("MAX_CONNECTIONS", "a positive number")? {
+        Some(0) => return Err(ConfigError::new("MAX_CONNECTIONS", "must be at least 1")),
+        Some(max) => max,
+        None => default_max_connections(open_file_limit()),
+    };
+    Ok(ConnectionLimits {
+        header_read_timeout: seconds("HEADER_READ_TIMEOUT_SECS", 15)?,
+        // Longer than the 60 s a reverse proxy usually keeps its idle upstream connections, so
+        // the proxy never sends a request on a connection being closed here.
+        keep_alive_idle: seconds("KEEP_ALIVE_IDLE_SECS", 75)?,
+        max_connections,
     })
 }
 
@@ -564,6 +630,9 @@ mod tests {
             ("MAX_ANSWER_TOKENS", "lots"),
             ("MAX_NUM_CTX", "-1"),
             ("GENERATIONS_PER_USER", "0"),
+            ("HEADER_READ_TIMEOUT_SECS", "0"),
+            ("KEEP_ALIVE_IDLE_SECS", "a minute"),
+            ("MAX_CONNECTIONS", "0"),
         ];
         for (name, value) in cases {
             let mut v = vars(&SECRETS);
@@ -636,6 +705,17 @@ mod tests {
         v.extend(vars(&[("MAX_ANSWER_TOKENS", "100"), ("MAX_NUM_CTX", "2048"), ("GENERATIONS_PER_USER", "1")]));
         let limits = Config::from_vars(v).unwrap().generation_limits;
         assert_eq!(limits, GenerationLimits { max_answer_tokens: 100, max_num_ctx: 2048, per_user: 1 });
+    }
+
+    #[test]
+    fn the_connection_cap_fits_the_open_file_limit() {
+        assert_eq!(default_max_connections(None), 1024);
+        assert_eq!(default_max_connections(Some(1_048_576)), 1024);
+        assert_eq!(default_max_connections(Some(1024)), 480);
+        assert_eq!(default_max_connections(Some(40)), 16);
+        let mut v = vars(&SECRETS);
+        v.push(("MAX_CONNECTIONS".into(), "5000".into()));
+        assert_eq!(Config::from_vars(v).unwrap().connections.max_connections, 5000);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod ollama;
 pub mod openapi;
 pub mod routes;
 pub mod schemas;
+pub mod server;
 pub mod services;
 pub mod state;
 pub mod store;
@@ -21,11 +22,10 @@ pub mod validation;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::Request;
-use axum::serve::ListenerExt;
-use axum::ServiceExt;
 use tokio::net::TcpListener;
 use tower::util::MapRequestLayer;
 use tower::Layer;
@@ -33,10 +33,15 @@ use tower::Layer;
 use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
 use crate::ollama::OllamaClient;
+use crate::server::Server;
 use crate::services::generation::Generations;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::validation::BodyLimits;
+
+/// How long answers stopped at the end of the shutdown grace period have to send their last
+/// event before their connections are closed.
+const LAST_EVENTS_WINDOW: Duration = Duration::from_secs(1);
 
 /// The server: connected to its database (migrated), bound to its port, ready to serve.
 pub struct Application {
@@ -76,29 +81,27 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` completes; then stops accepting work, lets running generations
-    /// end within the grace period (then stops them, storing their partial answers), and
-    /// finishes in-flight requests.
+    /// Serves until `shutdown` completes; then stops accepting, lets requests in progress and
+    /// running generations go on for the grace period (then stops the generations, storing
+    /// their partial answers), and closes every connection still open a moment later.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let grace = self.state.config.shutdown_grace;
-        let generations = self.state.generations.clone();
-        let shutdown = async move {
-            shutdown.await;
-            tracing::info!(running = generations.running_count(), "shutting down");
-            // Generations end on their own schedule while the server drains connections:
-            // their streams are among the connections being drained.
-            tokio::spawn(async move { generations.shutdown(grace).await });
-        };
         let router = routes::router(self.state.clone());
         let app = MapRequestLayer::new(trim_api_trailing_slash).layer(router);
-        // Small SSE deltas must leave at once, not wait for the client's delayed ACK (Nagle).
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("server error")?;
+        let server = Server::start(self.listener, app, self.state.config.connections);
+        shutdown.await;
+        let generations = self.state.generations.clone();
+        tracing::info!(running = generations.running_count(), "shutting down");
+        // Generations end on their own schedule while the connections drain: their streams
+        // are among those connections.
+        let generations_stopped = tokio::spawn(async move { generations.shutdown(grace).await });
+        server
+            .shut_down(async move {
+                tokio::time::sleep(grace).await;
+                let _ = generations_stopped.await;
+                tokio::time::sleep(LAST_EVENTS_WINDOW).await;
+            })
+            .await;
         self.state.generations.shutdown(grace).await;
         self.state.store.close().await;
         Ok(())

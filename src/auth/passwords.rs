@@ -5,6 +5,7 @@
 //! workspaces are reused from job to job (mapping and faulting in a fresh block per login
 //! halved the login rate) and given back to the system after two quiet seconds.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -96,7 +97,13 @@ fn hashing_thread(pool: &HashingPool) {
                 job(&mut workspace);
                 spare(pool).push(workspace);
             }
-            Err(RecvTimeoutError::Timeout) => spare(pool).clear(),
+            Err(RecvTimeoutError::Timeout) => {
+                spare(pool).clear();
+                let skipped = SKIPPED_JOBS.swap(0, Ordering::Relaxed);
+                if skipped > 0 {
+                    tracing::info!(skipped, "password checks skipped: nobody was waiting for them any more");
+                }
+            }
             Err(RecvTimeoutError::Disconnected) => return,
         }
     }
@@ -134,6 +141,9 @@ pub enum HashingError {
     Failed(#[from] anyhow::Error),
 }
 
+/// Jobs skipped since the hashing threads were last idle (reported then).
+static SKIPPED_JOBS: AtomicU64 = AtomicU64::new(0);
+
 /// Jobs that may wait per hashing thread (about 30 ms of work each). Beyond it a login is
 /// refused at once, so a flood cannot build a backlog that real logins wait minutes behind.
 pub const QUEUED_JOBS_PER_THREAD: usize = 32;
@@ -147,6 +157,8 @@ async fn on_hashing_thread<T: Send + 'static>(job: impl FnOnce(&mut Workspace) -
     let job: Job = Box::new(move |workspace| {
         if !reply.is_closed() && !abandoned.as_ref().is_some_and(|a| a.is_cancelled()) {
             let _ = reply.send(job(workspace));
+        } else {
+            SKIPPED_JOBS.fetch_add(1, Ordering::Relaxed);
         }
     });
     hashing_queue().try_send(job).map_err(|err| match err {

@@ -39,7 +39,7 @@ fn streamed(body: String) -> reqwest::Body {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_parallel_worst_case_bodies_on_each_route_stay_under_300_mb() {
-    let server = ServerProcess::start(&[("RATE_LIMITS", "off")]).await;
+    let server = ServerProcess::start(&[]);
     let client = reqwest::Client::new();
     let registered = client
         .post(server.url("/auth/register"))

@@ -8,6 +8,7 @@ mod accounts;
 mod adoption;
 mod body_limits;
 mod chats;
+mod connections;
 mod docs;
 mod generation_limits;
 mod health;

@@ -1,23 +1,20 @@
 //! The binary as a person runs it: configuration errors, `migrate`, and limits that only a
 //! real server process shows.
 
-use std::process::Command;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ollama_emulator::Knobs;
 use serde_json::Value;
 
 use crate::on_both_databases;
-use crate::support::{Backend, SseEvent, StreamReader, TestApp, PASSWORD};
+use crate::support::process::{assert_closed_by_server, rovertchat, ProcessOptions, ServerProcess, PROCESS_WAIT};
+use crate::support::{SseEvent, StreamReader, TestApp, PASSWORD};
 
 fn deltas(events: &[SseEvent]) -> String {
     events.iter().filter(|e| e.event == "delta").filter_map(|e| e.data["content"].as_str()).collect()
-}
-
-fn rovertchat(dir: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rovertchat"));
-    command.current_dir(dir).env_clear().env("DATA_DIR", dir.join("data")).env("LOG_DIR", dir.join("logs"));
-    command
 }
 
 #[test]
@@ -97,98 +94,13 @@ async fn oversized_headers_are_refused(app: TestApp) {
 
 on_both_databases!(a_long_answer_costs_the_server_memory_of_its_text_only);
 
-/// The server binary, started on a free port; killed when dropped.
-struct ServerProcess {
-    child: std::process::Child,
-    address: String,
-    _dir: tempfile::TempDir,
-    _database: Option<crate::support::PgDatabase>,
-}
-
-impl ServerProcess {
-    async fn start(app: &TestApp, vars: &[(&str, &str)]) -> ServerProcess {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let database = match app.backend {
-            Backend::Postgres => Some(crate::support::create_pg_database().await),
-            Backend::Sqlite => None,
-        };
-        let mut command = rovertchat(dir.path());
-        command
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("JWT_SECRET_KEY", crate::support::ACCESS_SECRET)
-            .env("JWT_REFRESH_SECRET_KEY", crate::support::REFRESH_SECRET)
-            .env("OLLAMA_BASE_URL", app.emulator.base_url())
-            .env("RATE_LIMITS", "off")
-            .env("LOG_LEVEL", "warn")
-            .envs(vars.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        if let Some(database) = &database {
-            command.env("DATABASE_URL", &database.url);
-        }
-        let server = ServerProcess {
-            child: command.spawn().expect("the server binary starts"),
-            address: format!("http://127.0.0.1:{port}/api/v1"),
-            _dir: dir,
-            _database: database,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let health = format!("{}/health", server.address);
-        while !reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()) {
-            assert!(Instant::now() < deadline, "the server did not answer /health within a minute");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        server
-    }
-
-    fn status_kb(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("/proc/<pid>/status");
-        let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"));
-        line.split_whitespace().nth(1).and_then(|kb| kb.parse().ok()).expect("a number of kB")
-    }
-
-    fn rss_kb(&self) -> u64 {
-        self.status_kb("VmRSS:")
-    }
-
-    /// Starts measuring the peak (VmHWM) anew; false where the kernel does not allow it.
-    fn reset_peak(&self) -> bool {
-        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5").is_ok()
-    }
-
-    /// The resident size once it has stopped moving (e.g. after freed buffers are returned),
-    /// waiting at most ten seconds.
-    async fn settled_rss_kb(&self) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let (mut last, mut steady_since) = (self.rss_kb(), Instant::now());
-        while Instant::now() < deadline && steady_since.elapsed() < Duration::from_millis(1500) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let now = self.rss_kb();
-            if now.abs_diff(last) > 256 {
-                steady_since = Instant::now();
-            }
-            last = now;
-        }
-        last
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A 200,000-token answer, followed live by a watcher that stops reading: the server's memory
 /// grows by about the answer's text (not per chunk), and returns near where it was at the end.
 async fn a_long_answer_costs_the_server_memory_of_its_text_only(app: TestApp) {
     const TOKENS: usize = 200_000;
-    let server = ServerProcess::start(&app, &[("MAX_ANSWER_TOKENS", "1000000")]).await;
+    let server = ServerProcess::start_on(app.backend, app.emulator.base_url(), &[("MAX_ANSWER_TOKENS", "1000000")]).await;
     let client = reqwest::Client::new();
-    let url = |path: &str| format!("{}{path}", server.address);
+    let url = |path: &str| server.url(path);
     let account = serde_json::json!({"username": "bob_user", "email": "bob@example.com", "password": PASSWORD});
     assert_eq!(client.post(url("/auth/register")).json(&account).send().await.unwrap().status(), 201);
     let login = client.post(url("/auth/login")).form(&[("username", "bob_user"), ("password", PASSWORD)]).send().await.unwrap();
@@ -209,7 +121,7 @@ async fn a_long_answer_costs_the_server_memory_of_its_text_only(app: TestApp) {
     let warm_up = complete(new_chat().await).await.rest().await;
     assert_eq!(warm_up.last().unwrap().event, "done");
     let chat = new_chat().await;
-    let baseline = server.settled_rss_kb().await;
+    let baseline = server.settled_rss_kib().await;
     let hwm_measured = server.reset_peak();
 
     app.emulator.set_knobs(Knobs { tokens: Some(TOKENS), ..Knobs::default() });
@@ -221,7 +133,7 @@ async fn a_long_answer_costs_the_server_memory_of_its_text_only(app: TestApp) {
     let deadline = Instant::now() + Duration::from_secs(300);
     let generation = url(&format!("/chats/{chat}/generation"));
     while client.get(&generation).bearer_auth(&token).send().await.unwrap().status() == 200 {
-        sampled_peak = sampled_peak.max(server.rss_kb());
+        sampled_peak = sampled_peak.max(server.rss_kib());
         assert!(Instant::now() < deadline, "the answer took more than five minutes");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -233,8 +145,8 @@ async fn a_long_answer_costs_the_server_memory_of_its_text_only(app: TestApp) {
     assert_eq!(done.data["message"]["content"].as_str(), Some(joined.as_str()), "every piece once, in order");
     assert_eq!(joined.split_whitespace().count(), TOKENS);
 
-    let peak = if hwm_measured { server.status_kb("VmHWM:").max(sampled_peak) } else { sampled_peak };
-    let after = server.settled_rss_kb().await;
+    let peak = if hwm_measured { server.memory_kib("VmHWM:").max(sampled_peak) } else { sampled_peak };
+    let after = server.settled_rss_kib().await;
     let text_kb = joined.len() as u64 / 1024;
     eprintln!(
         "answer text {text_kb} kB; server RSS: baseline {baseline} kB, peak +{} kB, after +{} kB",
@@ -244,4 +156,104 @@ async fn a_long_answer_costs_the_server_memory_of_its_text_only(app: TestApp) {
     // Kept chunk by chunk, this answer cost ~80 MB, never returned.
     assert!(peak.saturating_sub(baseline) < 24 * 1024, "peak grew by {} kB for {text_kb} kB of text", peak - baseline);
     assert!(after.saturating_sub(baseline) < 12 * 1024, "{} kB still held after the end", after - baseline);
+}
+
+#[test]
+fn at_the_connection_cap_new_clients_wait_for_a_free_slot() {
+    let mut server =
+        ServerProcess::start(&[("MAX_CONNECTIONS", "8"), ("HEADER_READ_TIMEOUT_SECS", "2"), ("KEEP_ALIVE_IDLE_SECS", "600")]);
+    let mut stalled: Vec<TcpStream> = (0..8).map(|_| server.half_sent_request()).collect();
+    let warning = server.wait_for_log("connection limit reached");
+    assert!(warning.contains("WARN") && warning.contains("MAX_CONNECTIONS"), "{warning}");
+    // Queued in the backlog until the stalled connections time out.
+    assert!(server.health().starts_with("HTTP/1.1 200"));
+    for connection in &mut stalled {
+        assert_closed_by_server(connection);
+    }
+}
+
+#[test]
+fn out_of_file_descriptors_the_server_keeps_accepting() {
+    // About 16 descriptors are taken at startup (database, log, runtime): 24 are left.
+    let mut server = ServerProcess::start_with(ProcessOptions {
+        settings: &[("MAX_CONNECTIONS", "1000"), ("HEADER_READ_TIMEOUT_SECS", "2"), ("KEEP_ALIVE_IDLE_SECS", "600")],
+        open_files: Some(40),
+        ..ProcessOptions::default()
+    });
+    let stalled: Vec<TcpStream> = (0..40).map(|_| server.half_sent_request()).collect();
+    server.wait_for_log("Too many open files");
+    assert!(server.health().starts_with("HTTP/1.1 200"), "served once the stalled connections timed out");
+    drop(stalled);
+    assert!(server.health().starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn sigterm_ends_the_server_within_the_grace_period_whatever_the_clients_do() {
+    // An "Ollama" that accepts connections and never answers.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ollama = format!("http://{}", black_hole.local_addr().unwrap());
+    let (asked, ollama_asked) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in black_hole.incoming().map_while(Result::ok) {
+            held.push(connection);
+            let _ = asked.send(());
+        }
+    });
+    let grace = Duration::from_secs(2);
+    let mut server = ServerProcess::start(&[
+        ("SHUTDOWN_GRACE_SECS", "2"),
+        ("HEADER_READ_TIMEOUT_SECS", "600"),
+        ("KEEP_ALIVE_IDLE_SECS", "600"),
+        ("OLLAMA_BASE_URL", &ollama),
+    ]);
+    let _half_heads: Vec<TcpStream> = (0..3).map(|_| server.half_sent_request()).collect();
+    let mut kept_alive = server.connect();
+    kept_alive.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !String::from_utf8_lossy(&response).ends_with("\"healthy\"}") {
+        let n = kept_alive.read(&mut chunk).expect("the health response");
+        assert!(n > 0, "the kept-alive connection closed early");
+        response.extend_from_slice(&chunk[..n]);
+    }
+    // A request that would wait for Ollama until REQUEST_TIMEOUT_SECS (30).
+    let token = signed_up_token(&server);
+    let mut waiting = server.connect();
+    waiting
+        .write_all(
+            format!("GET /api/v1/ollama/version HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    ollama_asked.recv_timeout(PROCESS_WAIT).expect("the request reaches Ollama");
+
+    let status = server.terminate(grace + Duration::from_secs(5)).expect("the server exits within its grace period");
+    assert!(status.success(), "{status:?}");
+}
+
+/// Registers and logs in over plain sockets (for tests without an async runtime); the access token.
+fn signed_up_token(server: &ServerProcess) -> String {
+    let exchange = |request: String| {
+        let mut connection = server.connect();
+        connection.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        connection.read_to_string(&mut response).unwrap();
+        response
+    };
+    let account = serde_json::json!({"username": "bob_user", "email": "bob@example.com", "password": PASSWORD}).to_string();
+    let registered = exchange(format!(
+        "POST /api/v1/auth/register HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{account}",
+        account.len()
+    ));
+    assert!(registered.starts_with("HTTP/1.1 201"), "{registered}");
+    let form = format!("username=bob_user&password={PASSWORD}");
+    let login = exchange(format!(
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    ));
+    let body = login.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let body: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{login}"));
+    body["access_token"].as_str().unwrap().to_owned()
 }
