@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod guards;
+pub mod names;
 pub mod ollama;
 pub mod openapi;
 pub mod routes;
