@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod guards;
 pub mod lifetime;
+pub mod names;
 pub mod ollama;
 pub mod openapi;
 pub mod routes;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -16,9 +16,12 @@ use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
+use uuid::Uuid;
 
 use crate::config::{RateLimitConfig, RateSpec};
 use crate::error::ApiError;
+use crate::names::name_key;
+use crate::schemas::users::LOGIN_NAME_MAX_CHARS;
 
 struct Limit {
     spec: RateSpec,
@@ -30,8 +33,63 @@ struct Limit {
 pub struct RateLimits {
     enabled: bool,
     by_route: Arc<HashMap<(Method, &'static str), Arc<Limit>>>,
-    login_per_account: Arc<(RateSpec, DefaultKeyedRateLimiter<String>)>,
+    login_per_account: Arc<LoginLimits>,
     trusted_proxies: Arc<Vec<IpNet>>,
+}
+
+/// Whose password a login tries: an account (by whichever of its names), or a name no
+/// account has.
+#[derive(Clone, Copy, Debug)]
+pub enum LoginTarget<'a> {
+    Account(Uuid),
+    UnknownName(&'a str),
+}
+
+/// Beyond this many unknown names their limits are forgotten rather than grown.
+const MAX_UNKNOWN_NAMES: usize = 100_000;
+
+/// The per-account login limit.
+struct LoginLimits {
+    spec: RateSpec,
+    by_account: DefaultKeyedRateLimiter<Uuid>,
+    /// Names no account has (by key), limited alike so that a 429 does not tell whether an
+    /// account exists. They protect no password, so when there are too many they are dropped.
+    by_unknown_name: Mutex<DefaultKeyedRateLimiter<String>>,
+    max_unknown_names: usize,
+}
+
+impl LoginLimits {
+    fn new(spec: RateSpec, max_unknown_names: usize) -> Self {
+        LoginLimits {
+            spec,
+            by_account: RateLimiter::keyed(quota(spec)),
+            by_unknown_name: Mutex::new(RateLimiter::keyed(quota(spec))),
+            max_unknown_names,
+        }
+    }
+
+    fn unknown_names(&self) -> MutexGuard<'_, DefaultKeyedRateLimiter<String>> {
+        self.by_unknown_name.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn check(&self, target: LoginTarget<'_>) -> Result<(), ApiError> {
+        let outcome = match target {
+            LoginTarget::Account(id) => self.by_account.check_key(&id),
+            LoginTarget::UnknownName(name) => {
+                let key: String = name_key(name).chars().take(LOGIN_NAME_MAX_CHARS).collect();
+                let mut limiter = self.unknown_names();
+                let outcome = limiter.check_key(&key);
+                if limiter.len() > self.max_unknown_names {
+                    limiter.retain_recent();
+                    if limiter.len() > self.max_unknown_names {
+                        *limiter = RateLimiter::keyed(quota(self.spec));
+                    }
+                }
+                outcome
+            }
+        };
+        outcome.map_err(|not_until| too_many(self.spec, not_until))
+    }
 }
 
 fn quota(spec: RateSpec) -> Quota {
@@ -93,7 +151,7 @@ impl RateLimits {
         RateLimits {
             enabled: config.enabled,
             by_route: Arc::new(routes.into_iter().collect()),
-            login_per_account: Arc::new((config.login_per_account, RateLimiter::keyed(quota(config.login_per_account)))),
+            login_per_account: Arc::new(LoginLimits::new(config.login_per_account, MAX_UNKNOWN_NAMES)),
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         }
     }
@@ -108,7 +166,8 @@ impl RateLimits {
                 for limit in this.by_route.values() {
                     limit.limiter.retain_recent();
                 }
-                this.login_per_account.1.retain_recent();
+                this.login_per_account.by_account.retain_recent();
+                this.login_per_account.unknown_names().retain_recent();
             }
         });
     }
@@ -133,13 +192,12 @@ impl RateLimits {
             .unwrap_or(peer)
     }
 
-    /// Counts one login attempt for this account name.
-    pub fn check_login_account(&self, name: &str) -> Result<(), ApiError> {
+    /// Counts one login attempt against the account (whichever name found it) or the unknown name.
+    pub fn check_login_attempt(&self, target: LoginTarget<'_>) -> Result<(), ApiError> {
         if !self.enabled {
             return Ok(());
         }
-        let (spec, limiter) = &*self.login_per_account;
-        limiter.check_key(&name.trim().to_lowercase()).map_err(|not_until| too_many(*spec, not_until))
+        self.login_per_account.check(target)
     }
 }
 
@@ -208,12 +266,41 @@ mod tests {
         assert_eq!(l.client_ip(&chain, proxy), "198.51.100.7".parse::<IpAddr>().unwrap());
     }
 
+    fn refused(outcome: Result<(), ApiError>) -> bool {
+        matches!(outcome, Err(ApiError::TooManyRequests { .. }))
+    }
+
     #[test]
-    fn login_attempts_are_limited_per_account_name() {
+    fn login_attempts_are_limited_per_account_and_per_unknown_name() {
         let l = limits(&[]);
-        assert!(l.check_login_account("Bob").is_ok());
-        assert!(l.check_login_account("bob ").is_ok());
-        assert!(matches!(l.check_login_account("BOB"), Err(ApiError::TooManyRequests { .. })));
-        assert!(l.check_login_account("ann").is_ok());
+        let bob = Uuid::from_u128(1);
+        assert!(l.check_login_attempt(LoginTarget::Account(bob)).is_ok());
+        assert!(l.check_login_attempt(LoginTarget::Account(bob)).is_ok());
+        assert!(refused(l.check_login_attempt(LoginTarget::Account(bob))));
+        assert!(l.check_login_attempt(LoginTarget::Account(Uuid::from_u128(2))).is_ok());
+
+        assert!(l.check_login_attempt(LoginTarget::UnknownName("Nobody")).is_ok());
+        assert!(l.check_login_attempt(LoginTarget::UnknownName("NOBODY")).is_ok());
+        assert!(refused(l.check_login_attempt(LoginTarget::UnknownName("\u{ff4e}obody"))));
+        assert!(l.check_login_attempt(LoginTarget::UnknownName("somebody")).is_ok());
+    }
+
+    #[test]
+    fn unknown_names_are_forgotten_rather_than_grown_past_the_bound() {
+        let l = LoginLimits::new(RateSpec::per_minute(1), 3);
+        for name in ["a", "b", "c"] {
+            assert!(l.check(LoginTarget::UnknownName(name)).is_ok());
+            assert!(refused(l.check(LoginTarget::UnknownName(name))));
+        }
+        assert!(l.check(LoginTarget::UnknownName("d")).is_ok());
+        assert!(l.unknown_names().len() <= 3);
+        assert!(l.check(LoginTarget::UnknownName("a")).is_ok(), "forgotten");
+        // Accounts' limits are kept.
+        let ann = Uuid::from_u128(7);
+        assert!(l.check(LoginTarget::Account(ann)).is_ok());
+        for name in ["e", "f", "g", "h"] {
+            let _ = l.check(LoginTarget::UnknownName(name));
+        }
+        assert!(refused(l.check(LoginTarget::Account(ann))));
     }
 }

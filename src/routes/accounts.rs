@@ -1,7 +1,7 @@
 //! `/auth/*`: register, login, refresh, logout.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -11,6 +11,7 @@ use crate::auth::tokens::IssuedTokens;
 use crate::auth::{CurrentUser, MaybeUser};
 use crate::error::ApiResult;
 use crate::guards::cross_site::SameSiteOrigin;
+use crate::guards::rate_limit::LoginTarget;
 use crate::schemas::users::{LoginForm, RegisterRequest, TokenResponse, UserResponse};
 use crate::schemas::DetailMessage;
 use crate::services::accounts;
@@ -41,10 +42,15 @@ pub(crate) async fn register(
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
+/// The `Set-Cookie` values that carry a session's tokens.
+pub(super) fn session_cookies(state: &AppState, headers: &HeaderMap, tokens: &IssuedTokens) -> [HeaderValue; 2] {
+    let policy = CookiePolicy::for_request(headers, state.config.domain.as_deref());
+    policy.session(tokens, state.tokens.access_ttl.as_secs(), state.tokens.refresh_ttl.as_secs())
+}
+
 /// Answers the tokens, in the body and as cookies.
 fn session_response(state: &AppState, headers: &HeaderMap, tokens: IssuedTokens) -> Response {
-    let policy = CookiePolicy::for_request(headers, state.config.domain.as_deref());
-    let cookies = policy.session(&tokens, state.tokens.access_ttl.as_secs(), state.tokens.refresh_ttl.as_secs());
+    let cookies = session_cookies(state, headers, &tokens);
     let body = TokenResponse { access_token: tokens.access_token, refresh_token: tokens.refresh_token, token_type: "bearer" };
     with_cookies(Json(body).into_response(), cookies)
 }
@@ -63,8 +69,13 @@ pub(crate) async fn login(
     headers: HeaderMap,
     ValidForm(form): ValidForm<LoginForm>,
 ) -> ApiResult<Response> {
-    state.rate_limits.check_login_account(&form.username)?;
-    let user = accounts::login(&state.store, form).await?;
+    let account = accounts::find_login_account(&state.store, &form.username).await?;
+    let target = match &account {
+        Some(user) => LoginTarget::Account(user.id),
+        None => LoginTarget::UnknownName(&form.username),
+    };
+    state.rate_limits.check_login_attempt(target)?;
+    let user = accounts::login(&state.store, account, form.password).await?;
     let tokens = accounts::start_session(&state.store, &state.tokens, &user).await?;
     Ok(session_response(&state, &headers, tokens))
 }

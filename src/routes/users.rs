@@ -1,15 +1,20 @@
 //! `/users/*`: one's own profile, and account management for admins.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::accounts::session_cookies;
 use super::settings::{get_my_settings, put_my_settings};
+use super::with_cookies;
 use crate::auth::{AdminUser, CurrentUser};
 use crate::error::{ApiError, ApiResult};
 use crate::schemas::settings::{SettingsResponse, SettingsUpdate};
 use crate::schemas::users::{UserListQuery, UserResponse, UserUpdate};
-use crate::services::users;
+use crate::services::{accounts, users};
 use crate::state::AppState;
+use crate::store::users::User;
 use crate::validation::{UserPath, ValidJson, ValidPath, ValidQuery};
 
 api_routes! {
@@ -27,19 +32,34 @@ pub(crate) async fn me(CurrentUser(user): CurrentUser) -> Json<UserResponse> {
     Json(user.into())
 }
 
+/// Answers the updated account. After a password change, which ended every session of the
+/// account, the session that made the change continues: new tokens (in a new refresh chain)
+/// come as the `access_token` and `refresh_token` cookies.
+async fn updated_account(state: &AppState, headers: &HeaderMap, user: User, renew_session: bool) -> ApiResult<Response> {
+    let mut cookies = Vec::new();
+    if renew_session {
+        let tokens = accounts::start_session(&state.store, &state.tokens, &user).await?;
+        cookies.extend(session_cookies(state, headers, &tokens));
+    }
+    Ok(with_cookies(Json(UserResponse::from(user)).into_response(), cookies))
+}
+
 #[utoipa::path(
     put, path = "/api/v1/users/me", tag = "users", request_body = UserUpdate,
-    responses((status = 200, body = UserResponse),
+    responses((status = 200, description = "The account. After a password change (which ends every session of the account) new access_token and refresh_token cookies continue this session", body = UserResponse),
               (status = 400, description = "Username or e-mail already registered, or Inactive user", body = crate::openapi::ErrorDetail),
               (status = 403, description = "A user cannot change their own active status", body = crate::openapi::ErrorDetail)),
     security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn update_me(
     State(state): State<AppState>,
+    headers: HeaderMap,
     CurrentUser(user): CurrentUser,
     ValidJson(update): ValidJson<UserUpdate>,
-) -> ApiResult<Json<UserResponse>> {
-    Ok(Json(users::update_own_profile(&state.store, &user, update).await?.into()))
+) -> ApiResult<Response> {
+    let changes_password = update.password.is_some();
+    let updated = users::update_own_profile(&state.store, &user, update).await?;
+    updated_account(&state, &headers, updated, changes_password).await
 }
 
 #[utoipa::path(
@@ -73,23 +93,26 @@ pub(crate) async fn get_user(
 
 #[utoipa::path(
     put, path = "/api/v1/users/{user_id}", tag = "users", params(("user_id" = Uuid, Path)), request_body = UserUpdate,
-    responses((status = 200, body = UserResponse),
+    responses((status = 200, description = "The account. A new password or a changed active flag ends every session of the account; an admin who changed their own password continues with new cookies", body = UserResponse),
               (status = 400, description = "Username or e-mail already registered, or Inactive user", body = crate::openapi::ErrorDetail),
               (status = 403, description = "Not an admin user; or one's own role or active status; or the last active admin", body = crate::openapi::ErrorDetail),
               (status = 404, description = "User not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn update_user(
     State(state): State<AppState>,
+    headers: HeaderMap,
     AdminUser(admin): AdminUser,
     ValidPath(path): ValidPath<UserPath>,
     ValidJson(update): ValidJson<UserUpdate>,
-) -> ApiResult<Json<UserResponse>> {
-    Ok(Json(users::update_by_admin(&state.store, &admin, path.user_id, update).await?.into()))
+) -> ApiResult<Response> {
+    let changes_own_password = path.user_id == admin.id && update.password.is_some();
+    let updated = users::update_by_admin(&state.store, &admin, path.user_id, update).await?;
+    updated_account(&state, &headers, updated, changes_own_password).await
 }
 
 #[utoipa::path(
     delete, path = "/api/v1/users/{user_id}", tag = "users", params(("user_id" = Uuid, Path)),
-    responses((status = 200, description = "Deactivated", body = UserResponse),
+    responses((status = 200, description = "Deactivated; every session of the account has ended", body = UserResponse),
               (status = 403, description = "Not an admin user, or one's own account", body = crate::openapi::ErrorDetail),
               (status = 404, description = "User not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::auth::tokens::{IssuedTokens, TokenKeys, TokenType};
 use crate::error::{ApiError, ApiResult};
-use crate::schemas::users::{LoginForm, RegisterRequest};
+use crate::schemas::users::RegisterRequest;
 use crate::store::refresh_tokens::RefreshTokenRecord;
 use crate::store::users::{NewUser, User};
 use crate::store::{self, Store, UniqueRule};
@@ -68,13 +68,21 @@ pub async fn register(store: &Store, request: RegisterRequest, caller: Option<&U
     Ok(user)
 }
 
-/// Checks the password (a legacy bcrypt hash is replaced by argon2id on success) and records
-/// the login. A wrong password is answered before the active flag is looked at.
-pub async fn login(store: &Store, form: LoginForm) -> ApiResult<User> {
-    let user = store.user_by_login_name(&form.username).await?;
-    let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
-    let verification = verify_password(form.password, stored_hash).await?;
-    let (Some(mut user), Verification::Match | Verification::MatchRehashed(_)) = (user, &verification) else {
+/// The account a login name refers to, if any (see [`Store::user_by_login_name`]).
+pub async fn find_login_account(store: &Store, name: &str) -> ApiResult<Option<User>> {
+    Ok(store.user_by_login_name(name).await?)
+}
+
+/// Checks the password of `account` (`None`: no account has that name; a legacy bcrypt hash is
+/// replaced by argon2id on success) and records the login. A wrong password is answered before
+/// the active flag is looked at, and only after the dummy work that makes every failed login
+/// cost the same (see [`padding`]).
+pub async fn login(store: &Store, account: Option<User>, password: String) -> ApiResult<User> {
+    let stored_hash = account.as_ref().map(|u| u.password_hash.clone());
+    let checked = CheckedHash::of(stored_hash.as_deref());
+    let verification = verify_password(password.clone(), stored_hash).await?;
+    let (Some(mut user), Verification::Match | Verification::MatchRehashed(_)) = (account, &verification) else {
+        pad_failed_login(store, checked, password).await?;
         return Err(ApiError::IncorrectLogin);
     };
     if !user.is_active() {
@@ -91,6 +99,58 @@ pub async fn login(store: &Store, form: LoginForm) -> ApiResult<User> {
     }
     user.last_login = Some(at);
     Ok(user)
+}
+
+/// The kind of hash a login's check computed: the account's, or argon2 (the dummy hash an
+/// unknown name is checked against).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CheckedHash {
+    Argon2,
+    Bcrypt,
+}
+
+impl CheckedHash {
+    fn of(stored: Option<&str>) -> CheckedHash {
+        match stored {
+            Some(hash) if hash.starts_with("$2") => CheckedHash::Bcrypt,
+            _ => CheckedHash::Argon2,
+        }
+    }
+}
+
+/// Dummy checks added to a failed login.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Padding {
+    argon2: bool,
+    bcrypt: bool,
+}
+
+/// What a failed login adds to the check it made so that it costs the same for an unknown name,
+/// an argon2 account and an account with one of the original's bcrypt hashes (230 ms at cost 12
+/// against argon2's ~20 ms): one argon2 and, while any bcrypt hash remains, one bcrypt check.
+/// Otherwise the slow answers would point out the accounts that have not logged in since the
+/// migration.
+fn padding(checked: CheckedHash, bcrypt_hashes_remain: bool) -> Padding {
+    match checked {
+        CheckedHash::Bcrypt => Padding { argon2: true, bcrypt: false },
+        CheckedHash::Argon2 => Padding { argon2: false, bcrypt: bcrypt_hashes_remain },
+    }
+}
+
+/// A bcrypt hash at the original's cost (12) of a password nobody knows: failed logins check it
+/// while any of the original's bcrypt hashes remain.
+const DUMMY_BCRYPT_HASH: &str = "$2b$12$JCn/LnvODOL3eR41EFhGr.kNjQVjxgu/ndNEMnjGGWRBgtyltlVTu";
+
+async fn pad_failed_login(store: &Store, checked: CheckedHash, password: String) -> ApiResult<()> {
+    let bcrypt_hashes_remain = checked == CheckedHash::Bcrypt || store.bcrypt_hashes_remain().await?;
+    let padding = padding(checked, bcrypt_hashes_remain);
+    if padding.argon2 {
+        verify_password(password.clone(), None).await?;
+    }
+    if padding.bcrypt {
+        verify_password(password, Some(DUMMY_BCRYPT_HASH.to_owned())).await?;
+    }
+    Ok(())
 }
 
 /// Starts a login's chain of refresh tokens and issues the first tokens.
@@ -147,8 +207,37 @@ pub async fn refresh(
     Ok((user, tokens))
 }
 
-/// Revokes every token of the user.
+/// Ends every session of the user: every token issued so far is refused.
 pub async fn logout(store: &Store, user: &User) -> ApiResult<()> {
-    store.bump_token_version(user.id).await?;
+    store.end_sessions(user.id).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_logins_check_a_dummy_bcrypt_hash_while_bcrypt_hashes_remain() {
+        let argon2 = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        let bcrypt = "$2b$12$TgOvks7N0atqYr9mtSgN6Oo4PPOw8CNteOTpEs4u4w3/aYBnBsOxu";
+        for (stored, remain, expected) in [
+            // An unknown name: the dummy argon2 check, plus a bcrypt one while any remain.
+            (None, true, Padding { argon2: false, bcrypt: true }),
+            (None, false, Padding::default()),
+            // An account migrated to (or created with) argon2: the same.
+            (Some(argon2), true, Padding { argon2: false, bcrypt: true }),
+            (Some(argon2), false, Padding::default()),
+            // An account with the original's bcrypt hash: an argon2 check on top of its own.
+            (Some(bcrypt), true, Padding { argon2: true, bcrypt: false }),
+        ] {
+            assert_eq!(padding(CheckedHash::of(stored), remain), expected, "{stored:?}, bcrypt hashes remain: {remain}");
+        }
+    }
+
+    #[test]
+    fn the_dummy_bcrypt_hash_costs_what_the_originals_do() {
+        assert!(DUMMY_BCRYPT_HASH.starts_with("$2b$12$"), "{DUMMY_BCRYPT_HASH}");
+        assert_eq!(bcrypt::verify("Correct-horse-1", DUMMY_BCRYPT_HASH).ok(), Some(false));
+    }
 }

@@ -14,16 +14,18 @@ const OWN_ROLE: &str = "You cannot change your own role";
 const LAST_ADMIN: &str = "The last active admin cannot be deactivated or demoted";
 
 /// A user edits their own profile. `role` is ignored (as the original); changing one's own
-/// active flag is refused.
+/// active flag is refused. A new password ends every session of the user (the caller starts a
+/// new one for the session that changed it).
 pub async fn update_own_profile(store: &Store, user: &User, update: UserUpdate) -> ApiResult<User> {
     if update.is_active.is_some_and(|active| active != user.is_active()) {
         return Err(ApiError::Forbidden(OWN_ACTIVE_STATUS));
     }
     let changes = UserUpdate { role: None, is_active: None, ..update };
-    apply(store, user.id, changes).await
+    apply(store, user, changes).await
 }
 
-/// An admin edits an account, including its role and active flag (never their own).
+/// An admin edits an account, including its role and active flag (never their own). A new
+/// password or a changed active flag ends every session of the account.
 pub async fn update_by_admin(store: &Store, admin: &User, target: Uuid, update: UserUpdate) -> ApiResult<User> {
     if target == admin.id {
         if update.role.is_some_and(|role| role != admin.role()) {
@@ -33,35 +35,41 @@ pub async fn update_by_admin(store: &Store, admin: &User, target: Uuid, update: 
             return Err(ApiError::Forbidden(OWN_ACTIVE_STATUS));
         }
     }
-    let user = apply(store, target, update).await?;
+    let user = apply(store, &existing(store, target).await?, update).await?;
     tracing::info!(admin_id = %admin.id, target_id = %target, role = user.role().as_str(), is_active = user.is_active(), "admin updated account");
     Ok(user)
 }
 
-/// An admin (de)activates an account.
+/// An admin (de)activates an account; a change ends every session of the account.
 pub async fn set_active_by_admin(store: &Store, admin: &User, target: Uuid, active: bool) -> ApiResult<User> {
     if target == admin.id && !active {
         return Err(ApiError::Forbidden(OWN_ACTIVE_STATUS));
     }
-    let user = apply(store, target, UserUpdate { is_active: Some(active), ..UserUpdate::default() }).await?;
+    let current = existing(store, target).await?;
+    let user = apply(store, &current, UserUpdate { is_active: Some(active), ..UserUpdate::default() }).await?;
     tracing::info!(admin_id = %admin.id, target_id = %target, is_active = active, "admin changed account status");
     Ok(user)
 }
 
-async fn apply(store: &Store, id: Uuid, update: UserUpdate) -> ApiResult<User> {
-    ensure_available(store, update.username.as_deref(), update.email.as_deref(), Some(id)).await?;
+async fn existing(store: &Store, id: Uuid) -> ApiResult<User> {
+    store.user_by_id(id).await?.ok_or(ApiError::NotFound("User not found"))
+}
+
+/// Applies the update to the account `current`. A username or e-mail address sent unchanged is
+/// no change (an adopted name that breaks today's rules may be sent back as it is).
+async fn apply(store: &Store, current: &User, update: UserUpdate) -> ApiResult<User> {
+    let username = match update.username {
+        Some(sent) => sent.change_from(&current.username)?,
+        None => None,
+    };
+    let email = update.email.filter(|email| *email != current.email);
+    ensure_available(store, username.as_deref(), email.as_deref(), Some(current.id)).await?;
     let password_hash = match update.password {
         Some(password) => Some(hash_password(password).await?),
         None => None,
     };
-    let changes = UserChanges {
-        username: update.username,
-        email: update.email,
-        password_hash,
-        role: update.role,
-        is_active: update.is_active,
-    };
-    match store.update_user(id, changes).await.map_err(duplicate_or)? {
+    let changes = UserChanges { username, email, password_hash, role: update.role, is_active: update.is_active };
+    match store.update_user(current.id, changes).await.map_err(duplicate_or)? {
         AdminGuarded::Done(user) => Ok(user),
         AdminGuarded::NotFound => Err(ApiError::NotFound("User not found")),
         AdminGuarded::LastAdmin => Err(ApiError::Forbidden(LAST_ADMIN)),

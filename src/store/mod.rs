@@ -172,7 +172,8 @@ impl Store {
     }
 
     /// Brings the schema up to date under sqlx's migration lock. A PostgreSQL database made by
-    /// the original backend is adopted first (see [`adopt`]).
+    /// the original backend is adopted first (see [`adopt`]). Then accounts written outside
+    /// rovertchat get the keys of their names (see [`Store::fill_name_keys`]).
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match &self.pool {
             Pool::Postgres(pool) => {
@@ -182,6 +183,10 @@ impl Store {
             Pool::Sqlite(pool) => {
                 SQLITE_MIGRATIONS.run(pool).await.context("SQLite migrations failed")?;
             }
+        }
+        let keyed = self.fill_name_keys().await.context("writing the keys of account names failed")?;
+        if keyed > 0 {
+            tracing::info!(accounts = keyed, "keys of account names written");
         }
         Ok(())
     }

@@ -17,6 +17,10 @@ pub struct RefreshTokenRecord {
     pub revoked_at: Option<NaiveDateTime>,
 }
 
+/// Revokes every refresh token of user `$1` at time `$2` (ends all their sessions).
+pub(super) const REVOKE_USERS_TOKENS: &str =
+    "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
+
 impl Store {
     /// Records a newly issued refresh token (and forgets the user's expired ones).
     pub async fn record_refresh_token(&self, record: &RefreshTokenRecord) -> Result<(), sqlx::Error> {

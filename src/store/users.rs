@@ -1,10 +1,14 @@
+use std::collections::HashSet;
+
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::names::{is_email_like, name_key};
 use crate::{in_transaction, on_pool};
 
-use super::Store;
+use super::refresh_tokens::REVOKE_USERS_TOKENS;
+use super::{Pool, Store};
 
 /// `users.role`, the PostgreSQL enum `user_role_enum` of the original (TEXT on SQLite).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, Serialize, Deserialize, utoipa::ToSchema)]
@@ -117,6 +121,12 @@ impl Store {
                 .bind(&new.username)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("INSERT INTO name_keys (user_id, username_key, email_key) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(name_key(&new.username))
+                .bind(name_key(&new.email))
+                .execute(&mut *tx)
+                .await?;
             Ok::<_, sqlx::Error>(user)
         })
     }
@@ -143,17 +153,35 @@ impl Store {
         result
     }
 
-    /// The account a login name refers to: a username (exact) first, else an e-mail address
-    /// (case-insensitive).
+    /// The account a login name refers to. A name with an `@` is an e-mail address: exactly as
+    /// stored, then by key (see [`crate::names`]), then ASCII case-insensitively; only when no
+    /// address matches may a username with an `@` (adopted from the original) match. Otherwise
+    /// the name is a username: exactly as stored, then by key. Exact spellings come first so
+    /// that accounts whose names collide with an older account's (and so have no key) still
+    /// find their own.
     pub async fn user_by_login_name(&self, name: &str) -> Result<Option<User>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE username = $1 OR lower(email) = lower($1) \
-             ORDER BY CASE WHEN username = $1 THEN 0 ELSE 1 END LIMIT 1"
+        let by_username = format!(
+            "SELECT {USER_COLUMNS}, 3 AS priority FROM users WHERE username = $1 \
+             UNION ALL SELECT {USER_COLUMNS}, 4 AS priority FROM users \
+               WHERE id = (SELECT user_id FROM name_keys WHERE username_key = $2)"
         );
-        on_pool!(self, pool => sqlx::query_as(&sql).bind(name).fetch_optional(pool).await)
+        let sql = if is_email_like(name) {
+            format!(
+                "SELECT {USER_COLUMNS}, 0 AS priority FROM users WHERE email = $1 \
+                 UNION ALL SELECT {USER_COLUMNS}, 1 AS priority FROM users \
+                   WHERE id = (SELECT user_id FROM name_keys WHERE email_key = $2) \
+                 UNION ALL SELECT {USER_COLUMNS}, 2 AS priority FROM users WHERE lower(email) = lower($1) \
+                 UNION ALL {by_username} ORDER BY priority LIMIT 1"
+            )
+        } else {
+            format!("{by_username} ORDER BY priority LIMIT 1")
+        };
+        let key = name_key(name);
+        on_pool!(self, pool => sqlx::query_as(&sql).bind(name).bind(&key).fetch_optional(pool).await)
     }
 
-    /// Whether another account already uses this username or e-mail address (case-insensitive).
+    /// Whether another account already uses this username or e-mail address: the same key, or
+    /// (for accounts without keys) the same username or the same address ignoring ASCII case.
     pub async fn taken_username_or_email(
         &self,
         username: Option<&str>,
@@ -161,12 +189,20 @@ impl Store {
         except: Option<Uuid>,
     ) -> Result<(bool, bool), sqlx::Error> {
         let sql = "SELECT \
-                     COALESCE(SUM(CASE WHEN username = $1 THEN 1 ELSE 0 END), 0) AS username_taken, \
-                     COALESCE(SUM(CASE WHEN lower(email) = lower($2) THEN 1 ELSE 0 END), 0) AS email_taken \
-                   FROM users WHERE (username = $1 OR lower(email) = lower($2)) AND id <> $3";
+                     (SELECT COUNT(*) FROM users WHERE username = $1 AND id <> $5) \
+                       + (SELECT COUNT(*) FROM name_keys WHERE username_key = $2 AND user_id <> $5) AS username_taken, \
+                     (SELECT COUNT(*) FROM users WHERE lower(email) = lower($3) AND id <> $5) \
+                       + (SELECT COUNT(*) FROM name_keys WHERE email_key = $4 AND user_id <> $5) AS email_taken";
         let except = except.unwrap_or(Uuid::nil());
         let (username_taken, email_taken): (i64, i64) = on_pool!(self, pool => {
-            sqlx::query_as(sql).bind(username).bind(email).bind(except).fetch_one(pool).await
+            sqlx::query_as(sql)
+                .bind(username)
+                .bind(username.map(name_key))
+                .bind(email)
+                .bind(email.map(name_key))
+                .bind(except)
+                .fetch_one(pool)
+                .await
         })?;
         Ok((username_taken > 0, email_taken > 0))
     }
@@ -177,17 +213,33 @@ impl Store {
         on_pool!(self, pool => sqlx::query_as(&sql).bind(limit).bind(skip).fetch_all(pool).await)
     }
 
-    /// Applies `changes` unless they would leave no active admin.
+    /// Applies `changes` unless they would leave no active admin. A new password or a changed
+    /// active flag ends every session of the user in the same transaction: `token_version` moves
+    /// (every token issued so far is refused) and every refresh token is revoked.
     pub async fn update_user(&self, id: Uuid, changes: UserChanges) -> Result<AdminGuarded<User>, sqlx::Error> {
+        let revoke =
+            format!("{REVOKE_USERS_TOKENS} AND EXISTS (SELECT 1 FROM users WHERE id = $1 AND {})", ends_sessions("$3", "$4"));
         let update = format!(
             "UPDATE users SET username = COALESCE($2, username), email = COALESCE($3, email), \
                password_hash = COALESCE($4, password_hash), role = COALESCE($5, role), \
-               is_active = COALESCE($6, is_active) \
-             WHERE id = $1 RETURNING {USER_COLUMNS}"
+               is_active = COALESCE($6, is_active), \
+               token_version = token_version + CASE WHEN {} THEN 1 ELSE 0 END \
+             WHERE id = $1 RETURNING {USER_COLUMNS}",
+            ends_sessions("$4", "$6")
         );
+        let username_key = changes.username.as_deref().map(name_key);
+        let email_key = changes.email.as_deref().map(name_key);
         self.changing_user(id, async {
             in_transaction!(self, tx => {
-                // Update first, then check: a write first keeps SQLite from failing to upgrade a read.
+                // Writes first, then checks: a write first keeps SQLite from failing to upgrade a
+                // read. The revocation reads the row as it is before the update.
+                sqlx::query(&revoke)
+                    .bind(id)
+                    .bind(super::now())
+                    .bind(&changes.password_hash)
+                    .bind(changes.is_active)
+                    .execute(&mut *tx)
+                    .await?;
                 let updated: Option<User> = sqlx::query_as(&update)
                     .bind(id)
                     .bind(&changes.username)
@@ -198,6 +250,19 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
                 let Some(updated) = updated else { return Ok(AdminGuarded::NotFound) };
+                if username_key.is_some() || email_key.is_some() {
+                    sqlx::query(
+                        "INSERT INTO name_keys (user_id, username_key, email_key) VALUES ($1, $2, $3) \
+                         ON CONFLICT (user_id) DO UPDATE SET \
+                           username_key = COALESCE(excluded.username_key, name_keys.username_key), \
+                           email_key = COALESCE(excluded.email_key, name_keys.email_key)",
+                    )
+                    .bind(id)
+                    .bind(&username_key)
+                    .bind(&email_key)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 if changes.role.is_some() || changes.is_active == Some(false) {
                     let admins: i64 = sqlx::query_scalar(
                         "SELECT COUNT(*) FROM users WHERE role = 'admin' AND COALESCE(is_active, TRUE)",
@@ -230,14 +295,133 @@ impl Store {
         Ok(())
     }
 
-    /// Invalidates every token issued so far to the user.
-    pub async fn bump_token_version(&self, id: Uuid) -> Result<(), sqlx::Error> {
-        self.changing_user(id, async { on_pool!(self, pool => {
-            sqlx::query("UPDATE users SET token_version = token_version + 1 WHERE id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected())
-        }) })
-        .await?;
-        Ok(())
+    /// Ends every session of the user (logout): every token issued so far is refused.
+    pub async fn end_sessions(&self, id: Uuid) -> Result<(), sqlx::Error> {
+        self.changing_user(id, async {
+            in_transaction!(self, tx => {
+                sqlx::query(REVOKE_USERS_TOKENS).bind(id).bind(super::now()).execute(&mut *tx).await?;
+                sqlx::query("UPDATE users SET token_version = token_version + 1 WHERE id = $1").bind(id).execute(&mut *tx).await?;
+                Ok::<_, sqlx::Error>(())
+            })
+        })
+        .await
     }
+
+    /// Whether any account still has one of the original's bcrypt hashes (each is replaced at
+    /// its account's next successful login).
+    pub async fn bcrypt_hashes_remain(&self) -> Result<bool, sqlx::Error> {
+        // Served by the partial index `users_bcrypt_hash_idx`.
+        let sql = "SELECT COUNT(*) FROM (SELECT 1 FROM users WHERE password_hash LIKE '$2%' LIMIT 1) AS legacy";
+        let found: i64 = on_pool!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await)?;
+        Ok(found > 0)
+    }
+
+    /// Gives every account the keys of its current names (startup): accounts written by the
+    /// original backend (or while it ran again after a rollback) have none, or stale ones. An
+    /// account whose name has the key of an older account's name gets no key for it: it keeps
+    /// its name and logs in with its exact spelling. Returns how many accounts changed.
+    pub async fn fill_name_keys(&self) -> Result<usize, sqlx::Error> {
+        let postgres = matches!(self.pool(), Pool::Postgres(_));
+        in_transaction!(self, tx => {
+            if postgres {
+                // Replicas starting at once take turns.
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(NAME_KEYS_LOCK).execute(&mut *tx).await?;
+            }
+            let accounts: Vec<KeyedAccount> = sqlx::query_as(
+                "SELECT u.id, u.username, u.email, k.user_id AS keyed, k.username_key, k.email_key \
+                 FROM users u LEFT JOIN name_keys k ON k.user_id = u.id \
+                 ORDER BY (u.created_at IS NULL), u.created_at, u.id",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let changes = plan_name_keys(&accounts);
+            for change in changes.iter().filter(|c| c.keyed) {
+                sqlx::query("DELETE FROM name_keys WHERE user_id = $1").bind(change.user_id).execute(&mut *tx).await?;
+            }
+            for change in changes.iter().filter(|c| c.username_key.is_some() || c.email_key.is_some()) {
+                sqlx::query("INSERT INTO name_keys (user_id, username_key, email_key) VALUES ($1, $2, $3)")
+                    .bind(change.user_id)
+                    .bind(&change.username_key)
+                    .bind(&change.email_key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok::<_, sqlx::Error>(changes.len())
+        })
+    }
+}
+
+/// Whether a change ends the account's sessions: a new password hash, or an active flag other
+/// than the current one. Evaluated over the row before the change; `hash` and `active` are the
+/// placeholders of the new values.
+fn ends_sessions(hash: &str, active: &str) -> String {
+    format!("({hash} IS NOT NULL OR ({active} IS NOT NULL AND {active} <> COALESCE(is_active, TRUE)))")
+}
+
+/// Serialises [`Store::fill_name_keys`] between instances starting at once (an arbitrary key).
+const NAME_KEYS_LOCK: i64 = 0x6e61_6d65_6b65; // "nameke"
+
+/// An account's names and the keys stored for them.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct KeyedAccount {
+    id: Uuid,
+    username: String,
+    email: String,
+    /// Whether the account has a row in `name_keys`.
+    keyed: Option<Uuid>,
+    username_key: Option<String>,
+    email_key: Option<String>,
+}
+
+/// The keys an account gets at startup.
+#[derive(Debug, PartialEq, Eq)]
+struct NameKeysChange {
+    user_id: Uuid,
+    /// It had a row in `name_keys` (replaced).
+    keyed: bool,
+    username_key: Option<String>,
+    email_key: Option<String>,
+}
+
+/// Which accounts get which keys, `accounts` being ordered oldest first. Keys that match their
+/// account's names stay; a missing or stale key becomes the name's key unless another account
+/// holds it or an older one claims it first.
+fn plan_name_keys(accounts: &[KeyedAccount]) -> Vec<NameKeysChange> {
+    let wanted: Vec<(String, String)> = accounts.iter().map(|a| (name_key(&a.username), name_key(&a.email))).collect();
+    let mut usernames: HashSet<&str> = HashSet::new();
+    let mut emails: HashSet<&str> = HashSet::new();
+    for (account, (username_key, email_key)) in accounts.iter().zip(&wanted) {
+        if account.username_key.as_deref() == Some(username_key) {
+            usernames.insert(username_key);
+        }
+        if account.email_key.as_deref() == Some(email_key) {
+            emails.insert(email_key);
+        }
+    }
+    let mut changes = Vec::new();
+    for (account, (username_key, email_key)) in accounts.iter().zip(&wanted) {
+        let username = claim(&account.username_key, username_key, &mut usernames);
+        let email = claim(&account.email_key, email_key, &mut emails);
+        let unchanged = if account.keyed.is_some() {
+            account.username_key == username && account.email_key == email
+        } else {
+            username.is_none() && email.is_none()
+        };
+        if !unchanged {
+            changes.push(NameKeysChange {
+                user_id: account.id,
+                keyed: account.keyed.is_some(),
+                username_key: username,
+                email_key: email,
+            });
+        }
+    }
+    changes
+}
+
+/// The key an account gets: the one it holds when that is right, else `wanted` if nobody holds it.
+fn claim<'a>(current: &Option<String>, wanted: &'a str, held: &mut HashSet<&'a str>) -> Option<String> {
+    (current.as_deref() == Some(wanted) || held.insert(wanted)).then(|| wanted.to_owned())
 }
 
 /// Outcome of a change that must leave at least one active admin.
@@ -245,4 +429,66 @@ pub enum AdminGuarded<T> {
     Done(T),
     NotFound,
     LastAdmin,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(n: u128, username: &str, email: &str, keys: Option<(Option<&str>, Option<&str>)>) -> KeyedAccount {
+        KeyedAccount {
+            id: Uuid::from_u128(n),
+            username: username.into(),
+            email: email.into(),
+            keyed: keys.map(|_| Uuid::from_u128(n)),
+            username_key: keys.and_then(|k| k.0.map(str::to_owned)),
+            email_key: keys.and_then(|k| k.1.map(str::to_owned)),
+        }
+    }
+
+    fn change(n: u128, keyed: bool, username_key: Option<&str>, email_key: Option<&str>) -> NameKeysChange {
+        NameKeysChange {
+            user_id: Uuid::from_u128(n),
+            keyed,
+            username_key: username_key.map(str::to_owned),
+            email_key: email_key.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_oldest_account_gets_a_contested_key_and_the_others_keep_their_names_without_it() {
+        let accounts = [
+            account(1, "Bob", "bob@x.example", None),
+            account(2, "bob", "Bob@X.example", None),
+            account(3, "ann", "ann@x.example", Some((Some("ann"), Some("ann@x.example")))),
+        ];
+        assert_eq!(
+            plan_name_keys(&accounts),
+            [change(1, false, Some("bob"), Some("bob@x.example"))],
+            "the second bob gets no row at all; ann is already right"
+        );
+    }
+
+    #[test]
+    fn held_keys_stay_with_their_holders_and_stale_keys_are_replaced() {
+        let accounts = [
+            // Older, but renamed to a name whose key a newer account holds.
+            account(1, "CAROL", "c1@x.example", Some((Some("old_name"), Some("c1@x.example")))),
+            account(2, "carol", "c2@x.example", Some((Some("carol"), Some("c2@x.example")))),
+            account(3, "old_name", "c3@x.example", None),
+        ];
+        assert_eq!(
+            plan_name_keys(&accounts),
+            [change(1, true, None, Some("c1@x.example")), change(3, false, Some("old_name"), Some("c3@x.example"))]
+        );
+    }
+
+    #[test]
+    fn a_second_run_changes_nothing() {
+        let accounts = [
+            account(1, "Bob", "bob@x.example", Some((Some("bob"), Some("bob@x.example")))),
+            account(2, "bob", "bob2@x.example", Some((None, Some("bob2@x.example")))),
+        ];
+        assert!(plan_name_keys(&accounts).is_empty());
+    }
 }

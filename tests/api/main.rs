@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod account_security;
 mod accounts;
 mod adoption;
 mod body_limits;

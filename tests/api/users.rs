@@ -203,6 +203,9 @@ async fn account_changes_reach_the_very_next_request(app: TestApp) {
     app.delete(&bob_path).session(&admin).send().await;
     app.get("/users/me").session(&session).send().await.assert_detail(400, "Inactive user");
     app.post(&format!("{bob_path}/activate")).session(&admin).send().await;
+    // Deactivation ended the session; activation does not revive it.
+    app.get("/users/me").session(&session).send().await.assert_detail(401, "Could not validate credentials");
+    let session = app.login("bob_user", PASSWORD).await;
     assert_eq!(app.get("/users/me").session(&session).send().await.status, 200);
 
     app.put("/users/me").session(&session).json(&json!({"username": "bob_renamed"})).send().await;
