@@ -1,7 +1,7 @@
 use chrono::NaiveDateTime;
 use uuid::Uuid;
 
-use crate::{in_transaction, on_pool};
+use super::{in_transaction, on_pool, TxEnd};
 
 use super::Store;
 
@@ -109,11 +109,11 @@ impl Store {
             // in between our two deletes.
             let locked = sqlx::query(LOCK_USER_CHAT).bind(chat_id).bind(user_id).execute(&mut *tx).await?;
             if locked.rows_affected() == 0 {
-                return Ok(false);
+                return Ok(TxEnd::Rollback(false));
             }
             sqlx::query("DELETE FROM messages WHERE chat_id = $1").bind(chat_id).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM chats WHERE id = $1").bind(chat_id).execute(&mut *tx).await?;
-            Ok::<_, sqlx::Error>(true)
+            Ok(TxEnd::Commit(true))
         })
     }
 
@@ -136,7 +136,7 @@ impl Store {
                 .bind(user_id)
                 .fetch_all(&mut *tx)
                 .await?;
-            Ok::<_, sqlx::Error>(ids)
+            Ok(TxEnd::Commit(ids))
         })
     }
 }

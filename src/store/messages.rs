@@ -2,7 +2,7 @@ use chrono::NaiveDateTime;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{in_transaction, on_pool};
+use super::{in_transaction, on_pool, TxEnd};
 
 use super::Store;
 
@@ -71,7 +71,7 @@ impl Store {
             // Write first: on SQLite this takes the write lock at once instead of upgrading later.
             let touched = sqlx::query(TOUCH_USER_CHAT).bind(chat_id).bind(user_id).bind(at).execute(&mut *tx).await?;
             if touched.rows_affected() == 0 {
-                return Ok(None);
+                return Ok(TxEnd::Rollback(None));
             }
             let message = sqlx::query_as(&insert)
                 .bind(id)
@@ -87,7 +87,7 @@ impl Store {
                 .bind(&new.extended_metadata)
                 .fetch_one(&mut *tx)
                 .await?;
-            Ok::<_, sqlx::Error>(Some(message))
+            Ok(TxEnd::Commit(Some(message)))
         })
     }
 
@@ -118,7 +118,7 @@ impl Store {
         in_transaction!(self, tx => {
             let touched = sqlx::query(TOUCH_USER_CHAT).bind(chat_id).bind(user_id).bind(at).execute(&mut *tx).await?;
             if touched.rows_affected() == 0 {
-                return Ok(None);
+                return Ok(TxEnd::Rollback(None));
             }
             let message = sqlx::query_as(&update)
                 .bind(message_id)
@@ -127,8 +127,8 @@ impl Store {
                 .bind(extended_metadata)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let Some(message) = message else { return Ok(None) };
-            Ok::<_, sqlx::Error>(Some(message))
+            let Some(message) = message else { return Ok(TxEnd::Rollback(None)) };
+            Ok(TxEnd::Commit(Some(message)))
         })
     }
 
@@ -144,7 +144,7 @@ impl Store {
         in_transaction!(self, tx => {
             let touched = sqlx::query(TOUCH_USER_CHAT).bind(chat_id).bind(user_id).bind(at).execute(&mut *tx).await?;
             if touched.rows_affected() == 0 {
-                return Ok(None);
+                return Ok(TxEnd::Rollback(None));
             }
             let mut deleted = Vec::with_capacity(message_ids.len());
             for id in message_ids {
@@ -155,7 +155,11 @@ impl Store {
                     .await?;
                 deleted.extend(gone);
             }
-            Ok::<_, sqlx::Error>(Some(deleted))
+            // Nothing deleted: the chat's `updated_at` stays as it was.
+            if deleted.is_empty() {
+                return Ok(TxEnd::Rollback(Some(deleted)));
+            }
+            Ok(TxEnd::Commit(Some(deleted)))
         })
     }
 }

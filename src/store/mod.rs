@@ -44,7 +44,6 @@ pub struct Store {
 
 /// Runs `$body` with `$pool` bound to the backend's pool (or any expression derived from it).
 /// The body is compiled once per backend, so it must be valid for both.
-#[macro_export]
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match $store.pool() {
@@ -53,25 +52,43 @@ macro_rules! on_pool {
         }
     };
 }
+pub(crate) use on_pool;
+
+/// How a transaction's body ends: every body says which, even when it returns early.
+#[derive(Debug)]
+pub enum TxEnd<T> {
+    Commit(T),
+    /// Undo what the body wrote, and answer `T` (e.g. "not found", "would leave no admin").
+    Rollback(T),
+}
 
 /// Runs `$body` inside one transaction, with `$tx` a `&mut` connection of that transaction.
-/// Commits when `$body` evaluates to `Ok`, rolls back (by drop) otherwise. A transaction that
-/// lost a deadlock or a serialization conflict is run again from the start, up to
+/// `$body` evaluates to `Result<TxEnd<T>, sqlx::Error>` (an early `return` gives one too):
+/// `Commit` commits, `Rollback` rolls back, an error rolls back and is returned. A transaction
+/// that lost a deadlock or a serialization conflict is run again from the start, up to
 /// [`CONFLICT_ATTEMPTS`] times, so `$body` must only touch the database.
-#[macro_export]
 macro_rules! in_transaction {
     ($store:expr, $tx:ident => $body:expr) => {
-        $crate::on_pool!($store, pool => async {
+        $crate::store::on_pool!($store, pool => async {
             let mut attempt = 1;
             loop {
                 let result: Result<_, sqlx::Error> = async {
                     let mut transaction = pool.begin().await?;
-                    let value = {
+                    let end: Result<$crate::store::TxEnd<_>, sqlx::Error> = async {
                         let $tx = &mut *transaction;
                         $body
-                    }?;
-                    transaction.commit().await?;
-                    Ok(value)
+                    }
+                    .await;
+                    match end? {
+                        $crate::store::TxEnd::Commit(value) => {
+                            transaction.commit().await?;
+                            Ok(value)
+                        }
+                        $crate::store::TxEnd::Rollback(value) => {
+                            transaction.rollback().await?;
+                            Ok(value)
+                        }
+                    }
                 }
                 .await;
                 match result {
@@ -87,6 +104,7 @@ macro_rules! in_transaction {
         .await)
     };
 }
+pub(crate) use in_transaction;
 
 /// How many times a transaction is run when it keeps losing conflicts.
 pub const CONFLICT_ATTEMPTS: u32 = 4;

@@ -2,7 +2,7 @@ use chrono::NaiveDateTime;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::on_pool;
+use super::on_pool;
 
 use super::Store;
 

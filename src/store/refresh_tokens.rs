@@ -1,7 +1,7 @@
 use chrono::NaiveDateTime;
 use uuid::Uuid;
 
-use crate::{in_transaction, on_pool};
+use super::{in_transaction, on_pool, TxEnd};
 
 use super::Store;
 
@@ -41,7 +41,7 @@ impl Store {
                 .bind(record.issued_at)
                 .execute(&mut *tx)
                 .await?;
-            Ok::<_, sqlx::Error>(())
+            Ok(TxEnd::Commit(()))
         })
     }
 

@@ -1,7 +1,7 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::on_pool;
+use super::on_pool;
 
 use super::Store;
 

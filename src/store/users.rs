@@ -4,8 +4,8 @@ use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::{in_transaction, on_pool, TxEnd};
 use crate::names::{is_email_like, name_key};
-use crate::{in_transaction, on_pool};
 
 use super::refresh_tokens::REVOKE_USERS_TOKENS;
 use super::{Pool, Store};
@@ -127,7 +127,7 @@ impl Store {
                 .bind(name_key(&new.email))
                 .execute(&mut *tx)
                 .await?;
-            Ok::<_, sqlx::Error>(user)
+            Ok(TxEnd::Commit(user))
         })
     }
 
@@ -229,8 +229,17 @@ impl Store {
         );
         let username_key = changes.username.as_deref().map(name_key);
         let email_key = changes.email.as_deref().map(name_key);
+        // Two admins demoting each other at once must leave one: on PostgreSQL each change that
+        // may remove an admin first locks every active admin (in one order), so the second waits
+        // for the first and then counts what it left. SQLite runs one writer at a time.
+        let may_remove_an_admin = changes.role.is_some() || changes.is_active == Some(false);
+        let lock_admins = (may_remove_an_admin && self.is_postgres())
+            .then_some("SELECT id FROM users WHERE role = 'admin' AND COALESCE(is_active, TRUE) ORDER BY id FOR UPDATE");
         self.changing_user(id, async {
             in_transaction!(self, tx => {
+                if let Some(lock) = lock_admins {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
                 // Writes first, then checks: a write first keeps SQLite from failing to upgrade a
                 // read. The revocation reads the row as it is before the update.
                 sqlx::query(&revoke)
@@ -249,7 +258,7 @@ impl Store {
                     .bind(changes.is_active)
                     .fetch_optional(&mut *tx)
                     .await?;
-                let Some(updated) = updated else { return Ok(AdminGuarded::NotFound) };
+                let Some(updated) = updated else { return Ok(TxEnd::Rollback(AdminGuarded::NotFound)) };
                 if username_key.is_some() || email_key.is_some() {
                     sqlx::query(
                         "INSERT INTO name_keys (user_id, username_key, email_key) VALUES ($1, $2, $3) \
@@ -263,17 +272,17 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                if changes.role.is_some() || changes.is_active == Some(false) {
+                if may_remove_an_admin {
                     let admins: i64 = sqlx::query_scalar(
                         "SELECT COUNT(*) FROM users WHERE role = 'admin' AND COALESCE(is_active, TRUE)",
                     )
                     .fetch_one(&mut *tx)
                     .await?;
                     if admins == 0 {
-                        return Ok(AdminGuarded::LastAdmin);
+                        return Ok(TxEnd::Rollback(AdminGuarded::LastAdmin));
                     }
                 }
-                Ok::<_, sqlx::Error>(AdminGuarded::Done(updated))
+                Ok(TxEnd::Commit(AdminGuarded::Done(updated)))
             })
         })
         .await
@@ -301,7 +310,7 @@ impl Store {
             in_transaction!(self, tx => {
                 sqlx::query(REVOKE_USERS_TOKENS).bind(id).bind(super::now()).execute(&mut *tx).await?;
                 sqlx::query("UPDATE users SET token_version = token_version + 1 WHERE id = $1").bind(id).execute(&mut *tx).await?;
-                Ok::<_, sqlx::Error>(())
+                Ok(TxEnd::Commit(()))
             })
         })
         .await
@@ -346,7 +355,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            Ok::<_, sqlx::Error>(changes.len())
+            Ok(TxEnd::Commit(changes.len()))
         })
     }
 }

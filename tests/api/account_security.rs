@@ -215,7 +215,7 @@ async fn insert_account(app: &TestApp, username: &str, email: &str, like: &str, 
     let created_at = chrono::NaiveDateTime::parse_from_str(created_at, "%Y-%m-%d %H:%M:%S").unwrap();
     let sql = "INSERT INTO users (id, username, email, password_hash, role, created_at, last_login, is_active, token_version) \
                SELECT $1, $2, $3, password_hash, role, $4, NULL, is_active, 1 FROM users WHERE username = $5";
-    let inserted = rovertchat::on_pool!(app.store, pool => {
+    let inserted = crate::on_pool!(app.store, pool => {
         sqlx::query(sql).bind(Uuid::new_v4()).bind(username).bind(email).bind(created_at).bind(like).execute(pool).await.map(|r| r.rows_affected())
     })
     .expect(sql);

@@ -14,6 +14,7 @@ on_both_databases!(
     malformed_ids_answer_422,
     seed_readme_routes_are_aliases,
     model_catalog_lists_registered_models,
+    deleting_a_missing_message_changes_nothing,
 );
 
 async fn chats_are_created_listed_and_paged(app: TestApp) {
@@ -357,4 +358,22 @@ async fn model_catalog_lists_registered_models(app: TestApp) {
     let empty = app.get("/chats/models").session(&s).send().await;
     assert_eq!(empty.body, json!({"models": [], "providers": []}));
     app.get("/chats/models").send().await.assert_detail(401, "Not authenticated");
+}
+
+async fn deleting_a_missing_message_changes_nothing(app: TestApp) {
+    let (_, s) = app.signed_up("bob_user").await;
+    let chat = app.new_chat(&s, None).await;
+    app.post_message(&s, &chat, "user", "hello").await;
+    let before = app.get(&format!("/chats/chat/{chat}")).session(&s).send().await.body["chat"]["updated_at"].clone();
+    let missing = uuid::Uuid::new_v4();
+    app.delete(&format!("/chats/{chat}/messages/{missing}")).session(&s).send().await.assert_detail(404, "Message not found");
+    let bulk = app
+        .delete(&format!("/chats/{chat}/messages/bulk"))
+        .session(&s)
+        .json(&serde_json::json!({"message_ids": [missing]}))
+        .send()
+        .await;
+    assert_eq!(bulk.body["deleted_count"], 0, "{}", bulk.body);
+    let after = app.get(&format!("/chats/chat/{chat}")).session(&s).send().await.body["chat"]["updated_at"].clone();
+    assert_eq!(after, before, "a delete that deleted nothing leaves the chat's updated_at");
 }

@@ -160,7 +160,7 @@ async fn chat_stores_the_answer_and_titles_the_chat(app: TestApp) {
 async fn chat_stores_thinking_and_the_known_model(app: TestApp) {
     let (_, s) = app.signed_up("bob_user").await;
     let model_id = uuid::Uuid::new_v4();
-    rovertchat::on_pool!(app.store, pool => {
+    crate::on_pool!(app.store, pool => {
         sqlx::query("INSERT INTO models (id, name, is_active) VALUES ($1, $2, TRUE)").bind(model_id).bind("qwen3:0.6b").execute(pool).await.map(|_| ())
     })
     .unwrap();

@@ -359,7 +359,7 @@ async fn shutdown_stops_generations_and_stores_partials(app: TestApp) {
     let end = stream.rest().await.last().cloned().unwrap();
     assert_eq!(end.data["status"], "stopped");
     assert_eq!(app.count(ASSISTANT_ROWS).await, 1);
-    let stored: String = rovertchat::on_pool!(app.store, pool => {
+    let stored: String = crate::on_pool!(app.store, pool => {
         sqlx::query_scalar::<_, String>("SELECT content FROM messages WHERE role = 'assistant'").fetch_one(pool).await
     })
     .unwrap_or_default();

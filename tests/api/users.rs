@@ -12,6 +12,7 @@ on_both_databases!(
     admin_routes_refuse_non_admins,
     account_changes_reach_the_very_next_request,
     ids_are_validated,
+    two_admins_demoting_each_other_at_once_leave_one,
 );
 
 async fn users_edit_their_own_profile(app: TestApp) {
@@ -246,4 +247,33 @@ async fn ids_are_validated(app: TestApp) {
     }]});
     assert_eq!(bad.body, expected);
     app.delete("/users/123").session(&admin).send().await.assert_validation(&[("uuid_parsing", json!(["path", "user_id"]))]);
+}
+
+async fn two_admins_demoting_each_other_at_once_leave_one(app: TestApp) {
+    let (ann, ann_session) = app.signed_up("admin_ann").await;
+    let (bob, bob_session) = app.signed_up("bob_user").await;
+    let (ann_id, bob_id) = (ann["id"].as_str().unwrap(), bob["id"].as_str().unwrap());
+    let admins = "SELECT COUNT(*) FROM users WHERE role = 'admin' AND COALESCE(is_active, TRUE)";
+    for round in 0..10 {
+        // Both are admins; each demotes the other at the same moment.
+        if app.count(admins).await < 2 {
+            let remaining = app.get("/users/me").session(&ann_session).send().await;
+            let (promoter, promoted) =
+                if remaining.body["role"] == "admin" { (&ann_session, bob_id) } else { (&bob_session, ann_id) };
+            let promoted = app.put(&format!("/users/{promoted}")).session(promoter).json(&json!({"role": "admin"})).send().await;
+            assert_eq!(promoted.status, 200, "round {round}: {}", promoted.body);
+        }
+        let (by_ann, by_bob) = tokio::join!(
+            app.put(&format!("/users/{bob_id}")).session(&ann_session).json(&json!({"role": "user"})).send(),
+            app.put(&format!("/users/{ann_id}")).session(&bob_session).json(&json!({"role": "user"})).send(),
+        );
+        let statuses = [by_ann.status.as_u16(), by_bob.status.as_u16()];
+        assert!(
+            statuses.contains(&200) && statuses.contains(&403),
+            "round {round}: {statuses:?} {} {}",
+            by_ann.body,
+            by_bob.body
+        );
+        assert_eq!(app.count(admins).await, 1, "round {round}: {statuses:?}");
+    }
 }

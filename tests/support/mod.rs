@@ -36,6 +36,17 @@ pub enum Backend {
     Postgres,
 }
 
+/// Runs `$body` with `$pool` bound to the test database's pool, whichever backend it is.
+#[macro_export]
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store.pool() {
+            rovertchat::store::Pool::Postgres($pool) => $body,
+            rovertchat::store::Pool::Sqlite($pool) => $body,
+        }
+    };
+}
+
 /// Runs one test body on SQLite and, when `TEST_DATABASE_URL` is set, on PostgreSQL.
 #[macro_export]
 macro_rules! on_both_databases {
@@ -239,12 +250,12 @@ impl TestApp {
 
     /// Runs SQL statements against the test's database (to set up a fault).
     pub async fn execute(&self, sql: &str) {
-        rovertchat::on_pool!(self.store, pool => sqlx::raw_sql(sql).execute(pool).await.map(|_| ())).expect(sql);
+        crate::on_pool!(self.store, pool => sqlx::raw_sql(sql).execute(pool).await.map(|_| ())).expect(sql);
     }
 
     /// Runs SQL against the test's database and returns one integer.
     pub async fn count(&self, sql: &str) -> i64 {
-        rovertchat::on_pool!(self.store, pool => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await).expect(sql)
+        crate::on_pool!(self.store, pool => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await).expect(sql)
     }
 
     /// Sends the shutdown signal (as SIGTERM would) and waits until the server has stopped.
