@@ -1,11 +1,15 @@
 //! The one error type of the HTTP layer. Every failure becomes a FastAPI-style `{"detail": ...}`
-//! answer; 5xx causes go to the log, never into the body.
+//! answer; 5xx causes go to the log, never into the body. The mapping of what services, the
+//! database, the upstream and password hashing report to statuses lives here, once.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::auth::passwords::HashingError;
+use crate::ollama::OllamaError;
+use crate::services::ServiceError;
 use crate::validation::ValidationIssue;
 
 #[derive(Debug, thiserror::Error)]
@@ -77,9 +81,43 @@ impl ApiError {
     }
 }
 
-impl From<crate::auth::passwords::HashingError> for ApiError {
-    fn from(err: crate::auth::passwords::HashingError) -> Self {
-        use crate::auth::passwords::HashingError;
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::Invalid(issues) => ApiError::Validation(issues),
+            ServiceError::Refused(detail) => ApiError::BadRequest(detail),
+            ServiceError::IncorrectLogin => ApiError::IncorrectLogin,
+            ServiceError::InactiveUser => ApiError::InactiveUser,
+            ServiceError::InvalidCredentials => ApiError::InvalidCredentials,
+            ServiceError::Forbidden(detail) => ApiError::Forbidden(detail),
+            ServiceError::NotFound(detail) => ApiError::NotFound(detail),
+            ServiceError::Conflict(detail) => ApiError::Conflict(detail),
+            ServiceError::Limited { limit, retry_after_secs } => ApiError::TooManyRequests { limit, retry_after_secs },
+            ServiceError::Unavailable(detail) => ApiError::Unavailable(detail),
+            ServiceError::Upstream(err) => err.into(),
+            ServiceError::Database(err) => err.into(),
+            ServiceError::Hashing(err) => err.into(),
+            ServiceError::Internal(err) => ApiError::Internal(err),
+        }
+    }
+}
+
+/// Unknown model 404, other upstream 4xx 400, upstream 5xx or unreachable 502, timeout 504;
+/// the detail is Ollama's message, never its address.
+impl From<OllamaError> for ApiError {
+    fn from(err: OllamaError) -> Self {
+        let status = match &err {
+            OllamaError::Upstream { status, .. } if *status == StatusCode::NOT_FOUND => StatusCode::NOT_FOUND,
+            OllamaError::Upstream { status, .. } if status.is_client_error() => StatusCode::BAD_REQUEST,
+            OllamaError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        ApiError::Upstream { status, detail: err.to_string() }
+    }
+}
+
+impl From<HashingError> for ApiError {
+    fn from(err: HashingError) -> Self {
         match err {
             HashingError::Busy => {
                 ApiError::Overloaded { detail: "Too many sign-ins at once; please try again in a moment", retry_after_secs: 2 }
@@ -90,6 +128,8 @@ impl From<crate::auth::passwords::HashingError> for ApiError {
     }
 }
 
+/// An unreachable database answers 503 "Database unavailable"; a conflict that persisted after
+/// the transaction's retries, 503 "busy"; anything else is an internal error.
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         if crate::store::is_connection_error(&err) {

@@ -33,25 +33,6 @@ pub enum OllamaError {
     Disconnected(String),
 }
 
-impl OllamaError {
-    /// The status rovertchat answers: unknown model 404, other upstream 4xx 400, upstream
-    /// 5xx or unreachable 502, timeout 504.
-    pub fn http_status(&self) -> StatusCode {
-        match self {
-            OllamaError::Upstream { status, .. } if *status == StatusCode::NOT_FOUND => StatusCode::NOT_FOUND,
-            OllamaError::Upstream { status, .. } if status.is_client_error() => StatusCode::BAD_REQUEST,
-            OllamaError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::BAD_GATEWAY,
-        }
-    }
-}
-
-impl From<OllamaError> for crate::error::ApiError {
-    fn from(err: OllamaError) -> Self {
-        crate::error::ApiError::Upstream { status: err.http_status(), detail: err.to_string() }
-    }
-}
-
 #[derive(Clone)]
 pub struct OllamaClient {
     http: reqwest::Client,

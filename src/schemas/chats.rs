@@ -8,7 +8,6 @@ use uuid::Uuid;
 
 use super::serialize_utc;
 use crate::config::GenerationLimits;
-use crate::error::{ApiError, ApiResult};
 use crate::store::chats::{Chat, DEFAULT_CHAT_TITLE};
 use crate::store::messages::Message;
 use crate::store::models::{ModelRecord, ProviderRecord};
@@ -313,7 +312,7 @@ impl ModelOptions {
 
     /// The bounds that come from the configuration: `num_ctx` at most `MAX_NUM_CTX`,
     /// `num_predict` at most `MAX_ANSWER_TOKENS`; 422 in the parser's shape otherwise.
-    pub fn check_limits(&self, limits: &GenerationLimits) -> ApiResult<()> {
+    pub fn check_limits(&self, limits: &GenerationLimits) -> Result<(), Vec<ValidationIssue>> {
         let bounds = [("num_ctx", limits.max_num_ctx), ("num_predict", limits.max_answer_tokens)];
         let issues: Vec<ValidationIssue> = bounds
             .into_iter()
@@ -334,7 +333,7 @@ impl ModelOptions {
         if issues.is_empty() {
             Ok(())
         } else {
-            Err(ApiError::Validation(issues))
+            Err(issues)
         }
     }
 }

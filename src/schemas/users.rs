@@ -3,7 +3,6 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::serialize_utc;
-use crate::error::{ApiError, ApiResult};
 use crate::names::{is_email_like, is_invisible, nfkc};
 use crate::store::users::{Role, User};
 use serde_json::{json, Value};
@@ -123,17 +122,17 @@ impl SentUsername {
     }
 
     /// The new username (`None` when it is the current one), or the 422 of the rule it breaks.
-    pub fn change_from(self, current: &str) -> ApiResult<Option<String>> {
+    pub fn change_from(self, current: &str) -> Result<Option<String>, Vec<ValidationIssue>> {
         match self {
             SentUsername::Valid(name) => Ok((name != current).then_some(name)),
             SentUsername::Invalid { sent, .. } if sent == current => Ok(None),
-            SentUsername::Invalid { sent, problem } => Err(ApiError::Validation(vec![ValidationIssue {
+            SentUsername::Invalid { sent, problem } => Err(vec![ValidationIssue {
                 kind: problem.kind,
                 loc: vec![json!("body"), json!("username")],
                 msg: problem.msg,
                 input: json!(sent),
                 ctx: problem.ctx,
-            }])),
+            }]),
         }
     }
 }

@@ -5,23 +5,23 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use super::{ServiceError, ServiceResult};
 use crate::auth::tokens::{IssuedTokens, TokenKeys, TokenType};
-use crate::error::{ApiError, ApiResult};
 use crate::schemas::users::RegisterRequest;
 use crate::store::refresh_tokens::RefreshTokenRecord;
 use crate::store::users::{NewUser, User};
 use crate::store::{self, Store, UniqueRule};
 
-pub fn username_taken() -> ApiError {
-    ApiError::BadRequest("Username already registered".into())
+pub fn username_taken() -> ServiceError {
+    ServiceError::Refused("Username already registered".into())
 }
 
-pub fn email_taken() -> ApiError {
-    ApiError::BadRequest("Email already registered".into())
+pub fn email_taken() -> ServiceError {
+    ServiceError::Refused("Email already registered".into())
 }
 
 /// Maps a unique-constraint failure (two requests racing for one name) to the contract's 400s.
-pub fn duplicate_or(err: sqlx::Error) -> ApiError {
+pub fn duplicate_or(err: sqlx::Error) -> ServiceError {
     match store::unique_violation(&err) {
         Some(UniqueRule::Username) => username_taken(),
         Some(UniqueRule::Email) => email_taken(),
@@ -35,7 +35,7 @@ pub async fn ensure_available(
     username: Option<&str>,
     email: Option<&str>,
     except: Option<uuid::Uuid>,
-) -> ApiResult<()> {
+) -> ServiceResult<()> {
     if username.is_none() && email.is_none() {
         return Ok(());
     }
@@ -51,7 +51,7 @@ pub async fn ensure_available(
 
 /// The first account becomes admin. `role` and `is_active` are honoured only when an admin
 /// creates the account.
-pub async fn register(store: &Store, request: RegisterRequest, caller: Option<&User>) -> ApiResult<User> {
+pub async fn register(store: &Store, request: RegisterRequest, caller: Option<&User>) -> ServiceResult<User> {
     ensure_available(store, Some(&request.username), Some(&request.email), None).await?;
     let password_hash = hash_password(request.password).await?;
     let by_admin = caller.is_some_and(User::is_admin);
@@ -69,7 +69,7 @@ pub async fn register(store: &Store, request: RegisterRequest, caller: Option<&U
 }
 
 /// The account a login name refers to, if any (see [`Store::user_by_login_name`]).
-pub async fn find_login_account(store: &Store, name: &str) -> ApiResult<Option<User>> {
+pub async fn find_login_account(store: &Store, name: &str) -> ServiceResult<Option<User>> {
     Ok(store.user_by_login_name(name).await?)
 }
 
@@ -77,16 +77,16 @@ pub async fn find_login_account(store: &Store, name: &str) -> ApiResult<Option<U
 /// replaced by argon2id on success) and records the login. A wrong password is answered before
 /// the active flag is looked at, and only after the dummy work that makes every failed login
 /// cost the same (see [`padding`]).
-pub async fn login(store: &Store, account: Option<User>, password: String) -> ApiResult<User> {
+pub async fn login(store: &Store, account: Option<User>, password: String) -> ServiceResult<User> {
     let stored_hash = account.as_ref().map(|u| u.password_hash.clone());
     let checked = CheckedHash::of(stored_hash.as_deref());
     let verification = verify_password(password.clone(), stored_hash).await?;
     let (Some(mut user), Verification::Match | Verification::MatchRehashed(_)) = (account, &verification) else {
         pad_failed_login(store, checked, password).await?;
-        return Err(ApiError::IncorrectLogin);
+        return Err(ServiceError::IncorrectLogin);
     };
     if !user.is_active() {
-        return Err(ApiError::InactiveUser);
+        return Err(ServiceError::InactiveUser);
     }
     let rehashed = match verification {
         Verification::MatchRehashed(hash) => Some(hash),
@@ -141,7 +141,7 @@ fn padding(checked: CheckedHash, bcrypt_hashes_remain: bool) -> Padding {
 /// while any of the original's bcrypt hashes remain.
 const DUMMY_BCRYPT_HASH: &str = "$2b$12$JCn/LnvODOL3eR41EFhGr.kNjQVjxgu/ndNEMnjGGWRBgtyltlVTu";
 
-async fn pad_failed_login(store: &Store, checked: CheckedHash, password: String) -> ApiResult<()> {
+async fn pad_failed_login(store: &Store, checked: CheckedHash, password: String) -> ServiceResult<()> {
     let bcrypt_hashes_remain = checked == CheckedHash::Bcrypt || store.bcrypt_hashes_remain().await?;
     let padding = padding(checked, bcrypt_hashes_remain);
     if padding.argon2 {
@@ -154,11 +154,11 @@ async fn pad_failed_login(store: &Store, checked: CheckedHash, password: String)
 }
 
 /// Starts a login's chain of refresh tokens and issues the first tokens.
-pub async fn start_session(store: &Store, keys: &TokenKeys, user: &User) -> ApiResult<IssuedTokens> {
+pub async fn start_session(store: &Store, keys: &TokenKeys, user: &User) -> ServiceResult<IssuedTokens> {
     issue_in_family(store, keys, user, Uuid::new_v4()).await
 }
 
-async fn issue_in_family(store: &Store, keys: &TokenKeys, user: &User, family_id: Uuid) -> ApiResult<IssuedTokens> {
+async fn issue_in_family(store: &Store, keys: &TokenKeys, user: &User, family_id: Uuid) -> ServiceResult<IssuedTokens> {
     let issued_at = store::now();
     let record = RefreshTokenRecord {
         id: Uuid::new_v4(),
@@ -181,17 +181,17 @@ pub async fn refresh(
     keys: &TokenKeys,
     refresh_token: Option<&str>,
     grace: Duration,
-) -> ApiResult<(User, IssuedTokens)> {
-    let token = refresh_token.ok_or(ApiError::InvalidCredentials)?;
-    let verified = keys.verify(token, TokenType::Refresh).map_err(|_| ApiError::InvalidCredentials)?;
-    let token_id = verified.token_id.ok_or(ApiError::InvalidCredentials)?;
-    let user = store.user_by_id(verified.user_id).await?.ok_or(ApiError::InvalidCredentials)?;
+) -> ServiceResult<(User, IssuedTokens)> {
+    let token = refresh_token.ok_or(ServiceError::InvalidCredentials)?;
+    let verified = keys.verify(token, TokenType::Refresh).map_err(|_| ServiceError::InvalidCredentials)?;
+    let token_id = verified.token_id.ok_or(ServiceError::InvalidCredentials)?;
+    let user = store.user_by_id(verified.user_id).await?.ok_or(ServiceError::InvalidCredentials)?;
     if !user.is_active() || user.token_version != verified.token_version {
-        return Err(ApiError::InvalidCredentials);
+        return Err(ServiceError::InvalidCredentials);
     }
-    let record = store.refresh_token(token_id).await?.ok_or(ApiError::InvalidCredentials)?;
+    let record = store.refresh_token(token_id).await?.ok_or(ServiceError::InvalidCredentials)?;
     if record.user_id != user.id || record.revoked_at.is_some() {
-        return Err(ApiError::InvalidCredentials);
+        return Err(ServiceError::InvalidCredentials);
     }
     let now = store::now();
     if !store.use_refresh_token(token_id, now).await? {
@@ -200,7 +200,7 @@ pub async fn refresh(
         if !within_grace {
             store.revoke_refresh_family(record.family_id, now).await?;
             tracing::warn!(user_id = %user.id, family_id = %record.family_id, "retired refresh token reused: login chain revoked");
-            return Err(ApiError::InvalidCredentials);
+            return Err(ServiceError::InvalidCredentials);
         }
     }
     let tokens = issue_in_family(store, keys, &user, record.family_id).await?;
@@ -208,7 +208,7 @@ pub async fn refresh(
 }
 
 /// Ends every session of the user: every token issued so far is refused.
-pub async fn logout(store: &Store, user: &User) -> ApiResult<()> {
+pub async fn logout(store: &Store, user: &User) -> ServiceResult<()> {
     store.end_sessions(user.id).await?;
     Ok(())
 }

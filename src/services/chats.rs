@@ -6,7 +6,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::generation::{Generation, GenerationRequest, Generations, Question};
-use crate::error::{ApiError, ApiResult};
+use super::{ServiceError, ServiceResult};
 use crate::ollama::{ChatRequest, UpstreamMessage};
 use crate::schemas::chats::{
     BulkDelete, BulkDeleted, ChatCreate, ChatListQuery, ChatUpdate, CompletionRequest, MessageCreate, MessageUpdate,
@@ -17,30 +17,30 @@ use crate::store::messages::{Message, NewMessage};
 use crate::store::users::User;
 use crate::store::{self, Store};
 
-const CHAT_NOT_FOUND: ApiError = ApiError::NotFound("Chat not found");
-const MESSAGE_NOT_FOUND: ApiError = ApiError::NotFound("Message not found");
+const CHAT_NOT_FOUND: ServiceError = ServiceError::NotFound("Chat not found");
+const MESSAGE_NOT_FOUND: ServiceError = ServiceError::NotFound("Message not found");
 
-pub async fn list(store: &Store, user: &User, query: &ChatListQuery) -> ApiResult<ChatPage> {
+pub async fn list(store: &Store, user: &User, query: &ChatListQuery) -> ServiceResult<ChatPage> {
     Ok(store.list_chats(user.id, query.include_archived, query.skip, query.limit).await?)
 }
 
-pub async fn create(store: &Store, user: &User, request: ChatCreate) -> ApiResult<Chat> {
+pub async fn create(store: &Store, user: &User, request: ChatCreate) -> ServiceResult<Chat> {
     Ok(store.create_chat(user.id, &request.title, store::now()).await?)
 }
 
 /// The chat when it is the user's; 404 otherwise (a foreign chat looks missing).
-pub async fn user_chat(store: &Store, user: &User, chat_id: Uuid) -> ApiResult<Chat> {
+pub async fn user_chat(store: &Store, user: &User, chat_id: Uuid) -> ServiceResult<Chat> {
     store.user_chat(user.id, chat_id).await?.ok_or(CHAT_NOT_FOUND)
 }
 
-pub async fn with_messages(store: &Store, user: &User, chat_id: Uuid) -> ApiResult<(Chat, Vec<Message>)> {
+pub async fn with_messages(store: &Store, user: &User, chat_id: Uuid) -> ServiceResult<(Chat, Vec<Message>)> {
     let chat = user_chat(store, user, chat_id).await?;
     let messages = store.chat_messages(chat_id).await?;
     Ok((chat, messages))
 }
 
 /// Renames and/or (un)archives. An empty update changes nothing, not even `updated_at`.
-pub async fn update(store: &Store, user: &User, chat_id: Uuid, update: ChatUpdate) -> ApiResult<Chat> {
+pub async fn update(store: &Store, user: &User, chat_id: Uuid, update: ChatUpdate) -> ServiceResult<Chat> {
     if update.title.is_none() && update.is_archived.is_none() {
         return user_chat(store, user, chat_id).await;
     }
@@ -48,7 +48,7 @@ pub async fn update(store: &Store, user: &User, chat_id: Uuid, update: ChatUpdat
 }
 
 /// Deletes a chat and its messages; its running generation is stopped first.
-pub async fn delete(store: &Store, generations: &Generations, user: &User, chat_id: Uuid) -> ApiResult<()> {
+pub async fn delete(store: &Store, generations: &Generations, user: &User, chat_id: Uuid) -> ServiceResult<()> {
     generations.stop(user.id, chat_id);
     if !store.delete_chat(user.id, chat_id).await? {
         return Err(CHAT_NOT_FOUND);
@@ -56,14 +56,14 @@ pub async fn delete(store: &Store, generations: &Generations, user: &User, chat_
     Ok(())
 }
 
-pub async fn delete_all(store: &Store, generations: &Generations, user: &User) -> ApiResult<()> {
+pub async fn delete_all(store: &Store, generations: &Generations, user: &User) -> ServiceResult<()> {
     for chat_id in store.delete_all_chats(user.id).await? {
         generations.stop(user.id, chat_id);
     }
     Ok(())
 }
 
-pub async fn add_message(store: &Store, user: &User, chat_id: Uuid, request: MessageCreate) -> ApiResult<Message> {
+pub async fn add_message(store: &Store, user: &User, chat_id: Uuid, request: MessageCreate) -> ServiceResult<Message> {
     let new = NewMessage {
         role: request.role,
         content: request.content,
@@ -74,7 +74,7 @@ pub async fn add_message(store: &Store, user: &User, chat_id: Uuid, request: Mes
     store.add_message(user.id, chat_id, &new, store::now()).await?.ok_or(CHAT_NOT_FOUND)
 }
 
-pub async fn message(store: &Store, user: &User, chat_id: Uuid, message_id: Uuid) -> ApiResult<Message> {
+pub async fn message(store: &Store, user: &User, chat_id: Uuid, message_id: Uuid) -> ServiceResult<Message> {
     user_chat(store, user, chat_id).await?;
     store.chat_message(chat_id, message_id).await?.ok_or(MESSAGE_NOT_FOUND)
 }
@@ -86,10 +86,10 @@ pub async fn edit_message(
     chat_id: Uuid,
     message_id: Uuid,
     update: MessageUpdate,
-) -> ApiResult<Message> {
+) -> ServiceResult<Message> {
     let current = message(store, user, chat_id, message_id).await?;
     if current.role != "user" {
-        return Err(ApiError::Forbidden("Only user messages can be edited"));
+        return Err(ServiceError::Forbidden("Only user messages can be edited"));
     }
     let content = update.content.unwrap_or(current.content);
     let metadata = match update.extended_metadata.into_update() {
@@ -99,7 +99,7 @@ pub async fn edit_message(
     store.edit_message(user.id, chat_id, message_id, &content, metadata.as_ref(), store::now()).await?.ok_or(MESSAGE_NOT_FOUND)
 }
 
-pub async fn delete_message(store: &Store, user: &User, chat_id: Uuid, message_id: Uuid) -> ApiResult<()> {
+pub async fn delete_message(store: &Store, user: &User, chat_id: Uuid, message_id: Uuid) -> ServiceResult<()> {
     let deleted = store.delete_messages(user.id, chat_id, &[message_id], store::now()).await?.ok_or(CHAT_NOT_FOUND)?;
     if deleted.is_empty() {
         return Err(MESSAGE_NOT_FOUND);
@@ -109,7 +109,7 @@ pub async fn delete_message(store: &Store, user: &User, chat_id: Uuid, message_i
 
 /// Deletes the listed messages of the chat; ids that are missing or belong elsewhere are
 /// reported as failed, not deleted.
-pub async fn delete_messages(store: &Store, user: &User, chat_id: Uuid, request: BulkDelete) -> ApiResult<BulkDeleted> {
+pub async fn delete_messages(store: &Store, user: &User, chat_id: Uuid, request: BulkDelete) -> ServiceResult<BulkDeleted> {
     let mut ids = request.message_ids;
     ids.sort();
     ids.dedup();
@@ -135,21 +135,21 @@ fn upstream_request(model: String, messages: Vec<UpstreamMessage>, options: Mode
     }
 }
 
-const KEEP_ALIVE_FOR_ADMINS: ApiError =
-    ApiError::Forbidden("Only admins can set keep_alive: it keeps or unloads the model for everyone");
+const KEEP_ALIVE_FOR_ADMINS: ServiceError =
+    ServiceError::Forbidden("Only admins can set keep_alive: it keeps or unloads the model for everyone");
 
 /// What a user may ask of the model: `keep_alive` only as an admin, options within the
 /// configured bounds.
-fn check_model_options(generations: &Generations, user: &User, options: &ModelOptions) -> ApiResult<()> {
+fn check_model_options(generations: &Generations, user: &User, options: &ModelOptions) -> ServiceResult<()> {
     if options.keep_alive.is_some() && !user.is_admin() {
         return Err(KEEP_ALIVE_FOR_ADMINS);
     }
-    options.check_limits(generations.limits())
+    options.check_limits(generations.limits()).map_err(ServiceError::Invalid)
 }
 
-fn refuse_while_running(generations: &Generations, user: &User, chat_id: Uuid) -> ApiResult<()> {
+fn refuse_while_running(generations: &Generations, user: &User, chat_id: Uuid) -> ServiceResult<()> {
     if generations.running(user.id, chat_id).is_some() {
-        return Err(ApiError::Conflict("A reply is already being generated for this chat"));
+        return Err(ServiceError::Conflict("A reply is already being generated for this chat"));
     }
     Ok(())
 }
@@ -164,7 +164,7 @@ pub async fn start_completion(
     user: &User,
     chat_id: Uuid,
     request: CompletionRequest,
-) -> ApiResult<Arc<Generation>> {
+) -> ServiceResult<Arc<Generation>> {
     let options =
         ModelOptions { think: request.think, options: request.options, format: request.format, keep_alive: request.keep_alive };
     check_model_options(generations, user, &options)?;
@@ -208,7 +208,7 @@ pub async fn start_ollama_chat(
     generations: &Generations,
     user: &User,
     request: OllamaChatRequest,
-) -> ApiResult<Arc<Generation>> {
+) -> ServiceResult<Arc<Generation>> {
     let options =
         ModelOptions { think: request.think, options: request.options, format: request.format, keep_alive: request.keep_alive };
     check_model_options(generations, user, &options)?;

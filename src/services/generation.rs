@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use super::{ServiceError, ServiceResult};
 use crate::config::GenerationLimits;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 use crate::ollama::types::ChunkMessage;
 use crate::ollama::{ChatChunk, ChatRequest, OllamaClient, OllamaError};
 use crate::store::chats::DEFAULT_CHAT_TITLE;
@@ -312,17 +313,17 @@ impl Generations {
 
     /// Starts a generation in its own task. Refused while the chat has one running (409), or
     /// while the user has `per_user` running (429).
-    pub fn start(&self, mut request: GenerationRequest) -> ApiResult<Arc<Generation>> {
+    pub fn start(&self, mut request: GenerationRequest) -> ServiceResult<Arc<Generation>> {
         if self.tasks.is_closed() {
-            return Err(ApiError::Unavailable("The server is shutting down"));
+            return Err(ServiceError::Unavailable("The server is shutting down"));
         }
         let mut running = self.running.lock().expect("generations lock");
         if running.contains_key(&request.chat_id) {
-            return Err(ApiError::Conflict("A reply is already being generated for this chat"));
+            return Err(ServiceError::Conflict("A reply is already being generated for this chat"));
         }
         let per_user = self.limits.per_user;
         if running.values().filter(|g| g.user_id == request.user_id).count() >= per_user {
-            return Err(ApiError::TooManyRequests {
+            return Err(ServiceError::Limited {
                 limit: format!("{per_user} replies generating at once per user"),
                 retry_after_secs: RETRY_AFTER_BUSY_SECS,
             });

@@ -2,26 +2,26 @@
 
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult};
+use super::{ServiceError, ServiceResult};
 use crate::schemas::settings::SettingsUpdate;
 use crate::store::settings::UserSettings;
 use crate::store::users::User;
 use crate::store::Store;
 
 /// The user's settings, created with defaults (display name = username) when missing.
-pub async fn settings_of(store: &Store, user: &User) -> ApiResult<UserSettings> {
-    store.settings_or_default(user.id, &user.username).await?.ok_or(ApiError::NotFound("User not found"))
+pub async fn settings_of(store: &Store, user: &User) -> ServiceResult<UserSettings> {
+    store.settings_or_default(user.id, &user.username).await?.ok_or(ServiceError::NotFound("User not found"))
 }
 
 /// Changes only the fields sent (creating the row with defaults first when missing).
-pub async fn update_settings(store: &Store, user: &User, update: SettingsUpdate) -> ApiResult<UserSettings> {
+pub async fn update_settings(store: &Store, user: &User, update: SettingsUpdate) -> ServiceResult<UserSettings> {
     settings_of(store, user).await?;
-    store.update_settings(user.id, &update.into()).await?.ok_or(ApiError::NotFound("User not found"))
+    store.update_settings(user.id, &update.into()).await?.ok_or(ServiceError::NotFound("User not found"))
 }
 
 /// An admin reads another user's settings (no auto-creation).
-pub async fn settings_for_admin(store: &Store, user_id: Uuid) -> ApiResult<UserSettings> {
-    store.settings(user_id).await?.ok_or(ApiError::NotFound("Settings not found"))
+pub async fn settings_for_admin(store: &Store, user_id: Uuid) -> ServiceResult<UserSettings> {
+    store.settings(user_id).await?.ok_or(ServiceError::NotFound("Settings not found"))
 }
 
 pub async fn update_settings_for_admin(
@@ -29,16 +29,16 @@ pub async fn update_settings_for_admin(
     admin: &User,
     user_id: Uuid,
     update: SettingsUpdate,
-) -> ApiResult<UserSettings> {
-    let user = store.user_by_id(user_id).await?.ok_or(ApiError::NotFound("User not found"))?;
+) -> ServiceResult<UserSettings> {
+    let user = store.user_by_id(user_id).await?.ok_or(ServiceError::NotFound("User not found"))?;
     let settings = update_settings(store, &user, update).await?;
     tracing::info!(admin_id = %admin.id, target_id = %user_id, "admin updated settings");
     Ok(settings)
 }
 
-pub async fn delete_settings_for_admin(store: &Store, admin: &User, user_id: Uuid) -> ApiResult<()> {
+pub async fn delete_settings_for_admin(store: &Store, admin: &User, user_id: Uuid) -> ServiceResult<()> {
     if !store.delete_settings(user_id).await? {
-        return Err(ApiError::NotFound("Settings not found"));
+        return Err(ServiceError::NotFound("Settings not found"));
     }
     tracing::info!(admin_id = %admin.id, target_id = %user_id, "admin deleted settings");
     Ok(())

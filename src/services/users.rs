@@ -3,8 +3,8 @@
 use uuid::Uuid;
 
 use super::accounts::{duplicate_or, ensure_available};
+use super::{ServiceError, ServiceResult};
 use crate::auth::passwords::hash_password;
-use crate::error::{ApiError, ApiResult};
 use crate::schemas::users::UserUpdate;
 use crate::store::users::{AdminGuarded, User, UserChanges};
 use crate::store::Store;
@@ -16,9 +16,9 @@ const LAST_ADMIN: &str = "The last active admin cannot be deactivated or demoted
 /// A user edits their own profile. `role` is ignored (as the original); changing one's own
 /// active flag is refused. A new password ends every session of the user (the caller starts a
 /// new one for the session that changed it).
-pub async fn update_own_profile(store: &Store, user: &User, update: UserUpdate) -> ApiResult<User> {
+pub async fn update_own_profile(store: &Store, user: &User, update: UserUpdate) -> ServiceResult<User> {
     if update.is_active.is_some_and(|active| active != user.is_active()) {
-        return Err(ApiError::Forbidden(OWN_ACTIVE_STATUS));
+        return Err(ServiceError::Forbidden(OWN_ACTIVE_STATUS));
     }
     let changes = UserUpdate { role: None, is_active: None, ..update };
     apply(store, user, changes).await
@@ -26,13 +26,13 @@ pub async fn update_own_profile(store: &Store, user: &User, update: UserUpdate) 
 
 /// An admin edits an account, including its role and active flag (never their own). A new
 /// password or a changed active flag ends every session of the account.
-pub async fn update_by_admin(store: &Store, admin: &User, target: Uuid, update: UserUpdate) -> ApiResult<User> {
+pub async fn update_by_admin(store: &Store, admin: &User, target: Uuid, update: UserUpdate) -> ServiceResult<User> {
     if target == admin.id {
         if update.role.is_some_and(|role| role != admin.role()) {
-            return Err(ApiError::Forbidden(OWN_ROLE));
+            return Err(ServiceError::Forbidden(OWN_ROLE));
         }
         if update.is_active.is_some_and(|active| !active) {
-            return Err(ApiError::Forbidden(OWN_ACTIVE_STATUS));
+            return Err(ServiceError::Forbidden(OWN_ACTIVE_STATUS));
         }
     }
     let user = apply(store, &existing(store, target).await?, update).await?;
@@ -41,9 +41,9 @@ pub async fn update_by_admin(store: &Store, admin: &User, target: Uuid, update: 
 }
 
 /// An admin (de)activates an account; a change ends every session of the account.
-pub async fn set_active_by_admin(store: &Store, admin: &User, target: Uuid, active: bool) -> ApiResult<User> {
+pub async fn set_active_by_admin(store: &Store, admin: &User, target: Uuid, active: bool) -> ServiceResult<User> {
     if target == admin.id && !active {
-        return Err(ApiError::Forbidden(OWN_ACTIVE_STATUS));
+        return Err(ServiceError::Forbidden(OWN_ACTIVE_STATUS));
     }
     let current = existing(store, target).await?;
     let user = apply(store, &current, UserUpdate { is_active: Some(active), ..UserUpdate::default() }).await?;
@@ -51,15 +51,15 @@ pub async fn set_active_by_admin(store: &Store, admin: &User, target: Uuid, acti
     Ok(user)
 }
 
-async fn existing(store: &Store, id: Uuid) -> ApiResult<User> {
-    store.user_by_id(id).await?.ok_or(ApiError::NotFound("User not found"))
+async fn existing(store: &Store, id: Uuid) -> ServiceResult<User> {
+    store.user_by_id(id).await?.ok_or(ServiceError::NotFound("User not found"))
 }
 
 /// Applies the update to the account `current`. A username or e-mail address sent unchanged is
 /// no change (an adopted name that breaks today's rules may be sent back as it is).
-async fn apply(store: &Store, current: &User, update: UserUpdate) -> ApiResult<User> {
+async fn apply(store: &Store, current: &User, update: UserUpdate) -> ServiceResult<User> {
     let username = match update.username {
-        Some(sent) => sent.change_from(&current.username)?,
+        Some(sent) => sent.change_from(&current.username).map_err(ServiceError::Invalid)?,
         None => None,
     };
     let email = update.email.filter(|email| *email != current.email);
@@ -71,7 +71,7 @@ async fn apply(store: &Store, current: &User, update: UserUpdate) -> ApiResult<U
     let changes = UserChanges { username, email, password_hash, role: update.role, is_active: update.is_active };
     match store.update_user(current.id, changes).await.map_err(duplicate_or)? {
         AdminGuarded::Done(user) => Ok(user),
-        AdminGuarded::NotFound => Err(ApiError::NotFound("User not found")),
-        AdminGuarded::LastAdmin => Err(ApiError::Forbidden(LAST_ADMIN)),
+        AdminGuarded::NotFound => Err(ServiceError::NotFound("User not found")),
+        AdminGuarded::LastAdmin => Err(ServiceError::Forbidden(LAST_ADMIN)),
     }
 }
