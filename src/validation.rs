@@ -298,6 +298,42 @@ fn plural(n: usize, word: &str) -> String {
     }
 }
 
+/// A string of `MIN..=MAX` characters: the bounds are part of the type, so the parser
+/// ([`Text::parse`]) and the OpenAPI schema (its `PartialSchema`) read the same two numbers.
+/// `MAX = usize::MAX` means no upper bound. Fields of this type need `#[schema(inline)]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text<const MIN: usize, const MAX: usize>(String);
+
+impl<const MIN: usize, const MAX: usize> Text<MIN, MAX> {
+    pub fn parse(value: &Value) -> Result<Self, Problem> {
+        string(MIN, MAX)(value).map(Text)
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl<const MIN: usize, const MAX: usize> std::ops::Deref for Text<MIN, MAX> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<const MIN: usize, const MAX: usize> utoipa::PartialSchema for Text<MIN, MAX> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length((MIN > 0).then_some(MIN))
+            .max_length((MAX < usize::MAX).then_some(MAX))
+            .into()
+    }
+}
+
+impl<const MIN: usize, const MAX: usize> utoipa::ToSchema for Text<MIN, MAX> {}
+
 /// A string of `min..=max` characters (Unicode scalar values, as Python counts).
 pub fn string(min: usize, max: usize) -> impl Fn(&Value) -> Result<String, Problem> {
     move |value| {

@@ -13,7 +13,7 @@ use crate::store::messages::Message;
 use crate::store::models::{ModelRecord, ProviderRecord};
 use crate::validation::{
     any_json, any_string, boolean, greater_than_equal, integer, less_than_equal, literal, number, object, query_int, string,
-    string_list, uuid_any, BodySize, Fields, FromFields, Patch, Problem, ValidationIssue,
+    string_list, uuid_any, BodySize, Fields, FromFields, Patch, Problem, Text, ValidationIssue,
 };
 
 pub const MESSAGE_ROLES: &[&str] = &["user", "assistant", "system", "tool"];
@@ -21,16 +21,25 @@ pub const MESSAGE_ROLES: &[&str] = &["user", "assistant", "system", "tool"];
 /// The longest chat title, on create and on rename (the column is `VARCHAR(255)`).
 pub const CHAT_TITLE_MAX_CHARS: usize = 255;
 
+/// A chat's title as sent; on create it may be empty (then "New Chat").
+pub type TitleSent = Text<0, CHAT_TITLE_MAX_CHARS>;
+/// A new title on rename.
+pub type Title = Text<1, CHAT_TITLE_MAX_CHARS>;
+
+/// The longest model name a request may name.
+pub const MODEL_NAME_MAX_CHARS: usize = 200;
+pub type ModelNameText = Text<1, MODEL_NAME_MAX_CHARS>;
+
 /// `POST /chats/my`: an empty or missing title gives "New Chat".
 #[derive(ToSchema)]
 pub struct ChatCreate {
-    #[schema(max_length = 255, example = "Trip planning")]
+    #[schema(inline, value_type = TitleSent, example = "Trip planning")]
     pub title: String,
 }
 
 impl FromFields for ChatCreate {
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
-        let title = f.optional("title", string(0, CHAT_TITLE_MAX_CHARS));
+        let title = f.optional("title", TitleSent::parse).map(Text::into_string);
         Some(ChatCreate { title: title.filter(|t| !t.is_empty()).unwrap_or_else(|| DEFAULT_CHAT_TITLE.to_owned()) })
     }
 }
@@ -44,17 +53,14 @@ impl Default for ChatCreate {
 /// `PATCH /chats/chat/{id}`.
 #[derive(ToSchema)]
 pub struct ChatUpdate {
-    #[schema(min_length = 1, max_length = 255)]
-    pub title: Option<String>,
+    #[schema(inline)]
+    pub title: Option<Title>,
     pub is_archived: Option<bool>,
 }
 
 impl FromFields for ChatUpdate {
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
-        Some(ChatUpdate {
-            title: f.optional("title", string(1, CHAT_TITLE_MAX_CHARS)),
-            is_archived: f.optional("is_archived", boolean),
-        })
+        Some(ChatUpdate { title: f.optional("title", Title::parse), is_archived: f.optional("is_archived", boolean) })
     }
 }
 

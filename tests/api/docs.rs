@@ -118,3 +118,15 @@ fn model_options_are_documented_as_an_allow_list() {
         assert!(field.contains("#/components/schemas/ModelOptions"), "{request}: {field}");
     }
 }
+
+/// The bounds the parsers enforce are the ones the document states (both read one type).
+#[test]
+fn documented_text_bounds_are_the_enforced_ones() {
+    let spec = serde_json::to_value(rovertchat::openapi::spec()).unwrap();
+    let field = |schema: &str, name: &str| spec["components"]["schemas"][schema]["properties"][name].clone();
+    let title_on_create = field("ChatCreate", "title");
+    assert_eq!((title_on_create["maxLength"].as_u64(), title_on_create.get("minLength")), (Some(255), None), "{title_on_create}");
+    let title_on_rename = field("ChatUpdate", "title");
+    let renamed = &title_on_rename["oneOf"][1];
+    assert_eq!((renamed["minLength"].as_u64(), renamed["maxLength"].as_u64()), (Some(1), Some(255)), "{title_on_rename}");
+}
