@@ -29,6 +29,8 @@ pub type Title = Text<1, CHAT_TITLE_MAX_CHARS>;
 /// The longest model name a request may name.
 pub const MODEL_NAME_MAX_CHARS: usize = 200;
 pub type ModelNameText = Text<1, MODEL_NAME_MAX_CHARS>;
+/// A message the user writes: not empty, as long as the body allows.
+pub type MessageText = Text<1, { usize::MAX }>;
 
 /// `POST /chats/my`: an empty or missing title gives "New Chat".
 #[derive(ToSchema)]
@@ -123,7 +125,7 @@ impl FromFields for MessageCreate {
 /// `PATCH /chats/{id}/messages/{message_id}`.
 #[derive(ToSchema)]
 pub struct MessageUpdate {
-    #[schema(min_length = 1)]
+    #[schema(inline, value_type = Option<MessageText>)]
     pub content: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub extended_metadata: Patch<Map<String, Value>>,
@@ -134,7 +136,7 @@ impl FromFields for MessageUpdate {
 
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
         Some(MessageUpdate {
-            content: f.optional("content", string(1, usize::MAX)),
+            content: f.optional("content", MessageText::parse).map(Text::into_string),
             extended_metadata: f.patch("extended_metadata", object),
         })
     }
@@ -375,7 +377,7 @@ pub struct ChatTurn {
 /// `POST /ollama/chat` as the SPA sends it.
 #[derive(ToSchema)]
 pub struct OllamaChatRequest {
-    #[schema(min_length = 1, max_length = 200, example = "llama3.2:1b")]
+    #[schema(inline, value_type = ModelNameText, example = "llama3.2:1b")]
     pub model: String,
     #[schema(rename = "chatId")]
     pub chat_id: Uuid,
@@ -401,7 +403,7 @@ impl FromFields for OllamaChatRequest {
     const BODY_SIZE: BodySize = BodySize::Message;
 
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
-        let model = f.required("model", string(1, 200));
+        let model = f.required("model", ModelNameText::parse).map(Text::into_string);
         let messages = f.list_of("messages", true, |m| {
             let role = m.required("role", literal(MESSAGE_ROLES));
             let content = m.required("content", any_string);
@@ -429,7 +431,7 @@ impl FromFields for OllamaChatRequest {
 /// `POST /chats/{id}/completions`: the new user message; history comes from the database.
 #[derive(ToSchema)]
 pub struct CompletionRequest {
-    #[schema(min_length = 1, max_length = 200, example = "llama3.2:1b")]
+    #[schema(inline, value_type = ModelNameText, example = "llama3.2:1b")]
     pub model: String,
     #[schema(min_length = 1)]
     pub content: String,
@@ -453,8 +455,8 @@ impl FromFields for CompletionRequest {
     const BODY_SIZE: BodySize = BodySize::Message;
 
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
-        let model = f.required("model", string(1, 200));
-        let content = f.required("content", string(1, usize::MAX));
+        let model = f.required("model", ModelNameText::parse).map(Text::into_string);
+        let content = f.required("content", MessageText::parse).map(Text::into_string);
         let images = f.optional("images", string_list);
         let ModelOptions { think, options, format, keep_alive } = ModelOptions::read(f);
         Some(CompletionRequest { model: model?, content: content?, images, think, options, format, keep_alive })
@@ -464,7 +466,7 @@ impl FromFields for CompletionRequest {
 /// `{"model": ...}` of `/ollama/show`, `/ollama/delete` and `/ollama/pull`.
 #[derive(ToSchema)]
 pub struct ModelName {
-    #[schema(min_length = 1, max_length = 200, example = "llama3.2:1b")]
+    #[schema(inline, value_type = ModelNameText, example = "llama3.2:1b")]
     pub model: String,
     /// `/ollama/pull` only: stream Ollama's progress as NDJSON.
     pub stream: bool,
@@ -472,7 +474,7 @@ pub struct ModelName {
 
 impl FromFields for ModelName {
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
-        let model = f.required("model", string(1, 200));
+        let model = f.required("model", ModelNameText::parse).map(Text::into_string);
         let stream = f.optional("stream", boolean).unwrap_or(false);
         Some(ModelName { model: model?, stream })
     }

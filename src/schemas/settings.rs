@@ -4,7 +4,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::store::settings::{SettingsChanges, UserSettings};
-use crate::validation::{object, string, uuid_v4, BodySize, Fields, FromFields, Patch};
+use crate::validation::{object, uuid_v4, BodySize, Fields, FromFields, Patch, Text};
+
+/// The columns are `VARCHAR(100)` and `VARCHAR(255)`.
+pub type DisplayName = Text<0, 100>;
+pub type AvatarUrl = Text<0, 255>;
 
 /// `PUT /user-settings/...`: a partial update; `null` clears a field, `preferences` is replaced whole.
 #[derive(ToSchema)]
@@ -12,9 +16,9 @@ pub struct SettingsUpdate {
     /// A UUID version 4, or `null` to clear.
     #[schema(value_type = Option<Uuid>)]
     pub default_model_id: Patch<Uuid>,
-    #[schema(value_type = Option<String>, max_length = 100)]
+    #[schema(inline, value_type = Option<DisplayName>)]
     pub display_name: Patch<String>,
-    #[schema(value_type = Option<String>, max_length = 255)]
+    #[schema(inline, value_type = Option<AvatarUrl>)]
     pub avatar_url: Patch<String>,
     /// Replaced whole (not merged).
     #[schema(value_type = Option<Object>)]
@@ -27,8 +31,8 @@ impl FromFields for SettingsUpdate {
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
         Some(SettingsUpdate {
             default_model_id: f.patch("default_model_id", uuid_v4),
-            display_name: f.patch("display_name", string(0, 100)),
-            avatar_url: f.patch("avatar_url", string(0, 255)),
+            display_name: f.patch("display_name", |v| DisplayName::parse(v).map(Text::into_string)),
+            avatar_url: f.patch("avatar_url", |v| AvatarUrl::parse(v).map(Text::into_string)),
             preferences: f.patch("preferences", object),
         })
     }
