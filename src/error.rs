@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::auth::passwords::HashingError;
 use crate::ollama::OllamaError;
+use crate::services::generation::GenerationError;
 use crate::services::ServiceError;
 use crate::validation::ValidationIssue;
 
@@ -113,6 +114,16 @@ impl From<OllamaError> for ApiError {
             _ => StatusCode::BAD_GATEWAY,
         };
         ApiError::Upstream { status, detail: err.to_string() }
+    }
+}
+
+impl From<GenerationError> for ApiError {
+    fn from(err: GenerationError) -> Self {
+        match err {
+            GenerationError::Ollama(err) => err.into(),
+            GenerationError::QuestionNotStored => ApiError::Unavailable("Your message could not be stored"),
+            GenerationError::Interrupted => ApiError::internal(GenerationError::Interrupted),
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! `ollama` client. [`Application`] binds a listener and serves; tests start it in-process.
 
 pub mod auth;
+pub mod background;
 pub mod config;
 pub mod error;
 pub mod guards;
@@ -27,11 +28,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::Request;
+use futures_util::FutureExt;
 use tokio::net::TcpListener;
 use tower::util::MapRequestLayer;
 use tower::Layer;
 
 use crate::auth::tokens::TokenKeys;
+use crate::background::BackgroundTasks;
 use crate::config::Config;
 use crate::ollama::OllamaClient;
 use crate::server::Server;
@@ -48,6 +51,8 @@ const LAST_EVENTS_WINDOW: Duration = Duration::from_secs(1);
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Stopped when the server has stopped, or when the application is dropped unused.
+    background: BackgroundTasks,
 }
 
 impl Application {
@@ -58,8 +63,9 @@ impl Application {
             Store::connect(&config.database, config.database_max_connections).await?.with_user_cache(config.user_cache_ttl);
         store.migrate().await?;
         let ollama = OllamaClient::new(&config.ollama)?;
+        let background = BackgroundTasks::default();
         let rate_limits = guards::RateLimits::new(&config.rate_limits);
-        rate_limits.spawn_housekeeping();
+        rate_limits.spawn_housekeeping(&background);
         let state = AppState {
             rate_limits,
             body_limits: BodyLimits::new(config.max_body_bytes, config.max_body_bytes_in_flight, config.request_timeout),
@@ -71,7 +77,7 @@ impl Application {
         };
         let address = SocketAddr::new(state.config.host, state.config.port);
         let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
-        Ok(Application { listener, state })
+        Ok(Application { listener, state, background })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -93,17 +99,19 @@ impl Application {
         shutdown.await;
         let generations = self.state.generations.clone();
         tracing::info!(running = generations.running_count(), "shutting down");
-        // Generations end on their own schedule while the connections drain: their streams
-        // are among those connections.
-        let generations_stopped = tokio::spawn(async move { generations.shutdown(grace).await });
+        // Generations end on their own schedule while the connections drain (their streams are
+        // among those connections); their one shutdown is awaited by both.
+        let generations_stopped = tokio::spawn(async move { generations.shutdown(grace).await }).map(drop).shared();
+        let stopped = generations_stopped.clone();
         server
             .shut_down(async move {
                 tokio::time::sleep(grace).await;
-                let _ = generations_stopped.await;
+                stopped.await;
                 tokio::time::sleep(LAST_EVENTS_WINDOW).await;
             })
             .await;
-        self.state.generations.shutdown(grace).await;
+        generations_stopped.await;
+        self.background.stop().await;
         self.state.store.close().await;
         Ok(())
     }

@@ -18,6 +18,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 use uuid::Uuid;
 
+use crate::background::BackgroundTasks;
 use crate::config::{RateLimitConfig, RateSpec};
 use crate::error::ApiError;
 use crate::names::name_key;
@@ -156,19 +157,15 @@ impl RateLimits {
         }
     }
 
-    /// Forgets clients whose limits have fully recovered, so memory stays bounded.
-    pub fn spawn_housekeeping(&self) {
+    /// Forgets clients whose limits have fully recovered, every minute, so memory stays bounded.
+    pub fn spawn_housekeeping(&self, tasks: &BackgroundTasks) {
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                for limit in this.by_route.values() {
-                    limit.limiter.retain_recent();
-                }
-                this.login_per_account.by_account.retain_recent();
-                this.login_per_account.unknown_names().retain_recent();
+        tasks.every(Duration::from_secs(60), move || {
+            for limit in this.by_route.values() {
+                limit.limiter.retain_recent();
             }
+            this.login_per_account.by_account.retain_recent();
+            this.login_per_account.unknown_names().retain_recent();
         });
     }
 

@@ -8,12 +8,18 @@
 //! size of the answer, whatever the number of chunks or watchers, and it is freed when the
 //! generation has ended and its watchers are gone. Answers are bounded too: at most
 //! `max_answer_tokens` chunks, and at most `per_user` generations running per user.
+//!
+//! A generation's task is supervised: should it stop without ending the generation (a panic, or
+//! the task dropped while the runtime shuts down), its [`Supervisor`] still stores the partial
+//! answer as failed, frees the chat for a new answer and ends every watcher's stream.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::future::{BoxFuture, Shared};
+use futures_util::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +28,6 @@ use uuid::Uuid;
 
 use super::{ServiceError, ServiceResult};
 use crate::config::GenerationLimits;
-use crate::error::ApiError;
 use crate::ollama::types::ChunkMessage;
 use crate::ollama::{ChatChunk, ChatRequest, OllamaClient, OllamaError};
 use crate::store::chats::DEFAULT_CHAT_TITLE;
@@ -73,15 +78,9 @@ pub enum GenerationError {
     Ollama(#[from] OllamaError),
     #[error("Your message could not be stored, so no answer was kept; please send it again")]
     QuestionNotStored,
-}
-
-impl From<GenerationError> for ApiError {
-    fn from(err: GenerationError) -> Self {
-        match err {
-            GenerationError::Ollama(err) => err.into(),
-            GenerationError::QuestionNotStored => ApiError::Unavailable("Your message could not be stored"),
-        }
-    }
+    /// The generation's task stopped without ending it (a bug: a panic).
+    #[error("The answer stopped unexpectedly")]
+    Interrupted,
 }
 
 /// What watchers receive, in order: the answer's new text, then the end.
@@ -180,22 +179,55 @@ pub struct Generation {
     produced: Mutex<Produced>,
     published: watch::Sender<()>,
     cancel: CancellationToken,
+    /// Set by whoever stores the answer, so that it is stored once even when the task that
+    /// was storing it stopped unexpectedly.
+    storing_claimed: AtomicBool,
 }
 
 impl Generation {
+    fn new(request: &GenerationRequest) -> Self {
+        Generation {
+            id: Uuid::new_v4(),
+            chat_id: request.chat_id,
+            user_id: request.user_id,
+            model: request.upstream.model.clone(),
+            user_message_id: request.question.as_ref().map(|q| q.id),
+            produced: Mutex::default(),
+            published: watch::channel(()).0,
+            cancel: CancellationToken::new(),
+            storing_claimed: AtomicBool::new(false),
+        }
+    }
+
+    /// What was produced. A panic while the lock was held cannot leave it unusable: at worst
+    /// the last piece is half recorded, which is better than a generation nobody can end.
+    fn produced(&self) -> MutexGuard<'_, Produced> {
+        self.produced.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn publish(&self, message: ChunkMessage) {
-        self.produced.lock().expect("generation lock").push(message);
+        self.produced().push(message);
         self.published.send_replace(());
     }
 
+    /// Publishes the end; a generation ends once, so a later end is ignored.
     fn publish_end(&self, ending: Ending) {
-        self.produced.lock().expect("generation lock").end = Some(Arc::new(ending));
-        self.published.send_replace(());
+        let mut produced = self.produced();
+        if produced.end.is_none() {
+            produced.end = Some(Arc::new(ending));
+            drop(produced);
+            self.published.send_replace(());
+        }
     }
 
     /// A copy of the answer so far.
     fn answer(&self) -> Answer {
-        self.produced.lock().expect("generation lock").answer.clone()
+        self.produced().answer.clone()
+    }
+
+    /// Whether the caller is the first to store the answer.
+    fn claim_storing(&self) -> bool {
+        !self.storing_claimed.swap(true, Ordering::SeqCst)
     }
 
     /// A cursor over this generation: first everything produced so far (as one delta), then
@@ -231,7 +263,7 @@ impl GenerationWatcher {
     pub async fn next(&mut self) -> Option<GenerationEvent> {
         loop {
             {
-                let produced = self.generation.produced.lock().expect("generation lock");
+                let produced = self.generation.produced();
                 if self.at.piece < produced.pieces {
                     let next = if self.following { produced.next_end(self.at) } else { None };
                     let to = next.unwrap_or_else(|| produced.mark());
@@ -256,7 +288,7 @@ impl GenerationWatcher {
     /// Waits for the end, skipping the answer's text.
     pub async fn ending(mut self) -> Arc<Ending> {
         loop {
-            if let Some(ending) = &self.generation.produced.lock().expect("generation lock").end {
+            if let Some(ending) = &self.generation.produced().end {
                 return ending.clone();
             }
             if self.published.changed().await.is_err() {
@@ -314,10 +346,19 @@ impl Generations {
     /// Starts a generation in its own task. Refused while the chat has one running (409), or
     /// while the user has `per_user` running (429).
     pub fn start(&self, mut request: GenerationRequest) -> ServiceResult<Arc<Generation>> {
+        let generation = self.register(&mut request)?;
+        let supervisor = self.supervise(&generation, request.question, request.title_source);
+        let this = self.clone();
+        self.tasks.spawn(async move { this.run(supervisor, request.upstream).await });
+        Ok(generation)
+    }
+
+    /// Makes the request the chat's running generation, within the limits.
+    fn register(&self, request: &mut GenerationRequest) -> ServiceResult<Arc<Generation>> {
         if self.tasks.is_closed() {
             return Err(ServiceError::Unavailable("The server is shutting down"));
         }
-        let mut running = self.running.lock().expect("generations lock");
+        let mut running = self.running_map();
         if running.contains_key(&request.chat_id) {
             return Err(ServiceError::Conflict("A reply is already being generated for this chat"));
         }
@@ -329,28 +370,40 @@ impl Generations {
             });
         }
         limit_answer_length(&mut request.upstream, self.limits.max_answer_tokens);
-        let generation = Arc::new(Generation {
-            id: Uuid::new_v4(),
-            chat_id: request.chat_id,
-            user_id: request.user_id,
-            model: request.upstream.model.clone(),
-            user_message_id: request.question.as_ref().map(|q| q.id),
-            produced: Mutex::default(),
-            published: watch::channel(()).0,
-            cancel: CancellationToken::new(),
-        });
+        let generation = Arc::new(Generation::new(request));
         running.insert(request.chat_id, generation.clone());
-        drop(running);
-        let this = self.clone();
-        let task_generation = generation.clone();
-        self.tasks.spawn(async move { this.run(task_generation, request).await });
         Ok(generation)
+    }
+
+    /// The task's guard over `generation`; from here on the generation ends whatever happens.
+    fn supervise(&self, generation: &Arc<Generation>, question: Option<Question>, title_source: Option<String>) -> Supervisor {
+        Supervisor {
+            generations: self.clone(),
+            generation: generation.clone(),
+            question: question.map(|question| (question.id, self.spawn_store_question(generation, question))),
+            title_source,
+            may_salvage: true,
+            armed: true,
+        }
+    }
+
+    /// The chats' running generations. A panic while the lock was held leaves the map whole
+    /// (it is only read, inserted into and removed from), so it stays usable.
+    fn running_map(&self) -> MutexGuard<'_, HashMap<Uuid, Arc<Generation>>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Frees the chat for a new generation, if `generation` is still the one registered.
+    fn unregister(&self, generation: &Arc<Generation>) {
+        let mut running = self.running_map();
+        if running.get(&generation.chat_id).is_some_and(|registered| Arc::ptr_eq(registered, generation)) {
+            running.remove(&generation.chat_id);
+        }
     }
 
     /// The running generation of a chat of this user.
     pub fn running(&self, user_id: Uuid, chat_id: Uuid) -> Option<Arc<Generation>> {
-        let running = self.running.lock().expect("generations lock");
-        running.get(&chat_id).filter(|g| g.user_id == user_id).cloned()
+        self.running_map().get(&chat_id).filter(|g| g.user_id == user_id).cloned()
     }
 
     /// Stops the chat's generation, if any; returns it so the caller can wait for its end.
@@ -361,7 +414,7 @@ impl Generations {
     }
 
     pub fn running_count(&self) -> usize {
-        self.running.lock().expect("generations lock").len()
+        self.running_map().len()
     }
 
     /// Refuses new generations, lets running ones finish within `grace`, then stops the rest
@@ -369,7 +422,7 @@ impl Generations {
     pub async fn shutdown(&self, grace: Duration) {
         self.tasks.close();
         if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
-            let running: Vec<Arc<Generation>> = self.running.lock().expect("generations lock").values().cloned().collect();
+            let running: Vec<Arc<Generation>> = self.running_map().values().cloned().collect();
             tracing::warn!(count = running.len(), "stopping generations still running at shutdown");
             for generation in running {
                 generation.stop();
@@ -378,12 +431,12 @@ impl Generations {
         }
     }
 
-    async fn run(&self, generation: Arc<Generation>, mut request: GenerationRequest) {
-        let question = request.question.take().map(|question| (question.id, self.spawn_store_question(&generation, question)));
-        let mut outcome = tokio::select! {
+    async fn run(&self, supervisor: Supervisor, upstream: ChatRequest) {
+        let generation = &supervisor.generation;
+        let outcome = tokio::select! {
             // Dropping `stream_answer` drops the upstream request: Ollama stops generating.
             _ = generation.cancel.cancelled() => Outcome::Stopped,
-            result = stream_answer(&self.ollama, &generation, &request.upstream, self.limits.max_answer_tokens) => match result {
+            result = stream_answer(&self.ollama, generation, &upstream, self.limits.max_answer_tokens) => match result {
                 Ok(Streamed::Done(final_chunk)) if final_chunk.done_reason.as_deref() == Some("length") => {
                     Outcome::Length(Some(final_chunk))
                 }
@@ -392,25 +445,32 @@ impl Generations {
                 Err(err) => Outcome::Failed(err.into()),
             },
         };
+        self.settle(&supervisor, outcome).await;
+        supervisor.disarm();
+    }
+
+    /// Keeps the answer once its question's fate is known, then ends the generation.
+    async fn settle(&self, supervisor: &Supervisor, mut outcome: Outcome) {
+        let generation = &supervisor.generation;
         let mut answer = generation.answer();
         // An answer is only kept after its question.
-        if let Some((question_id, question)) = question {
+        if let Some((question_id, question)) = supervisor.question.clone() {
             match question.await {
                 // Refused before its first token: the question goes too, or sending it again
                 // would leave it in the chat (and in later turns' history) twice.
-                Ok(QuestionFate::Stored) if matches!(outcome, Outcome::Failed(_)) && !answer.produced_anything() => {
-                    self.remove_question(&generation, question_id).await;
+                QuestionFate::Stored if matches!(outcome, Outcome::Failed(_)) && !answer.produced_anything() => {
+                    self.remove_question(generation, question_id).await;
                 }
-                Ok(QuestionFate::Stored) => {}
-                Ok(QuestionFate::ChatDeleted) => (outcome, answer) = (Outcome::Stopped, Answer::default()),
-                Ok(QuestionFate::NotStored) | Err(_) => {
+                QuestionFate::Stored => {}
+                QuestionFate::ChatDeleted => (outcome, answer) = (Outcome::Stopped, Answer::default()),
+                QuestionFate::NotStored => {
                     (outcome, answer) = (Outcome::Failed(GenerationError::QuestionNotStored), Answer::default());
                 }
             }
         }
-        let ending = self.finish(&generation, &request, answer, outcome).await;
+        let ending = self.finish(generation, supervisor.title_source.as_deref(), answer, outcome).await;
         // Unregister before publishing the end, so a client that saw the end can start anew.
-        self.running.lock().expect("generations lock").remove(&generation.chat_id);
+        self.unregister(generation);
         generation.publish_end(ending);
     }
 
@@ -422,7 +482,7 @@ impl Generations {
     }
 
     /// Stores the answer (once) and works out what the watchers are told.
-    async fn finish(&self, generation: &Generation, request: &GenerationRequest, answer: Answer, outcome: Outcome) -> Ending {
+    async fn finish(&self, generation: &Generation, title_source: Option<&str>, answer: Answer, outcome: Outcome) -> Ending {
         let (status, final_chunk, error) = match outcome {
             Outcome::Completed(chunk) => (EndStatus::Completed, Some(*chunk), None),
             Outcome::Length(chunk) => (EndStatus::Length, chunk.map(|c| *c), None),
@@ -431,9 +491,11 @@ impl Generations {
         };
         let produced_anything = answer.produced_anything();
         let mut ending = Ending { status, message: None, chat_title: None, final_chunk, error, produced_anything };
-        // Nothing produced and cut short: there is no answer to keep.
-        if !produced_anything && matches!(status, EndStatus::Stopped | EndStatus::Failed) {
-            ending.chat_title = self.chat_title(request, false).await;
+        // Nothing produced and cut short, there is no answer to keep; and an answer whose
+        // storing was begun by a task that then stopped unexpectedly may be stored already.
+        let nothing_to_keep = !produced_anything && matches!(status, EndStatus::Stopped | EndStatus::Failed);
+        if nothing_to_keep || !generation.claim_storing() {
+            ending.chat_title = self.chat_title(generation, title_source, false).await;
             return ending;
         }
         let counters = ending.final_chunk.as_ref();
@@ -466,7 +528,7 @@ impl Generations {
             extended_metadata: Some(metadata),
         };
         ending.message = self.store_answer(generation, &new).await;
-        ending.chat_title = self.chat_title(request, ending.message.is_some()).await;
+        ending.chat_title = self.chat_title(generation, title_source, ending.message.is_some()).await;
         tracing::info!(
             generation_id = %generation.id, chat_id = %generation.chat_id, status = status.as_str(),
             stored = ending.message.is_some(), "generation ended"
@@ -476,10 +538,10 @@ impl Generations {
 
     /// Writes the user's message in its own task; when it cannot be written, the generation
     /// is stopped.
-    fn spawn_store_question(&self, generation: &Arc<Generation>, question: Question) -> tokio::task::JoinHandle<QuestionFate> {
+    fn spawn_store_question(&self, generation: &Arc<Generation>, question: Question) -> QuestionWritten {
         let store = self.store.clone();
         let generation = generation.clone();
-        tokio::spawn(async move {
+        let written = self.tasks.spawn(async move {
             let mut attempt = 1u32;
             let failure = loop {
                 match store
@@ -503,7 +565,8 @@ impl Generations {
             tracing::error!(error = %failure, generation_id = %generation.id, "the user's message was not stored; stopping its answer");
             generation.stop();
             QuestionFate::NotStored
-        })
+        });
+        written.map(|fate| fate.unwrap_or(QuestionFate::NotStored)).boxed().shared()
     }
 
     /// Writes the answer; retries a few times so a database hiccup does not lose it.
@@ -520,10 +583,10 @@ impl Generations {
         None
     }
 
-    async fn chat_title(&self, request: &GenerationRequest, may_retitle: bool) -> Option<String> {
-        let result = match (&request.title_source, may_retitle) {
-            (Some(source), true) => self.store.title_untitled_chat(request.chat_id, &title_from(source)).await,
-            _ => self.store.user_chat(request.user_id, request.chat_id).await.map(|c| c.and_then(|c| c.title)),
+    async fn chat_title(&self, generation: &Generation, title_source: Option<&str>, may_retitle: bool) -> Option<String> {
+        let result = match (title_source, may_retitle) {
+            (Some(source), true) => self.store.title_untitled_chat(generation.chat_id, &title_from(source)).await,
+            _ => self.store.user_chat(generation.user_id, generation.chat_id).await.map(|c| c.and_then(|c| c.title)),
         };
         result.unwrap_or_else(|err| {
             tracing::warn!(error = %err, "reading the chat title failed");
@@ -532,6 +595,73 @@ impl Generations {
     }
 }
 
+/// Ends a generation whose task stopped without ending it: a panic (its unwinding drops the
+/// supervisor), or the task dropped while the runtime shuts down. The task disarms it once the
+/// generation has ended.
+struct Supervisor {
+    generations: Generations,
+    generation: Arc<Generation>,
+    /// The user's message being written, and its id.
+    question: Option<(Uuid, QuestionWritten)>,
+    title_source: Option<String>,
+    /// Whether the partial answer may still be stored by a task of its own. That task is
+    /// supervised too, without this: if it stops as well, the generation ends at once.
+    may_salvage: bool,
+    armed: bool,
+}
+
+impl Supervisor {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let generation = &self.generation;
+        let runtime = tokio::runtime::Handle::try_current();
+        if let (true, Ok(runtime)) = (self.may_salvage, runtime) {
+            tracing::error!(generation_id = %generation.id, chat_id = %generation.chat_id, "a generation stopped unexpectedly; storing what it produced");
+            let salvage = Supervisor {
+                generations: self.generations.clone(),
+                generation: generation.clone(),
+                question: self.question.take(),
+                title_source: self.title_source.take(),
+                may_salvage: false,
+                armed: true,
+            };
+            // On the tracker, so that shutdown waits for the answer to be stored.
+            self.generations.tasks.spawn_on(
+                async move {
+                    salvage.generations.settle(&salvage, Outcome::Failed(GenerationError::Interrupted)).await;
+                    salvage.disarm();
+                },
+                &runtime,
+            );
+            return;
+        }
+        // Nothing can be stored any more: free the chat and end the streams.
+        tracing::error!(generation_id = %generation.id, chat_id = %generation.chat_id, "a generation stopped unexpectedly; its answer is not stored");
+        self.generations.unregister(generation);
+        let produced_anything = generation.answer().produced_anything();
+        generation.publish_end(Ending {
+            status: EndStatus::Failed,
+            message: None,
+            chat_title: None,
+            final_chunk: None,
+            error: Some(GenerationError::Interrupted),
+            produced_anything,
+        });
+    }
+}
+
+/// The writing of the user's message, awaited by the generation (or its supervisor).
+type QuestionWritten = Shared<BoxFuture<'static, QuestionFate>>;
+
+#[derive(Clone, Copy)]
 enum QuestionFate {
     Stored,
     /// The chat was deleted before the question could be written.
@@ -625,16 +755,25 @@ mod tests {
     use super::*;
 
     fn generation() -> Arc<Generation> {
-        Arc::new(Generation {
-            id: Uuid::new_v4(),
-            chat_id: Uuid::new_v4(),
-            user_id: Uuid::new_v4(),
-            model: "llama3.2:1b".into(),
-            user_message_id: None,
-            produced: Mutex::default(),
-            published: watch::channel(()).0,
-            cancel: CancellationToken::new(),
-        })
+        Arc::new(Generation::new(&request(Uuid::new_v4(), Uuid::new_v4(), None)))
+    }
+
+    fn request(user_id: Uuid, chat_id: Uuid, question: Option<Question>) -> GenerationRequest {
+        GenerationRequest {
+            user_id,
+            chat_id,
+            question,
+            upstream: ChatRequest {
+                model: "llama3.2:1b".into(),
+                messages: Vec::new(),
+                stream: true,
+                think: None,
+                options: None,
+                format: None,
+                keep_alive: None,
+            },
+            title_source: Some("What is a lighthouse for?".into()),
+        }
     }
 
     fn piece(content: &str) -> ChunkMessage {
@@ -734,5 +873,99 @@ mod tests {
         assert_eq!(title_from("What is the capital of Portugal and why is it famous?"), "What is the capital of Portuga...");
         assert_eq!(title_from("  Short one  "), "Short one");
         assert_eq!(title_from("Zürich weekend 🚆"), "Zürich weekend 🚆");
+    }
+    /// Generations over a real SQLite database, with one user and one chat; no upstream (its
+    /// address refuses connections): these tests drive the generation's task by hand.
+    async fn generations_with_a_chat(dir: &tempfile::TempDir) -> (Generations, Uuid, Uuid) {
+        let database = crate::config::DatabaseConfig::Sqlite { path: dir.path().join("test.db") };
+        let store = Store::connect(&database, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let user = store
+            .create_user(crate::store::users::NewUser {
+                username: "bob_user".into(),
+                email: "bob@example.com".into(),
+                password_hash: "not a hash".into(),
+                role: None,
+                is_active: true,
+                created_at: store::now(),
+            })
+            .await
+            .unwrap();
+        let chat = store.create_chat(user.id, DEFAULT_CHAT_TITLE, store::now()).await.unwrap();
+        let ollama = OllamaClient::new(&crate::config::OllamaConfig {
+            base_url: "http://127.0.0.1:9".into(),
+            connect_timeout: Duration::from_secs(1),
+            first_byte_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            tags_cache_ttl: Duration::from_secs(1),
+        })
+        .unwrap();
+        (Generations::new(store, ollama, GenerationLimits::default()), user.id, chat.id)
+    }
+
+    fn question(content: &str) -> Question {
+        let message = NewMessage { role: "user".into(), content: content.into(), ..NewMessage::default() };
+        Question { id: Uuid::new_v4(), message, at: store::now() }
+    }
+
+    async fn next_event(watcher: &mut GenerationWatcher) -> GenerationEvent {
+        let next = tokio::time::timeout(Duration::from_secs(10), watcher.next()).await;
+        next.expect("the generation ends").expect("an event")
+    }
+
+    #[tokio::test]
+    async fn a_generation_whose_task_panics_keeps_its_partial_answer_ends_its_streams_and_frees_its_chat() {
+        let dir = tempfile::tempdir().unwrap();
+        let (generations, user_id, chat_id) = generations_with_a_chat(&dir).await;
+        let mut request = request(user_id, chat_id, Some(question("What is a lighthouse for?")));
+        let generation = generations.register(&mut request).unwrap();
+        let supervisor = generations.supervise(&generation, request.question.take(), request.title_source.take());
+        let mut watcher = generation.watch();
+        generation.publish(piece("A lighthouse"));
+        let task = tokio::spawn(async move {
+            let _supervisor = supervisor;
+            panic!("a fault inside the generation");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+
+        let GenerationEvent::Delta(delta) = next_event(&mut watcher).await else { panic!("expected the answer so far") };
+        assert_eq!(delta.content, "A lighthouse");
+        let GenerationEvent::End(ending) = next_event(&mut watcher).await else { panic!("expected the end") };
+        assert_eq!(ending.status, EndStatus::Failed);
+        assert!(matches!(ending.error, Some(GenerationError::Interrupted)));
+        assert_eq!(ending.chat_title.as_deref(), Some("What is a lighthouse for?"));
+        let stored = ending.message.as_ref().expect("the partial answer is stored");
+        assert_eq!(stored.content, "A lighthouse");
+
+        let messages = generations.store.chat_messages(chat_id).await.unwrap();
+        let kept: Vec<(&str, &str)> = messages.iter().map(|m| (m.role.as_str(), m.content.as_str())).collect();
+        assert_eq!(kept, [("user", "What is a lighthouse for?"), ("assistant", "A lighthouse")]);
+        let metadata = messages[1].extended_metadata.as_ref().unwrap();
+        assert_eq!(metadata["status"], "failed");
+        assert_eq!(metadata["error"], "The answer stopped unexpectedly");
+
+        assert_eq!(generations.running_count(), 0);
+        assert!(generations.register(&mut self::request(user_id, chat_id, None)).is_ok(), "the chat takes a new answer");
+    }
+
+    #[tokio::test]
+    async fn a_generation_dropped_where_nothing_can_be_stored_still_ends_its_streams_and_frees_its_chat() {
+        let dir = tempfile::tempdir().unwrap();
+        let (generations, user_id, chat_id) = generations_with_a_chat(&dir).await;
+        let mut request = request(user_id, chat_id, None);
+        let generation = generations.register(&mut request).unwrap();
+        let supervisor = generations.supervise(&generation, None, request.title_source.take());
+        let mut watcher = generation.watch();
+        generation.publish(piece("A light"));
+        // As when a runtime shutting down drops the task: no task can be started any more.
+        std::thread::spawn(move || drop(supervisor)).join().unwrap();
+
+        assert!(matches!(next_event(&mut watcher).await, GenerationEvent::Delta(_)));
+        let GenerationEvent::End(ending) = next_event(&mut watcher).await else { panic!("expected the end") };
+        assert_eq!(ending.status, EndStatus::Failed);
+        assert!(matches!(ending.error, Some(GenerationError::Interrupted)));
+        assert!(ending.message.is_none() && ending.produced_anything);
+        assert_eq!(generations.running_count(), 0);
+        assert!(generations.store.chat_messages(chat_id).await.unwrap().is_empty());
     }
 }

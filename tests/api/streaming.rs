@@ -194,7 +194,19 @@ async fn a_question_that_cannot_be_stored_keeps_no_answer(app: TestApp) {
     })
     .await;
     app.emulator.set_knobs(slow(50, 100));
-    let mut stream = open_completion(&app, &s, &chat, "will not be kept").await;
+    // The question is written while the upstream request starts. Refused at once, it would
+    // stop the answer before its request was even sent (nothing upstream to cancel); its write
+    // is held until the request is in flight, so that the request's cancellation is seen.
+    let mut stream = app
+        .with_writes_held("messages", async {
+            let stream = open_completion(&app, &s, &chat, "will not be kept").await;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while app.emulator.in_flight_chats() == 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            stream
+        })
+        .await;
     assert_eq!(stream.status, 200);
     let events = stream.rest().await;
     let end = events.last().unwrap();

@@ -5,6 +5,7 @@
 
 pub mod process;
 
+use std::future::Future;
 use std::time::Duration;
 
 use ollama_emulator::Emulator;
@@ -251,6 +252,20 @@ impl TestApp {
     /// Runs SQL statements against the test's database (to set up a fault).
     pub async fn execute(&self, sql: &str) {
         crate::on_pool!(self.store, pool => sqlx::raw_sql(sql).execute(pool).await.map(|_| ())).expect(sql);
+    }
+
+    /// Runs `while_held` while another transaction holds the write lock on `table` (on SQLite,
+    /// on the whole database): the server's writes to it wait until `while_held` is done.
+    pub async fn with_writes_held<T>(&self, table: &str, while_held: impl Future<Output = T>) -> T {
+        let lock = if self.is_postgres() { format!("BEGIN; LOCK TABLE {table} IN SHARE MODE") } else { "BEGIN IMMEDIATE".into() };
+        crate::on_pool!(self.store, pool => async {
+            let mut connection = pool.acquire().await.expect("a connection to hold the lock on");
+            sqlx::raw_sql(&lock).execute(&mut *connection).await.expect(&lock);
+            let value = while_held.await;
+            sqlx::raw_sql("ROLLBACK").execute(&mut *connection).await.expect("ROLLBACK");
+            value
+        }
+        .await)
     }
 
     /// Runs SQL against the test's database and returns one integer.
