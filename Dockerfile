@@ -1,8 +1,24 @@
 # Multi-stage build: compile with the full toolchain, run on a small image as a non-root user.
 FROM rust:1-bookworm AS build
 WORKDIR /src
+
+# Dependencies first, from the manifests alone with stand-in sources: this layer is rebuilt only
+# when Cargo.toml or Cargo.lock change, not on every change to our code. The workspace's other
+# member (the Ollama emulator, a test dependency) needs its manifest and stand-ins to load.
+COPY Cargo.toml Cargo.lock ./
+COPY emulator/Cargo.toml emulator/
+RUN mkdir -p src emulator/src \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs emulator/src/lib.rs \
+    && echo 'fn main() {}' > emulator/src/main.rs \
+    && cargo build --release --locked --bin rovertchat \
+    && rm -rf src emulator/src
+
+# Then our code. COPY keeps the files' own modification times, which can be older than the
+# stand-ins' build: touching them makes cargo rebuild our crate rather than keep the stand-in.
 COPY . .
-RUN cargo build --release --locked --bin rovertchat
+RUN touch src/main.rs src/lib.rs \
+    && cargo build --release --locked --bin rovertchat
 
 FROM debian:bookworm-slim
 # curl only for the health check; TLS roots are bundled in the binary (rustls + webpki roots).

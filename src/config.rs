@@ -19,9 +19,136 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(var: &'static str, problem: impl Into<String>) -> Self {
-        Self { var, problem: problem.into() }
+    fn new(variable: Variable, problem: impl Into<String>) -> Self {
+        Self { var: variable.name, problem: problem.into() }
     }
+}
+
+/// What a variable stands for when it is unset.
+#[derive(Clone, Copy, Debug)]
+pub enum Fallback {
+    /// This value, read as if it had been set.
+    Value(&'static str),
+    /// Nothing, or a value worked out at startup; in words.
+    Described(&'static str),
+}
+
+/// One environment variable the configuration reads: its name, default and meaning, written
+/// once here for the reader, `--help`, and the test that holds `.env.example` and the README's
+/// table to the same list.
+#[derive(Clone, Copy, Debug)]
+pub struct Variable {
+    pub name: &'static str,
+    pub default: Fallback,
+    pub meaning: &'static str,
+}
+
+impl Variable {
+    /// The default as people read it.
+    pub fn default_text(&self) -> &'static str {
+        match self.default {
+            Fallback::Value(text) | Fallback::Described(text) => text,
+        }
+    }
+
+    /// The command-line flag that sets it too: `--max-body-bytes` for `MAX_BODY_BYTES`.
+    pub fn flag(&self) -> String {
+        self.name.to_ascii_lowercase().replace('_', "-")
+    }
+
+    /// A flag that falls back to the variable; `--help` shows its meaning and default, never
+    /// the value set (it may be a secret). Made after `.env` is loaded: clap reads the
+    /// environment when the argument is made.
+    pub fn argument(&self) -> clap::Arg {
+        let help = format!("{} [default: {}]", self.meaning, self.default_text());
+        clap::Arg::new(self.name).long(self.flag()).env(self.name).hide_env_values(true).value_name(self.name).help(help)
+    }
+}
+
+/// Declares each variable as a constant of module `var` (`var::PORT`), the only way the reader
+/// below can name one, and lists them all in [`VARIABLES`].
+macro_rules! variables {
+    ($($name:ident = $default:expr, $meaning:expr;)+) => {
+        mod var {
+            use super::Fallback::{Described, Value};
+            use super::Variable;
+            $(pub const $name: Variable = Variable { name: stringify!($name), default: $default, meaning: $meaning };)+
+            pub const ALL: &[Variable] = &[$($name),+];
+        }
+        /// Every variable the configuration reads, in the order `--help` lists them.
+        pub const VARIABLES: &[Variable] = var::ALL;
+    };
+}
+
+variables! {
+    ENVIRONMENT = Value("development"),
+        "development or production. Production refuses missing or short (< 32 bytes) JWT secrets and \"*\" in FRONTEND_ORIGINS.";
+    HOST = Value("127.0.0.1"), "Address to listen on; 0.0.0.0 in a container.";
+    PORT = Value("8000"), "Port to listen on (0: any free port).";
+    DATABASE_URL = Described("embedded SQLite at $DATA_DIR/rovertchat.db"),
+        "postgres:// or postgresql://: PostgreSQL; sqlite:PATH: embedded SQLite in that file. Any other scheme is refused.";
+    DATABASE_MAX_CONNECTIONS = Described("2 per core, at least 4"), "Database connection pool size.";
+    USER_CACHE_SECS = Value("5"),
+        "Seconds an authenticated request may reuse its user's row (0: never, at most 300): how long a change made through \
+         another replica on the same database takes to apply here.";
+    DATA_DIR = Value("./data"),
+        "The SQLite file and, in development, the generated JWT secrets (jwt-secrets.json, mode 0600). Created if missing.";
+    JWT_SECRET_KEY = Described("generated in development"),
+        "Signs access tokens: at least 32 random bytes, required in production (openssl rand -hex 32). Set it in the \
+         environment: a command line is visible to other users.";
+    JWT_REFRESH_SECRET_KEY = Described("generated in development"),
+        "Signs refresh tokens; the same rules as JWT_SECRET_KEY, and a different value.";
+    JWT_ALGORITHM = Value("HS256"), "HS256, HS384 or HS512 (only HMAC).";
+    JWT_ACCESS_TOKEN_EXPIRE_MINUTES = Value("60"), "Lifetime of access tokens and their cookie, in minutes.";
+    JWT_REFRESH_TOKEN_EXPIRE_DAYS = Value("7"), "Lifetime of refresh tokens and their cookie, in days.";
+    REFRESH_REUSE_GRACE_SECS = Value("10"), "Seconds a used refresh token is still accepted (parallel tabs).";
+    FRONTEND_ORIGINS = Value("http://localhost:5173"),
+        "The SPA's origins, allowed by CORS with credentials: a comma-separated or JSON list.";
+    DOMAIN = Described("none"), "Cookie Domain for public hosts (never used for localhost or private addresses).";
+    OLLAMA_BASE_URL = Value("http://127.0.0.1:11434"), "Ollama's address.";
+    OLLAMA_API_BASE_URL = Described("none"), "The original's name for OLLAMA_BASE_URL, read when that is unset.";
+    OLLAMA_CONNECT_TIMEOUT_SECS = Value("5"), "Seconds to connect to Ollama.";
+    OLLAMA_FIRST_BYTE_TIMEOUT_SECS = Value("600"),
+        "Seconds to wait for the first chunk of an answer (a cold model can take minutes to load); then 504.";
+    OLLAMA_IDLE_TIMEOUT_SECS = Value("300"), "Longest silence between two chunks of an answer, in seconds.";
+    OLLAMA_TAGS_CACHE_SECS = Value("300"), "Seconds /ollama/tags (with capabilities) and /ollama/show answers are cached.";
+    SSE_HEARTBEAT_SECS = Value("15"), "Seconds between the heartbeat comments of event streams.";
+    SHUTDOWN_GRACE_SECS = Value("30"),
+        "Seconds running generations and requests may go on after SIGTERM; a second later every open connection is closed.";
+    MAX_ANSWER_TOKENS = Value("16384"),
+        "Longest answer, in tokens: sent to Ollama as num_predict and enforced while streaming (a longer answer is cut \
+         and stored with status \"length\").";
+    MAX_NUM_CTX = Value("32768"), "Largest options.num_ctx a request may ask for.";
+    GENERATIONS_PER_USER = Value("4"), "Answers one user may have generating at once.";
+    RATE_LIMITS = Value("on"), "off switches every rate limit off.";
+    RATE_LIMIT_REGISTER = Value("5/minute"), "Registrations per client address (N/second, N/minute or N/hour).";
+    RATE_LIMIT_LOGIN = Value("10/minute"), "Logins per client address.";
+    RATE_LIMIT_LOGIN_PER_ACCOUNT = Value("10/minute"), "Logins per account, whichever of its names is used.";
+    RATE_LIMIT_REFRESH = Value("20/minute"), "Token refreshes per client address.";
+    RATE_LIMIT_LOGOUT = Value("10/minute"), "Logouts per client address.";
+    RATE_LIMIT_PROFILE_READ = Value("30/minute"), "GET /users/me per client address.";
+    RATE_LIMIT_PROFILE_WRITE = Value("15/minute"), "PUT /users/me per client address.";
+    RATE_LIMIT_SETTINGS_READ = Value("30/minute"), "GET /user-settings/me and /users/me/settings per client address.";
+    RATE_LIMIT_SETTINGS_WRITE = Value("15/minute"), "PUT /user-settings/me and /users/me/settings per client address.";
+    TRUSTED_PROXIES = Described("none"),
+        "Reverse proxies whose X-Real-IP / X-Forwarded-For are believed: comma-separated addresses or CIDR ranges.";
+    REQUEST_TIMEOUT_SECS = Value("30"), "Time limit of non-streaming requests, in seconds.";
+    MAX_BODY_BYTES = Value("16777216"),
+        "Largest body of a route that carries a message or a conversation (text and base64 images); other routes \
+         have fixed, smaller limits.";
+    MAX_BODY_BYTES_IN_FLIGHT = Value("67108864"),
+        "Bytes of message-sized bodies held in memory at once (when unset, at least MAX_BODY_BYTES); further uploads \
+         wait for their turn.";
+    HEADER_READ_TIMEOUT_SECS = Value("15"),
+        "Seconds a client has to send a complete request head, from opening the connection or from the head's first byte.";
+    // Longer than the 60 s a reverse proxy usually keeps its idle upstream connections, so the
+    // proxy never sends a request on a connection being closed here.
+    KEEP_ALIVE_IDLE_SECS = Value("75"), "Seconds a kept-alive connection may wait for its next request.";
+    MAX_CONNECTIONS = Described("1024, less under a low open-file limit"),
+        "Open connections at most; more wait in the listen backlog. The default is half the open-file limit \
+         (ulimit -n) after 64 descriptors.";
+    LOG_LEVEL = Value("info"), "A level (debug, info, warn) or a tracing filter.";
+    LOG_DIR = Value("./logs"), "Where app.log is written, rotated daily.";
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,8 +224,9 @@ pub struct GenerationLimits {
 }
 
 impl Default for GenerationLimits {
+    /// The declared defaults of `MAX_ANSWER_TOKENS`, `MAX_NUM_CTX` and `GENERATIONS_PER_USER`.
     fn default() -> Self {
-        GenerationLimits { max_answer_tokens: 16_384, max_num_ctx: 32_768, per_user: 4 }
+        generation_limits(&Vars::default()).expect("the declared defaults are valid")
     }
 }
 
@@ -230,35 +358,37 @@ pub struct Config {
 }
 
 const MIN_SECRET_BYTES: usize = 32;
+const MAX_USER_CACHE_SECS: u64 = 300;
 
 impl Config {
-    /// Reads `.env` (if present) and the process environment. Process variables win over `.env`.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let _ = dotenvy::dotenv();
-        Self::from_vars(std::env::vars())
+    /// Reads the values clap found for [`VARIABLES`] (each one's flag, else its variable).
+    pub fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, ConfigError> {
+        Self::from_vars(VARIABLES.iter().filter_map(|variable| {
+            let value = matches.get_one::<String>(variable.name)?;
+            Some((variable.name.to_owned(), value.clone()))
+        }))
     }
 
-    /// Builds the configuration from explicit variables (tests use this).
+    /// Builds the configuration from explicit variables (tests use this). Blank values count
+    /// as unset.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let vars = Vars(vars.into_iter().filter(|(_, v)| !v.trim().is_empty()).collect());
 
-        let environment = match vars.get("ENVIRONMENT").map(str::to_ascii_lowercase).as_deref() {
-            None | Some("development") | Some("dev") => Environment::Development,
-            Some("production") | Some("prod") => Environment::Production,
-            Some(other) => {
-                return Err(ConfigError::new("ENVIRONMENT", format!("must be development or production, got {other:?}")))
-            }
+        let environment = match vars.value(var::ENVIRONMENT).to_ascii_lowercase().as_str() {
+            "development" | "dev" => Environment::Development,
+            "production" | "prod" => Environment::Production,
+            other => return Err(ConfigError::new(var::ENVIRONMENT, format!("must be development or production, got {other:?}"))),
         };
-        let host: IpAddr = vars.parse("HOST", "an IP address such as 127.0.0.1 or 0.0.0.0")?.unwrap_or([127, 0, 0, 1].into());
-        let port: u16 = vars.parse("PORT", "a port number (0-65535)")?.unwrap_or(8000);
-        let data_dir = PathBuf::from(vars.get("DATA_DIR").unwrap_or("./data"));
-        let log_dir = PathBuf::from(vars.get("LOG_DIR").unwrap_or("./logs"));
-        let log_level = vars.get("LOG_LEVEL").unwrap_or("info").to_ascii_lowercase();
+        let host: IpAddr = vars.parse(var::HOST, "an IP address such as 127.0.0.1 or 0.0.0.0")?;
+        let port: u16 = vars.parse(var::PORT, "a port number (0-65535)")?;
+        let data_dir = PathBuf::from(vars.value(var::DATA_DIR));
+        let log_dir = PathBuf::from(vars.value(var::LOG_DIR));
+        let log_level = vars.value(var::LOG_LEVEL).to_ascii_lowercase();
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-            return Err(ConfigError::new("LOG_LEVEL", format!("not a log level or filter: {log_level:?}")));
+            return Err(ConfigError::new(var::LOG_LEVEL, format!("not a log level or filter: {log_level:?}")));
         }
 
-        let database = match vars.get("DATABASE_URL") {
+        let database = match vars.get(var::DATABASE_URL) {
             None => DatabaseConfig::Sqlite { path: data_dir.join("rovertchat.db") },
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 DatabaseConfig::Postgres { url: Secret::new(url) }
@@ -267,14 +397,14 @@ impl Config {
                 let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
                 let path = path.split('?').next().unwrap_or_default();
                 if path.is_empty() || path == ":memory:" {
-                    return Err(ConfigError::new("DATABASE_URL", "a sqlite: URL needs a file path"));
+                    return Err(ConfigError::new(var::DATABASE_URL, "a sqlite: URL needs a file path"));
                 }
                 DatabaseConfig::Sqlite { path: PathBuf::from(path) }
             }
             Some(url) => {
                 let scheme = url.split(':').next().unwrap_or_default();
                 return Err(ConfigError::new(
-                    "DATABASE_URL",
+                    var::DATABASE_URL,
                     format!(
                         "unsupported scheme {scheme:?}: use postgres:// or postgresql://, or leave it unset for embedded SQLite"
                     ),
@@ -284,91 +414,83 @@ impl Config {
         // Two connections per core keep the cores busy without queueing in PostgreSQL.
         let default_connections = std::thread::available_parallelism().map_or(4, |n| (n.get() as u32 * 2).max(4));
         let database_max_connections: u32 =
-            vars.parse("DATABASE_MAX_CONNECTIONS", "a positive number")?.unwrap_or(default_connections);
+            vars.parse_set(var::DATABASE_MAX_CONNECTIONS, "a positive number")?.unwrap_or(default_connections);
         if database_max_connections == 0 {
-            return Err(ConfigError::new("DATABASE_MAX_CONNECTIONS", "must be at least 1"));
+            return Err(ConfigError::new(var::DATABASE_MAX_CONNECTIONS, "must be at least 1"));
         }
 
-        let algorithm = match vars.get("JWT_ALGORITHM").unwrap_or("HS256").to_ascii_uppercase().as_str() {
+        let algorithm = match vars.value(var::JWT_ALGORITHM).to_ascii_uppercase().as_str() {
             "HS256" => Algorithm::HS256,
             "HS384" => Algorithm::HS384,
             "HS512" => Algorithm::HS512,
             other => {
                 return Err(ConfigError::new(
-                    "JWT_ALGORITHM",
+                    var::JWT_ALGORITHM,
                     format!("only HMAC algorithms (HS256, HS384, HS512) are accepted, got {other:?}"),
                 ))
             }
         };
-        let access_minutes: u64 = vars.parse("JWT_ACCESS_TOKEN_EXPIRE_MINUTES", "a whole number of minutes")?.unwrap_or(60);
-        let refresh_days: u64 = vars.parse("JWT_REFRESH_TOKEN_EXPIRE_DAYS", "a whole number of days")?.unwrap_or(7);
+        let access_minutes: u64 = vars.parse(var::JWT_ACCESS_TOKEN_EXPIRE_MINUTES, "a whole number of minutes")?;
+        let refresh_days: u64 = vars.parse(var::JWT_REFRESH_TOKEN_EXPIRE_DAYS, "a whole number of days")?;
         if access_minutes == 0 {
-            return Err(ConfigError::new("JWT_ACCESS_TOKEN_EXPIRE_MINUTES", "must be at least 1"));
+            return Err(ConfigError::new(var::JWT_ACCESS_TOKEN_EXPIRE_MINUTES, "must be at least 1"));
         }
         if refresh_days == 0 {
-            return Err(ConfigError::new("JWT_REFRESH_TOKEN_EXPIRE_DAYS", "must be at least 1"));
+            return Err(ConfigError::new(var::JWT_REFRESH_TOKEN_EXPIRE_DAYS, "must be at least 1"));
         }
         let (access_secret, refresh_secret) = jwt_secrets(&vars, environment, &data_dir)?;
+        let refresh_reuse_grace: u64 = vars.parse(var::REFRESH_REUSE_GRACE_SECS, "a whole number of seconds")?;
 
-        let frontend_origins = parse_origins(vars.get("FRONTEND_ORIGINS").unwrap_or("http://localhost:5173"))?;
+        let frontend_origins = parse_origins(vars.value(var::FRONTEND_ORIGINS))?;
         if environment == Environment::Production && frontend_origins.iter().any(|o| o == "*") {
             return Err(ConfigError::new(
-                "FRONTEND_ORIGINS",
+                var::FRONTEND_ORIGINS,
                 "\"*\" cannot be used with credentialed cookies in production; list the SPA's origins",
             ));
         }
-        let domain = vars.get("DOMAIN").map(str::to_owned);
+        let domain = vars.get(var::DOMAIN).map(str::to_owned);
 
-        let base_url = vars
-            .get("OLLAMA_BASE_URL")
-            .or_else(|| vars.get("OLLAMA_API_BASE_URL"))
-            .unwrap_or("http://127.0.0.1:11434")
-            .trim_end_matches('/')
-            .to_owned();
-        let base_var = if vars.get("OLLAMA_BASE_URL").is_some() { "OLLAMA_BASE_URL" } else { "OLLAMA_API_BASE_URL" };
+        let (base_var, base_url) = match (vars.get(var::OLLAMA_BASE_URL), vars.get(var::OLLAMA_API_BASE_URL)) {
+            (None, Some(url)) => (var::OLLAMA_API_BASE_URL, url),
+            _ => (var::OLLAMA_BASE_URL, vars.value(var::OLLAMA_BASE_URL)),
+        };
+        let base_url = base_url.trim_end_matches('/').to_owned();
         match url::Url::parse(&base_url) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
             _ => return Err(ConfigError::new(base_var, format!("not an http(s) URL: {base_url:?}"))),
         }
+        let seconds = |variable: Variable| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_secs(vars.parse(variable, "a whole number of seconds")?))
+        };
         let ollama = OllamaConfig {
             base_url,
-            connect_timeout: Duration::from_secs(
-                vars.parse("OLLAMA_CONNECT_TIMEOUT_SECS", "a whole number of seconds")?.unwrap_or(5),
-            ),
-            first_byte_timeout: Duration::from_secs(
-                vars.parse("OLLAMA_FIRST_BYTE_TIMEOUT_SECS", "a whole number of seconds")?.unwrap_or(600),
-            ),
-            idle_timeout: Duration::from_secs(
-                vars.parse("OLLAMA_IDLE_TIMEOUT_SECS", "a whole number of seconds")?.unwrap_or(300),
-            ),
-            tags_cache_ttl: Duration::from_secs(
-                vars.parse("OLLAMA_TAGS_CACHE_SECS", "a whole number of seconds")?.unwrap_or(300),
-            ),
+            connect_timeout: seconds(var::OLLAMA_CONNECT_TIMEOUT_SECS)?,
+            first_byte_timeout: seconds(var::OLLAMA_FIRST_BYTE_TIMEOUT_SECS)?,
+            idle_timeout: seconds(var::OLLAMA_IDLE_TIMEOUT_SECS)?,
+            tags_cache_ttl: seconds(var::OLLAMA_TAGS_CACHE_SECS)?,
         };
 
-        let user_cache_secs: u64 = vars.parse("USER_CACHE_SECS", "a whole number of seconds")?.unwrap_or(5);
-        if user_cache_secs > 300 {
-            return Err(ConfigError::new("USER_CACHE_SECS", "must be at most 300"));
+        let user_cache_ttl = seconds(var::USER_CACHE_SECS)?;
+        if user_cache_ttl > Duration::from_secs(MAX_USER_CACHE_SECS) {
+            return Err(ConfigError::new(var::USER_CACHE_SECS, format!("must be at most {MAX_USER_CACHE_SECS}")));
         }
-
-        let shutdown_grace = Duration::from_secs(vars.parse("SHUTDOWN_GRACE_SECS", "a whole number of seconds")?.unwrap_or(30));
-
-        let heartbeat_interval =
-            Duration::from_secs(vars.parse("SSE_HEARTBEAT_SECS", "a whole number of seconds")?.unwrap_or(15).max(1));
+        let shutdown_grace = seconds(var::SHUTDOWN_GRACE_SECS)?;
+        let heartbeat_interval = seconds(var::SSE_HEARTBEAT_SECS)?.max(Duration::from_secs(1));
+        let request_timeout = seconds(var::REQUEST_TIMEOUT_SECS)?.max(Duration::from_secs(1));
 
         let generation_limits = generation_limits(&vars)?;
         let rate_limits = rate_limits(&vars)?;
-        let request_timeout =
-            Duration::from_secs(vars.parse("REQUEST_TIMEOUT_SECS", "a whole number of seconds")?.unwrap_or(30).max(1));
-        let max_body_bytes: usize = vars.parse("MAX_BODY_BYTES", "a number of bytes")?.unwrap_or(16 * 1024 * 1024);
+        let max_body_bytes: usize = vars.parse(var::MAX_BODY_BYTES, "a number of bytes")?;
         if max_body_bytes < 1024 {
-            return Err(ConfigError::new("MAX_BODY_BYTES", "must be at least 1024"));
+            return Err(ConfigError::new(var::MAX_BODY_BYTES, "must be at least 1024"));
         }
-        let max_body_bytes_in_flight: usize =
-            vars.parse("MAX_BODY_BYTES_IN_FLIGHT", "a number of bytes")?.unwrap_or((64 * 1024 * 1024).max(max_body_bytes));
-        if max_body_bytes_in_flight < max_body_bytes {
-            return Err(ConfigError::new("MAX_BODY_BYTES_IN_FLIGHT", "must be at least MAX_BODY_BYTES"));
-        }
+        let max_body_bytes_in_flight = match vars.parse_set::<usize>(var::MAX_BODY_BYTES_IN_FLIGHT, "a number of bytes")? {
+            Some(bytes) if bytes < max_body_bytes => {
+                return Err(ConfigError::new(var::MAX_BODY_BYTES_IN_FLIGHT, "must be at least MAX_BODY_BYTES"))
+            }
+            Some(bytes) => bytes,
+            None => vars.parse::<usize>(var::MAX_BODY_BYTES_IN_FLIGHT, "a number of bytes")?.max(max_body_bytes),
+        };
         let connections = connection_limits(&vars)?;
 
         Ok(Config {
@@ -388,16 +510,14 @@ impl Config {
             log_level,
             database,
             database_max_connections,
-            user_cache_ttl: Duration::from_secs(user_cache_secs),
+            user_cache_ttl,
             jwt: JwtConfig {
                 access_secret,
                 refresh_secret,
                 algorithm,
                 access_ttl: Duration::from_secs(access_minutes * 60),
                 refresh_ttl: Duration::from_secs(refresh_days * 24 * 3600),
-                refresh_reuse_grace: Duration::from_secs(
-                    vars.parse("REFRESH_REUSE_GRACE_SECS", "a whole number of seconds")?.unwrap_or(10),
-                ),
+                refresh_reuse_grace: Duration::from_secs(refresh_reuse_grace),
             },
             frontend_origins,
             domain,
@@ -406,89 +526,101 @@ impl Config {
     }
 }
 
+/// The variables set, blank ones left out.
+#[derive(Default)]
 struct Vars(HashMap<String, String>);
 
 impl Vars {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(|v| v.trim())
+    /// The value set, if any.
+    fn get(&self, variable: Variable) -> Option<&str> {
+        self.0.get(variable.name).map(|v| v.trim())
     }
 
-    fn parse<T: std::str::FromStr>(&self, name: &'static str, expected: &str) -> Result<Option<T>, ConfigError> {
-        self.get(name)
-            .map(|raw| raw.parse::<T>().map_err(|_| ConfigError::new(name, format!("expected {expected}, got {raw:?}"))))
-            .transpose()
+    /// The value set, or else the declared default (only for variables that have one).
+    fn value(&self, variable: Variable) -> &str {
+        self.get(variable).unwrap_or_else(|| match variable.default {
+            Fallback::Value(default) => default,
+            Fallback::Described(_) => {
+                debug_assert!(false, "{} has no default value: read it with `get`", variable.name);
+                ""
+            }
+        })
+    }
+
+    /// [`Vars::value`] parsed.
+    fn parse<T: std::str::FromStr>(&self, variable: Variable, expected: &str) -> Result<T, ConfigError> {
+        let raw = self.value(variable);
+        raw.parse::<T>().map_err(|_| ConfigError::new(variable, format!("expected {expected}, got {raw:?}")))
+    }
+
+    /// The value set, parsed; `None` when unset (for defaults worked out at startup).
+    fn parse_set<T: std::str::FromStr>(&self, variable: Variable, expected: &str) -> Result<Option<T>, ConfigError> {
+        self.get(variable).map(|_| self.parse(variable, expected)).transpose()
     }
 }
 
 fn generation_limits(vars: &Vars) -> Result<GenerationLimits, ConfigError> {
-    let defaults = GenerationLimits::default();
-    let positive = |name: &'static str, default: u32| -> Result<u32, ConfigError> {
-        match vars.parse::<u32>(name, "a positive whole number")? {
-            Some(0) => Err(ConfigError::new(name, "must be at least 1")),
-            value => Ok(value.unwrap_or(default)),
+    let positive = |variable: Variable| -> Result<u32, ConfigError> {
+        match vars.parse::<u32>(variable, "a positive whole number")? {
+            0 => Err(ConfigError::new(variable, "must be at least 1")),
+            value => Ok(value),
         }
     };
     Ok(GenerationLimits {
-        max_answer_tokens: positive("MAX_ANSWER_TOKENS", defaults.max_answer_tokens)?,
-        max_num_ctx: positive("MAX_NUM_CTX", defaults.max_num_ctx)?,
-        per_user: positive("GENERATIONS_PER_USER", defaults.per_user as u32)? as usize,
+        max_answer_tokens: positive(var::MAX_ANSWER_TOKENS)?,
+        max_num_ctx: positive(var::MAX_NUM_CTX)?,
+        per_user: positive(var::GENERATIONS_PER_USER)? as usize,
     })
 }
 
 fn rate_limits(vars: &Vars) -> Result<RateLimitConfig, ConfigError> {
-    let enabled = match vars.get("RATE_LIMITS").map(str::to_ascii_lowercase).as_deref() {
-        None | Some("on") | Some("true") | Some("1") => true,
-        Some("off") | Some("false") | Some("0") => false,
-        Some(other) => return Err(ConfigError::new("RATE_LIMITS", format!("must be on or off, got {other:?}"))),
+    let enabled = match vars.value(var::RATE_LIMITS).to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => true,
+        "off" | "false" | "0" => false,
+        other => return Err(ConfigError::new(var::RATE_LIMITS, format!("must be on or off, got {other:?}"))),
     };
-    let spec = |name: &'static str, default: u32| -> Result<RateSpec, ConfigError> {
-        match vars.get(name) {
-            None => Ok(RateSpec::per_minute(default)),
-            Some(raw) => {
-                RateSpec::parse(raw).ok_or_else(|| ConfigError::new(name, format!("expected a rate like 10/minute, got {raw:?}")))
-            }
-        }
+    let spec = |variable: Variable| -> Result<RateSpec, ConfigError> {
+        let raw = vars.value(variable);
+        RateSpec::parse(raw).ok_or_else(|| ConfigError::new(variable, format!("expected a rate like 10/minute, got {raw:?}")))
     };
     let mut trusted_proxies = Vec::new();
-    for item in vars.get("TRUSTED_PROXIES").unwrap_or_default().split(',').map(str::trim).filter(|i| !i.is_empty()) {
+    for item in vars.get(var::TRUSTED_PROXIES).unwrap_or_default().split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let net = item
             .parse::<ipnet::IpNet>()
             .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
-            .map_err(|_| ConfigError::new("TRUSTED_PROXIES", format!("{item:?} is not an IP address or CIDR range")))?;
+            .map_err(|_| ConfigError::new(var::TRUSTED_PROXIES, format!("{item:?} is not an IP address or CIDR range")))?;
         trusted_proxies.push(net);
     }
     Ok(RateLimitConfig {
         enabled,
-        register: spec("RATE_LIMIT_REGISTER", 5)?,
-        login: spec("RATE_LIMIT_LOGIN", 10)?,
-        login_per_account: spec("RATE_LIMIT_LOGIN_PER_ACCOUNT", 10)?,
-        refresh: spec("RATE_LIMIT_REFRESH", 20)?,
-        logout: spec("RATE_LIMIT_LOGOUT", 10)?,
-        profile_read: spec("RATE_LIMIT_PROFILE_READ", 30)?,
-        profile_write: spec("RATE_LIMIT_PROFILE_WRITE", 15)?,
-        settings_read: spec("RATE_LIMIT_SETTINGS_READ", 30)?,
-        settings_write: spec("RATE_LIMIT_SETTINGS_WRITE", 15)?,
+        register: spec(var::RATE_LIMIT_REGISTER)?,
+        login: spec(var::RATE_LIMIT_LOGIN)?,
+        login_per_account: spec(var::RATE_LIMIT_LOGIN_PER_ACCOUNT)?,
+        refresh: spec(var::RATE_LIMIT_REFRESH)?,
+        logout: spec(var::RATE_LIMIT_LOGOUT)?,
+        profile_read: spec(var::RATE_LIMIT_PROFILE_READ)?,
+        profile_write: spec(var::RATE_LIMIT_PROFILE_WRITE)?,
+        settings_read: spec(var::RATE_LIMIT_SETTINGS_READ)?,
+        settings_write: spec(var::RATE_LIMIT_SETTINGS_WRITE)?,
         trusted_proxies,
     })
 }
 
 fn connection_limits(vars: &Vars) -> Result<ConnectionLimits, ConfigError> {
-    let seconds = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
-        match vars.parse::<u64>(name, "a whole number of seconds")?.unwrap_or(default) {
-            0 => Err(ConfigError::new(name, "must be at least 1")),
+    let seconds = |variable: Variable| -> Result<Duration, ConfigError> {
+        match vars.parse::<u64>(variable, "a whole number of seconds")? {
+            0 => Err(ConfigError::new(variable, "must be at least 1")),
             secs => Ok(Duration::from_secs(secs)),
         }
     };
-    let max_connections = match vars.parse::<usize>("MAX_CONNECTIONS", "a positive number")? {
-        Some(0) => return Err(ConfigError::new("MAX_CONNECTIONS", "must be at least 1")),
+    let max_connections = match vars.parse_set::<usize>(var::MAX_CONNECTIONS, "a positive number")? {
+        Some(0) => return Err(ConfigError::new(var::MAX_CONNECTIONS, "must be at least 1")),
         Some(max) => max,
         None => default_max_connections(open_file_limit()),
     };
     Ok(ConnectionLimits {
-        header_read_timeout: seconds("HEADER_READ_TIMEOUT_SECS", 15)?,
-        // Longer than the 60 s a reverse proxy usually keeps its idle upstream connections, so
-        // the proxy never sends a request on a connection being closed here.
-        keep_alive_idle: seconds("KEEP_ALIVE_IDLE_SECS", 75)?,
+        header_read_timeout: seconds(var::HEADER_READ_TIMEOUT_SECS)?,
+        keep_alive_idle: seconds(var::KEEP_ALIVE_IDLE_SECS)?,
         max_connections,
     })
 }
@@ -497,7 +629,7 @@ fn connection_limits(vars: &Vars) -> Result<ConnectionLimits, ConfigError> {
 fn parse_origins(raw: &str) -> Result<Vec<String>, ConfigError> {
     let items: Vec<String> = if raw.starts_with('[') {
         serde_json::from_str::<Vec<String>>(raw)
-            .map_err(|e| ConfigError::new("FRONTEND_ORIGINS", format!("not a JSON list of strings: {e}")))?
+            .map_err(|e| ConfigError::new(var::FRONTEND_ORIGINS, format!("not a JSON list of strings: {e}")))?
     } else {
         raw.split(',').map(str::to_owned).collect()
     };
@@ -511,7 +643,7 @@ fn parse_origins(raw: &str) -> Result<Vec<String>, ConfigError> {
             Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() && u.path() == "/" => {}
             _ => {
                 return Err(ConfigError::new(
-                    "FRONTEND_ORIGINS",
+                    var::FRONTEND_ORIGINS,
                     format!("{origin:?} is not an origin like http://localhost:5173"),
                 ))
             }
@@ -523,16 +655,16 @@ fn parse_origins(raw: &str) -> Result<Vec<String>, ConfigError> {
 /// Production: both secrets must be set and at least 32 bytes. Development: a missing secret is
 /// generated once and kept in `DATA_DIR/jwt-secrets.json` (mode 0600) so restarts keep sessions.
 fn jwt_secrets(vars: &Vars, environment: Environment, data_dir: &Path) -> Result<(Secret, Secret), ConfigError> {
-    let access = vars.get("JWT_SECRET_KEY");
-    let refresh = vars.get("JWT_REFRESH_SECRET_KEY");
-    for (name, value) in [("JWT_SECRET_KEY", access), ("JWT_REFRESH_SECRET_KEY", refresh)] {
+    let access = vars.get(var::JWT_SECRET_KEY);
+    let refresh = vars.get(var::JWT_REFRESH_SECRET_KEY);
+    for (variable, value) in [(var::JWT_SECRET_KEY, access), (var::JWT_REFRESH_SECRET_KEY, refresh)] {
         match value {
             Some(v) if v.len() < MIN_SECRET_BYTES && environment == Environment::Production => {
-                return Err(ConfigError::new(name, format!("must be at least {MIN_SECRET_BYTES} bytes in production")))
+                return Err(ConfigError::new(variable, format!("must be at least {MIN_SECRET_BYTES} bytes in production")))
             }
             None if environment == Environment::Production => {
                 return Err(ConfigError::new(
-                    name,
+                    variable,
                     format!("is required in production (at least {MIN_SECRET_BYTES} random bytes, e.g. `openssl rand -hex 32`)"),
                 ))
             }
@@ -540,7 +672,7 @@ fn jwt_secrets(vars: &Vars, environment: Environment, data_dir: &Path) -> Result
         }
     }
     if access.is_some() && access == refresh {
-        return Err(ConfigError::new("JWT_REFRESH_SECRET_KEY", "must differ from JWT_SECRET_KEY"));
+        return Err(ConfigError::new(var::JWT_REFRESH_SECRET_KEY, "must differ from JWT_SECRET_KEY"));
     }
     if let (Some(a), Some(r)) = (access, refresh) {
         return Ok((Secret::new(a), Secret::new(r)));
@@ -560,11 +692,11 @@ struct StoredSecrets {
 
 fn load_or_create_dev_secrets(data_dir: &Path) -> Result<StoredSecrets, ConfigError> {
     let path = data_dir.join("jwt-secrets.json");
-    let io_err = |what: &str, e: std::io::Error| ConfigError::new("DATA_DIR", format!("{what} {}: {e}", path.display()));
+    let io_err = |what: &str, e: std::io::Error| ConfigError::new(var::DATA_DIR, format!("{what} {}: {e}", path.display()));
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             return serde_json::from_str(&text)
-                .map_err(|e| ConfigError::new("DATA_DIR", format!("{} is not valid: {e}", path.display())))
+                .map_err(|e| ConfigError::new(var::DATA_DIR, format!("{} is not valid: {e}", path.display())))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err("cannot read", e)),
@@ -716,6 +848,18 @@ mod tests {
         let mut v = vars(&SECRETS);
         v.push(("MAX_CONNECTIONS".into(), "5000".into()));
         assert_eq!(Config::from_vars(v).unwrap().connections.max_connections, 5000);
+    }
+
+    #[test]
+    fn the_meanings_state_the_numbers_the_code_enforces() {
+        let states = |variable: Variable, number: u64| {
+            assert!(variable.meaning.contains(&number.to_string()), "{} should say {number}", variable.name)
+        };
+        states(var::JWT_SECRET_KEY, MIN_SECRET_BYTES as u64);
+        states(var::ENVIRONMENT, MIN_SECRET_BYTES as u64);
+        states(var::USER_CACHE_SECS, MAX_USER_CACHE_SECS);
+        states(var::MAX_CONNECTIONS, DESCRIPTORS_RESERVED);
+        assert!(var::MAX_CONNECTIONS.default_text().contains(&MAX_CONNECTIONS_CEILING.to_string()));
     }
 
     #[test]

@@ -12,8 +12,8 @@ fn keep_large_blocks_out_of_the_heap() {
     }
 }
 
-use clap::{Parser, Subcommand};
-use rovertchat::config::Config;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use rovertchat::config::{Config, VARIABLES};
 use rovertchat::store::Store;
 use rovertchat::{telemetry, Application};
 
@@ -22,6 +22,19 @@ use rovertchat::{telemetry, Application};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+impl Cli {
+    /// The command line with one flag per configuration variable, on every subcommand. Read
+    /// after `.env` is loaded, so that its values count where the process environment has none.
+    fn parse_with_configuration() -> (Cli, clap::ArgMatches) {
+        let command = VARIABLES.iter().fold(Cli::command(), |command, variable| {
+            command.arg(variable.argument().global(true).help_heading("Configuration (flag or environment variable)"))
+        });
+        let matches = command.get_matches();
+        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+        (cli, matches)
+    }
 }
 
 #[derive(Subcommand)]
@@ -34,8 +47,10 @@ enum Command {
 
 fn main() -> ExitCode {
     keep_large_blocks_out_of_the_heap();
-    let cli = Cli::parse();
-    let config = match Config::from_env() {
+    // Process variables win over `.env`, which sets only those not already set.
+    let _ = dotenvy::dotenv();
+    let (cli, matches) = Cli::parse_with_configuration();
+    let config = match Config::from_arg_matches(&matches) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("configuration error: {err}");

@@ -9,6 +9,7 @@ mod accounts;
 mod adoption;
 mod body_limits;
 mod chats;
+mod configuration;
 mod connections;
 mod docs;
 mod generation_limits;

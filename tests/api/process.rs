@@ -38,6 +38,38 @@ fn a_bad_setting_stops_startup_with_one_line_and_exit_code_2() {
 }
 
 #[test]
+fn serve_help_lists_every_variable_with_its_default_and_meaning_but_no_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "0123456789abcdef0123456789abcdef-for-no-eyes";
+    let output = rovertchat(dir.path()).env("JWT_SECRET_KEY", secret).args(["serve", "--help"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let help = String::from_utf8(output.stdout).unwrap();
+    for wanted in [
+        "--port <PORT>",
+        "Port to listen on (0: any free port). [default: 8000] [env: PORT]",
+        "[default: 10/minute] [env: RATE_LIMIT_LOGIN]",
+        "[default: http://127.0.0.1:11434] [env: OLLAMA_BASE_URL]",
+        "[default: 2 per core, at least 4] [env: DATABASE_MAX_CONNECTIONS]",
+    ] {
+        assert!(help.contains(wanted), "{wanted:?} not in:\n{help}");
+    }
+    for variable in rovertchat::config::VARIABLES {
+        let line = format!("{} [default: {}] [env: {}]", variable.meaning, variable.default_text(), variable.name);
+        assert!(help.contains(&line), "{line:?} not in:\n{help}");
+    }
+    assert!(!help.contains(secret), "--help shows the values set");
+}
+
+#[test]
+fn a_flag_sets_a_variable_and_wins_over_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = rovertchat(dir.path()).env("PORT", "8001").args(["migrate", "--port", "eighty"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim_end(), "configuration error: PORT: expected a port number (0-65535), got \"eighty\"");
+}
+
+#[test]
 fn migrate_prepares_an_embedded_database_and_exits() {
     let dir = tempfile::tempdir().unwrap();
     let output = rovertchat(dir.path()).arg("migrate").output().unwrap();
