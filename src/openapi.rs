@@ -1,10 +1,11 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations, and the pages that
 //! show it (`/docs` Swagger UI and `/redoc`, both bundled in the binary).
 //!
-//! Each handler documents its success and its own errors; the responses every route shares
-//! (401/400 for signed-in routes, 422 for input, 413 for bodies, 429 where rate limited, 403
-//! for refused cross-site requests, 503 when the database is away) are added here, from the
-//! same facts the middleware uses.
+//! The paths come from the routers (`routes::api`), where each handler's annotation registers
+//! its route and its documentation at once. Each handler documents its success and its own
+//! errors; the responses every route shares (401/400 for signed-in routes, 422 for input, 413
+//! for bodies, 403 for refused cross-site requests, 503 when the database is away) are added
+//! here, and the 429 of a rate-limited route by the declaration that limits it.
 
 use axum::http::{header, HeaderValue};
 use axum::response::Html;
@@ -12,13 +13,12 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::Value;
 use tower_http::set_header::SetResponseHeaderLayer;
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::{Operation, PathItem, Paths};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::guards::rate_limit::RATE_LIMITED_ROUTES;
 use crate::routes;
 use crate::schemas;
 use crate::state::AppState;
@@ -66,25 +66,8 @@ pub struct ServerSentEvent {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "rovertchat", description = "The rovertChat backend: accounts, chats and conversations with local models through Ollama."),
-    paths(
-        routes::accounts::register, routes::accounts::login, routes::accounts::refresh, routes::accounts::logout,
-        routes::users::me, routes::users::update_me, routes::users::list, routes::users::get_user,
-        routes::users::update_user, routes::users::deactivate_user, routes::users::activate_user,
-        routes::users::get_my_settings_alias, routes::users::put_my_settings_alias,
-        routes::settings::get_my_settings, routes::settings::put_my_settings, routes::settings::get_settings,
-        routes::settings::put_settings, routes::settings::delete_settings,
-        routes::health::health, routes::health::health_db,
-        routes::chats::list_chats, routes::chats::create_chat, routes::chats::delete_all_chats, routes::chats::model_catalog,
-        routes::chats::get_chat, routes::chats::update_chat, routes::chats::delete_chat, routes::chats::add_message,
-        routes::chats::delete_messages, routes::chats::get_message, routes::chats::edit_message, routes::chats::delete_message,
-        routes::chats::completions, routes::chats::stop, routes::chats::reattach,
-        routes::chats::list_conversations, routes::chats::create_conversation, routes::chats::delete_conversation,
-        routes::chats::get_conversation_messages, routes::chats::add_conversation_message,
-        routes::ollama::version, routes::ollama::tags, routes::ollama::show, routes::ollama::pull,
-        routes::ollama::delete_model, routes::ollama::clear_cache, routes::ollama::chat,
-    ),
     components(schemas(ErrorDetail, ValidationError, ValidationIssueDoc, ServerSentEvent, schemas::chats::MessageRole)),
-    modifiers(&SecuritySchemes, &SharedResponses),
+    modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "Register, log in, refresh, log out"),
         (name = "users", description = "Profiles and account management"),
@@ -99,7 +82,10 @@ struct ApiDoc;
 
 /// The OpenAPI document.
 pub fn spec() -> OpenApiDoc {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(routes::api().into_openapi());
+    SharedResponses.modify(&mut doc);
+    doc
 }
 
 /// ReDoc's page, loading the bundled script instead of a CDN (works without internet).
@@ -180,30 +166,46 @@ fn error_response(description: &str, schema: &str) -> utoipa::openapi::Response 
         .build()
 }
 
+/// The operations of a path, by lower-case method.
+pub(crate) fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = (&'static str, &mut Operation)> {
+    [
+        ("get", &mut item.get),
+        ("post", &mut item.post),
+        ("put", &mut item.put),
+        ("patch", &mut item.patch),
+        ("delete", &mut item.delete),
+    ]
+    .into_iter()
+    .filter_map(|(method, operation)| operation.as_mut().map(|operation| (method, operation)))
+}
+
+/// Documents the 429 of rate-limited operations.
+pub(crate) fn document_rate_limit(paths: &mut Paths) {
+    for item in paths.paths.values_mut() {
+        for (_, operation) in operations_mut(item) {
+            operation
+                .responses
+                .responses
+                .entry("429".to_owned())
+                .or_insert_with(|| error_response("Rate limit exceeded (see the Retry-After header)", "ErrorDetail").into());
+        }
+    }
+}
+
 impl Modify for SharedResponses {
     fn modify(&self, openapi: &mut OpenApiDoc) {
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            let operations = [
-                ("get", &mut item.get),
-                ("post", &mut item.post),
-                ("put", &mut item.put),
-                ("patch", &mut item.patch),
-                ("delete", &mut item.delete),
-            ];
-            for (method, operation) in operations {
-                if let Some(operation) = operation {
-                    add_shared_responses(path, method, operation);
-                }
+        for item in openapi.paths.paths.values_mut() {
+            for (method, operation) in operations_mut(item) {
+                add_shared_responses(method, operation);
             }
         }
     }
 }
 
-fn add_shared_responses(path: &str, method: &str, operation: &mut Operation) {
+fn add_shared_responses(method: &str, operation: &mut Operation) {
     let signed_in = operation.security.as_ref().is_some_and(|s| !s.is_empty());
     let has_input = operation.request_body.is_some() || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
     let changes_state = method != "get";
-    let rate_limited = RATE_LIMITED_ROUTES.iter().any(|(m, p, _)| m.as_str().eq_ignore_ascii_case(method) && *p == path);
     let responses = &mut operation.responses.responses;
     let mut add = |status: &str, description: &str, schema: &str| {
         responses.entry(status.to_owned()).or_insert_with(|| error_response(description, schema).into());
@@ -215,14 +217,11 @@ fn add_shared_responses(path: &str, method: &str, operation: &mut Operation) {
             add("403", "A cross-site request carrying the session cookie was refused", "ErrorDetail");
         }
     }
-    if has_input || path == "/api/v1/auth/login" {
+    if has_input {
         add("422", "The input is not valid", "ValidationError");
     }
     if operation.request_body.is_some() {
         add("413", "The request body is too large", "ErrorDetail");
-    }
-    if rate_limited {
-        add("429", "Rate limit exceeded (see the Retry-After header)", "ErrorDetail");
     }
     add("503", "The database is unavailable, or the request timed out", "ErrorDetail");
 }

@@ -2,6 +2,9 @@
 //! per-account limit on login so an attacker hopping between addresses cannot guess one
 //! user's password quickly. `X-Real-IP` / `X-Forwarded-For` are believed only from
 //! `TRUSTED_PROXIES`.
+//!
+//! A route is limited where it is declared (`routes!(login).rate_limited(LimitKind::Login)`,
+//! see `routes`), by a layer that runs [`enforce`] with the route's [`LimitKind`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -9,10 +12,11 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, Method};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
+use axum::Extension;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
@@ -33,7 +37,7 @@ struct Limit {
 #[derive(Clone)]
 pub struct RateLimits {
     enabled: bool,
-    by_route: Arc<HashMap<(Method, &'static str), Arc<Limit>>>,
+    by_kind: Arc<HashMap<LimitKind, Limit>>,
     login_per_account: Arc<LoginLimits>,
     trusted_proxies: Arc<Vec<IpNet>>,
 }
@@ -98,7 +102,8 @@ fn quota(spec: RateSpec) -> Quota {
     Quota::with_period(spec.per / count.get()).expect("a positive period").allow_burst(count)
 }
 
-/// Which configured limit a route uses.
+/// Which configured limit a route uses. Routes of the same kind share one budget (the alias
+/// `/users/me/settings` shares the one of the route it stands for).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LimitKind {
     Register,
@@ -111,24 +116,20 @@ pub enum LimitKind {
     SettingsWrite,
 }
 
-/// The rate-limited routes (the original's), by matched path. The alias
-/// `/users/me/settings` shares the budget of the route it stands for.
-pub const RATE_LIMITED_ROUTES: &[(Method, &str, LimitKind)] = &[
-    (Method::POST, "/api/v1/auth/register", LimitKind::Register),
-    (Method::POST, "/api/v1/auth/login", LimitKind::Login),
-    (Method::POST, "/api/v1/auth/refresh", LimitKind::Refresh),
-    (Method::POST, "/api/v1/auth/logout", LimitKind::Logout),
-    (Method::GET, "/api/v1/users/me", LimitKind::ProfileRead),
-    (Method::PUT, "/api/v1/users/me", LimitKind::ProfileWrite),
-    (Method::GET, "/api/v1/user-settings/me", LimitKind::SettingsRead),
-    (Method::PUT, "/api/v1/user-settings/me", LimitKind::SettingsWrite),
-    (Method::GET, "/api/v1/users/me/settings", LimitKind::SettingsRead),
-    (Method::PUT, "/api/v1/users/me/settings", LimitKind::SettingsWrite),
-];
+impl LimitKind {
+    const ALL: [LimitKind; 8] = [
+        LimitKind::Register,
+        LimitKind::Login,
+        LimitKind::Refresh,
+        LimitKind::Logout,
+        LimitKind::ProfileRead,
+        LimitKind::ProfileWrite,
+        LimitKind::SettingsRead,
+        LimitKind::SettingsWrite,
+    ];
 
-impl RateLimits {
-    pub fn new(config: &RateLimitConfig) -> Self {
-        let spec = |kind: LimitKind| match kind {
+    fn spec(self, config: &RateLimitConfig) -> RateSpec {
+        match self {
             LimitKind::Register => config.register,
             LimitKind::Login => config.login,
             LimitKind::Refresh => config.refresh,
@@ -137,21 +138,22 @@ impl RateLimits {
             LimitKind::ProfileWrite => config.profile_write,
             LimitKind::SettingsRead => config.settings_read,
             LimitKind::SettingsWrite => config.settings_write,
-        };
-        let mut limits: HashMap<LimitKind, Arc<Limit>> = HashMap::new();
-        let routes: HashMap<(Method, &'static str), Arc<Limit>> = RATE_LIMITED_ROUTES
-            .iter()
-            .map(|(method, path, kind)| {
-                let limit = limits
-                    .entry(*kind)
-                    .or_insert_with(|| Arc::new(Limit { spec: spec(*kind), limiter: RateLimiter::keyed(quota(spec(*kind))) }))
-                    .clone();
-                ((method.clone(), *path), limit)
+        }
+    }
+}
+
+impl RateLimits {
+    pub fn new(config: &RateLimitConfig) -> Self {
+        let by_kind = LimitKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let spec = kind.spec(config);
+                (kind, Limit { spec, limiter: RateLimiter::keyed(quota(spec)) })
             })
             .collect();
         RateLimits {
             enabled: config.enabled,
-            by_route: Arc::new(routes.into_iter().collect()),
+            by_kind: Arc::new(by_kind),
             login_per_account: Arc::new(LoginLimits::new(config.login_per_account, MAX_UNKNOWN_NAMES)),
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         }
@@ -161,7 +163,7 @@ impl RateLimits {
     pub fn spawn_housekeeping(&self, tasks: &BackgroundTasks) {
         let this = self.clone();
         tasks.every(Duration::from_secs(60), move || {
-            for limit in this.by_route.values() {
+            for limit in this.by_kind.values() {
                 limit.limiter.retain_recent();
             }
             this.login_per_account.by_account.retain_recent();
@@ -203,19 +205,20 @@ fn too_many(spec: RateSpec, not_until: governor::NotUntil<governor::clock::Quant
     ApiError::TooManyRequests { limit: spec.describe(), retry_after_secs: wait.as_secs() + 1 }
 }
 
-/// Refuses a request over its route's limit with 429, `Retry-After` and a JSON `detail`.
-pub async fn enforce(State(limits): State<RateLimits>, request: Request, next: Next) -> Result<Response, ApiError> {
+/// Refuses a request over its route's limit (`kind`) with 429, `Retry-After` and a JSON
+/// `detail`. The limits come from the request's extensions, where `routes::router` puts them.
+pub async fn enforce(
+    State(kind): State<LimitKind>,
+    Extension(limits): Extension<RateLimits>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     if limits.enabled {
-        let path = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-        let path = path.unwrap_or_else(|| request.uri().path().to_owned());
-        if let Some(limit) = limits.by_route.get(&(request.method().clone(), path.as_str())) {
-            let peer = request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
-            let client = limits.client_ip(request.headers(), peer);
-            limit.limiter.check_key(&client).map_err(|not_until| too_many(limit.spec, not_until))?;
-        }
+        let peer =
+            request.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+        let client = limits.client_ip(request.headers(), peer);
+        let limit = &limits.by_kind[&kind];
+        limit.limiter.check_key(&client).map_err(|not_until| too_many(limit.spec, not_until))?;
     }
     Ok(next.run(request).await)
 }
@@ -225,7 +228,7 @@ mod tests {
     use super::*;
     use crate::config::RateSpec;
 
-    fn limits(trusted: &[&str]) -> RateLimits {
+    pub(super) fn limits(trusted: &[&str]) -> RateLimits {
         let spec = RateSpec::per_minute(2);
         RateLimits::new(&RateLimitConfig {
             enabled: true,
@@ -299,5 +302,60 @@ mod tests {
             let _ = l.check(LoginTarget::UnknownName(name));
         }
         assert!(refused(l.check(LoginTarget::Account(ann))));
+    }
+}
+
+/// The limit belongs to the route's declaration, whatever its path.
+#[cfg(test)]
+mod declared_limits {
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use tower::ServiceExt;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+
+    use super::tests::limits;
+    use super::*;
+    use crate::routes::RouteRules;
+
+    #[utoipa::path(post, path = "/anywhere", responses((status = 200)))]
+    async fn anywhere() {}
+
+    #[utoipa::path(get, path = "/elsewhere", responses((status = 200)))]
+    async fn elsewhere() {}
+
+    #[utoipa::path(get, path = "/unlimited", responses((status = 200)))]
+    async fn unlimited() {}
+
+    #[tokio::test]
+    async fn routes_of_one_kind_share_its_budget_and_document_the_429() {
+        let (router, doc) = OpenApiRouter::new()
+            .routes(routes!(anywhere).rate_limited(LimitKind::Login))
+            .routes(routes!(elsewhere).rate_limited(LimitKind::Login))
+            .routes(routes!(unlimited))
+            .split_for_parts();
+        let router = router.layer(Extension(limits(&[])));
+        let call = |method: &str, path: &str| {
+            let request = Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
+            router.clone().oneshot(request)
+        };
+        // Two per minute for the kind, counted over both routes.
+        assert_eq!(call("POST", "/anywhere").await.unwrap().status(), StatusCode::OK);
+        assert_eq!(call("GET", "/elsewhere").await.unwrap().status(), StatusCode::OK);
+        let refused = call("POST", "/anywhere").await.unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.headers().contains_key("retry-after"));
+        assert_eq!(call("HEAD", "/elsewhere").await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+        for _ in 0..3 {
+            assert_eq!(call("GET", "/unlimited").await.unwrap().status(), StatusCode::OK);
+        }
+
+        let documents_429 = |path: &str| {
+            let item = &doc.paths.paths[path];
+            let operation = item.get.as_ref().or(item.post.as_ref()).unwrap();
+            operation.responses.responses.contains_key("429")
+        };
+        assert!(documents_429("/anywhere") && documents_429("/elsewhere"));
+        assert!(!documents_429("/unlimited"));
     }
 }

@@ -4,29 +4,33 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::with_cookies;
+use super::RouteRules;
 use crate::auth::cookies::{cookie_value, CookiePolicy, REFRESH_COOKIE};
 use crate::auth::tokens::IssuedTokens;
 use crate::auth::{CurrentUser, MaybeUser};
 use crate::error::ApiResult;
 use crate::guards::cross_site::SameSiteOrigin;
-use crate::guards::rate_limit::LoginTarget;
+use crate::guards::rate_limit::{LimitKind, LoginTarget};
 use crate::schemas::users::{LoginForm, RegisterRequest, TokenResponse, UserResponse};
 use crate::schemas::DetailMessage;
 use crate::services::accounts;
 use crate::state::AppState;
 use crate::validation::{ValidForm, ValidJson};
 
-api_routes! {
-    "/auth/register" => post(register),
-    "/auth/login" => post(login),
-    "/auth/refresh" => post(refresh),
-    "/auth/logout" => post(logout),
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register).rate_limited(LimitKind::Register))
+        .routes(routes!(login).rate_limited(LimitKind::Login))
+        .routes(routes!(refresh).rate_limited(LimitKind::Refresh))
+        .routes(routes!(logout).rate_limited(LimitKind::Logout))
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/auth/register", tag = "auth",
+    post, path = "/auth/register", tag = "auth",
     request_body = RegisterRequest,
     responses((status = 201, description = "Account created (the first one is admin)", body = UserResponse),
               (status = 400, description = "Username or e-mail already registered", body = crate::openapi::ErrorDetail)),
@@ -56,7 +60,7 @@ fn session_response(state: &AppState, headers: &HeaderMap, tokens: IssuedTokens)
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/auth/login", tag = "auth",
+    post, path = "/auth/login", tag = "auth",
     request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "Logged in: tokens in the body, and the access_token and refresh_token cookies", body = TokenResponse),
               (status = 400, description = "Inactive user", body = crate::openapi::ErrorDetail),
@@ -81,7 +85,7 @@ pub(crate) async fn login(
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/auth/refresh", tag = "auth",
+    post, path = "/auth/refresh", tag = "auth",
     params(("refresh_token" = Option<String>, Cookie, description = "Set by login, sent by the browser only to this path")),
     responses((status = 200, description = "New tokens; the refresh token used is retired", body = TokenResponse),
               (status = 401, description = "No, an invalid, expired, retired or revoked refresh token", body = crate::openapi::ErrorDetail),
@@ -95,7 +99,7 @@ pub(crate) async fn refresh(State(state): State<AppState>, _: SameSiteOrigin, he
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/auth/logout", tag = "auth",
+    post, path = "/auth/logout", tag = "auth",
     responses((status = 200, description = "Every token of the user is revoked; the cookies are cleared", body = crate::schemas::DetailMessage)),
     security(("access_token" = []), ("bearer" = []))
 )]

@@ -11,7 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::RouteRules;
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult};
 use crate::schemas::chats::{
@@ -23,24 +26,25 @@ use crate::services::generation::{EndStatus, Ending, Generation, GenerationEvent
 use crate::state::AppState;
 use crate::validation::{ChatPath, MessagePath, OptionalJson, ValidJson, ValidPath, ValidQuery};
 
-api_routes! {
-    "/chats/my" => get(list_chats).post(create_chat).delete(delete_all_chats),
-    "/chats/models" => get(model_catalog),
-    "/chats/chat/{chat_id}" => get(get_chat).patch(update_chat).delete(delete_chat),
-    "/chats/{chat_id}/messages" => post(add_message),
-    "/chats/{chat_id}/messages/bulk" => delete(delete_messages),
-    "/chats/{chat_id}/messages/{message_id}" => get(get_message).patch(edit_message).delete(delete_message),
-    "/chats/{chat_id}/completions" => post(completions),
-    "/chats/{chat_id}/stop" => post(stop),
-    "/chats/{chat_id}/generation" => get(reattach),
-    // The seed README's routes, served by the same handlers.
-    "/chat/conversations" => get(list_conversations).post(create_conversation),
-    "/chat/conversations/{chat_id}" => delete(delete_conversation),
-    "/chat/conversations/{chat_id}/messages" => get(get_conversation_messages).post(add_conversation_message),
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_chats, create_chat, delete_all_chats))
+        .routes(routes!(model_catalog))
+        .routes(routes!(get_chat, update_chat, delete_chat))
+        .routes(routes!(add_message))
+        .routes(routes!(delete_messages))
+        .routes(routes!(get_message, edit_message, delete_message))
+        .routes(routes!(completions).without_time_limit())
+        .routes(routes!(stop))
+        .routes(routes!(reattach).without_time_limit())
+        // The seed README's routes, served by the same handlers.
+        .routes(routes!(list_conversations, create_conversation))
+        .routes(routes!(delete_conversation))
+        .routes(routes!(get_conversation_messages, add_conversation_message))
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/chats/my", tag = "chats", params(ChatListQuery), responses((status = 200, description = "Newest activity first", body = ChatListResponse)), security(("access_token" = []), ("bearer" = []))
+    get, path = "/chats/my", tag = "chats", params(ChatListQuery), responses((status = 200, description = "Newest activity first", body = ChatListResponse)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn list_chats(
     State(state): State<AppState>,
@@ -57,7 +61,7 @@ pub(crate) async fn list_chats(
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/chats/my", tag = "chats", request_body(content = Option<ChatCreate>, description = "Optional"), responses((status = 201, body = ChatResponse)), security(("access_token" = []), ("bearer" = []))
+    post, path = "/chats/my", tag = "chats", request_body(content = Option<ChatCreate>, description = "Optional"), responses((status = 201, body = ChatResponse)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn create_chat(
     State(state): State<AppState>,
@@ -69,7 +73,7 @@ pub(crate) async fn create_chat(
 }
 
 #[utoipa::path(
-    delete, path = "/api/v1/chats/my", tag = "chats", responses((status = 200, description = "All of the user's chats and their messages are deleted", body = SuccessMessage)), security(("access_token" = []), ("bearer" = []))
+    delete, path = "/chats/my", tag = "chats", responses((status = 200, description = "All of the user's chats and their messages are deleted", body = SuccessMessage)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn delete_all_chats(
     State(state): State<AppState>,
@@ -80,7 +84,7 @@ pub(crate) async fn delete_all_chats(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/chats/models", tag = "chats", responses((status = 200, body = ModelCatalog)), security(("access_token" = []), ("bearer" = []))
+    get, path = "/chats/models", tag = "chats", responses((status = 200, body = ModelCatalog)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn model_catalog(
     State(state): State<AppState>,
@@ -95,7 +99,7 @@ pub(crate) async fn model_catalog(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/chats/chat/{chat_id}", tag = "chats", params(("chat_id" = Uuid, Path)), responses((status = 200, description = "The chat and its messages, oldest first", body = ChatWithMessages), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+    get, path = "/chats/chat/{chat_id}", tag = "chats", params(("chat_id" = Uuid, Path)), responses((status = 200, description = "The chat and its messages, oldest first", body = ChatWithMessages), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn get_chat(
     State(state): State<AppState>,
@@ -107,7 +111,7 @@ pub(crate) async fn get_chat(
 }
 
 #[utoipa::path(
-    patch, path = "/api/v1/chats/chat/{chat_id}", tag = "chats", params(("chat_id" = Uuid, Path)), request_body = ChatUpdate, responses((status = 200, body = ChatResponse), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+    patch, path = "/chats/chat/{chat_id}", tag = "chats", params(("chat_id" = Uuid, Path)), request_body = ChatUpdate, responses((status = 200, body = ChatResponse), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn update_chat(
     State(state): State<AppState>,
@@ -119,7 +123,7 @@ pub(crate) async fn update_chat(
 }
 
 #[utoipa::path(
-    delete, path = "/api/v1/chats/chat/{chat_id}", tag = "chats", params(("chat_id" = Uuid, Path)), responses((status = 200, description = "The chat and its messages are deleted; its generation is stopped", body = SuccessMessage), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+    delete, path = "/chats/chat/{chat_id}", tag = "chats", params(("chat_id" = Uuid, Path)), responses((status = 200, description = "The chat and its messages are deleted; its generation is stopped", body = SuccessMessage), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn delete_chat(
     State(state): State<AppState>,
@@ -131,7 +135,7 @@ pub(crate) async fn delete_chat(
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/chats/{chat_id}/messages", tag = "chats", params(("chat_id" = Uuid, Path)), request_body = MessageCreate, responses((status = 200, body = MessageResponse), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+    post, path = "/chats/{chat_id}/messages", tag = "chats", params(("chat_id" = Uuid, Path)), request_body = MessageCreate, responses((status = 200, body = MessageResponse), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn add_message(
     State(state): State<AppState>,
@@ -143,7 +147,7 @@ pub(crate) async fn add_message(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/chats/{chat_id}/messages/{message_id}", tag = "chats", params(("chat_id" = Uuid, Path), ("message_id" = Uuid, Path)), responses((status = 200, body = MessageResponse), (status = 404, description = "Chat not found, or Message not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+    get, path = "/chats/{chat_id}/messages/{message_id}", tag = "chats", params(("chat_id" = Uuid, Path), ("message_id" = Uuid, Path)), responses((status = 200, body = MessageResponse), (status = 404, description = "Chat not found, or Message not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn get_message(
     State(state): State<AppState>,
@@ -154,7 +158,7 @@ pub(crate) async fn get_message(
 }
 
 #[utoipa::path(
-    patch, path = "/api/v1/chats/{chat_id}/messages/{message_id}", tag = "chats", params(("chat_id" = Uuid, Path), ("message_id" = Uuid, Path)), request_body = MessageUpdate,
+    patch, path = "/chats/{chat_id}/messages/{message_id}", tag = "chats", params(("chat_id" = Uuid, Path), ("message_id" = Uuid, Path)), request_body = MessageUpdate,
     responses((status = 200, body = MessageResponse), (status = 403, description = "Only user messages can be edited (or a refused cross-site request)", body = crate::openapi::ErrorDetail), (status = 404, description = "Chat not found, or Message not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn edit_message(
@@ -167,7 +171,7 @@ pub(crate) async fn edit_message(
 }
 
 #[utoipa::path(
-    delete, path = "/api/v1/chats/{chat_id}/messages/{message_id}", tag = "chats", params(("chat_id" = Uuid, Path), ("message_id" = Uuid, Path)), responses((status = 200, body = MessageDeleted), (status = 404, description = "Chat not found, or Message not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+    delete, path = "/chats/{chat_id}/messages/{message_id}", tag = "chats", params(("chat_id" = Uuid, Path), ("message_id" = Uuid, Path)), responses((status = 200, body = MessageDeleted), (status = 404, description = "Chat not found, or Message not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn delete_message(
     State(state): State<AppState>,
@@ -179,7 +183,7 @@ pub(crate) async fn delete_message(
 }
 
 #[utoipa::path(
-    delete, path = "/api/v1/chats/{chat_id}/messages/bulk", tag = "chats", params(("chat_id" = Uuid, Path)), request_body = BulkDelete, responses((status = 200, description = "Ids not in this chat are reported in failed_deletions", body = BulkDeleted), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+    delete, path = "/chats/{chat_id}/messages/bulk", tag = "chats", params(("chat_id" = Uuid, Path)), request_body = BulkDelete, responses((status = 200, description = "Ids not in this chat are reported in failed_deletions", body = BulkDeleted), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn delete_messages(
     State(state): State<AppState>,
@@ -192,7 +196,7 @@ pub(crate) async fn delete_messages(
 
 // The seed README's conversation routes: the same handlers under other names.
 
-#[utoipa::path(get, path = "/api/v1/chat/conversations", tag = "chats", params(ChatListQuery), responses((status = 200, description = "Alias of GET /chats/my", body = ChatListResponse)), security(("access_token" = []), ("bearer" = [])))]
+#[utoipa::path(get, path = "/chat/conversations", tag = "chats", params(ChatListQuery), responses((status = 200, description = "Alias of GET /chats/my", body = ChatListResponse)), security(("access_token" = []), ("bearer" = [])))]
 pub(crate) async fn list_conversations(
     state: State<AppState>,
     user: CurrentUser,
@@ -201,7 +205,7 @@ pub(crate) async fn list_conversations(
     list_chats(state, user, query).await
 }
 
-#[utoipa::path(post, path = "/api/v1/chat/conversations", tag = "chats", request_body(content = Option<ChatCreate>, description = "Optional"), responses((status = 201, description = "Alias of POST /chats/my", body = ChatResponse)), security(("access_token" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/chat/conversations", tag = "chats", request_body(content = Option<ChatCreate>, description = "Optional"), responses((status = 201, description = "Alias of POST /chats/my", body = ChatResponse)), security(("access_token" = []), ("bearer" = [])))]
 pub(crate) async fn create_conversation(
     state: State<AppState>,
     user: CurrentUser,
@@ -210,7 +214,7 @@ pub(crate) async fn create_conversation(
     create_chat(state, user, request).await
 }
 
-#[utoipa::path(delete, path = "/api/v1/chat/conversations/{chat_id}", tag = "chats", params(("chat_id" = Uuid, Path)), responses((status = 200, description = "Alias of DELETE /chats/chat/{chat_id}", body = SuccessMessage), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = [])))]
+#[utoipa::path(delete, path = "/chat/conversations/{chat_id}", tag = "chats", params(("chat_id" = Uuid, Path)), responses((status = 200, description = "Alias of DELETE /chats/chat/{chat_id}", body = SuccessMessage), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = [])))]
 pub(crate) async fn delete_conversation(
     state: State<AppState>,
     user: CurrentUser,
@@ -219,7 +223,7 @@ pub(crate) async fn delete_conversation(
     delete_chat(state, user, path).await
 }
 
-#[utoipa::path(get, path = "/api/v1/chat/conversations/{chat_id}/messages", tag = "chats", params(("chat_id" = Uuid, Path)), responses((status = 200, description = "Alias of GET /chats/chat/{chat_id}", body = ChatWithMessages), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = [])))]
+#[utoipa::path(get, path = "/chat/conversations/{chat_id}/messages", tag = "chats", params(("chat_id" = Uuid, Path)), responses((status = 200, description = "Alias of GET /chats/chat/{chat_id}", body = ChatWithMessages), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = [])))]
 pub(crate) async fn get_conversation_messages(
     state: State<AppState>,
     user: CurrentUser,
@@ -228,7 +232,7 @@ pub(crate) async fn get_conversation_messages(
     get_chat(state, user, path).await
 }
 
-#[utoipa::path(post, path = "/api/v1/chat/conversations/{chat_id}/messages", tag = "chats", params(("chat_id" = Uuid, Path)), request_body = MessageCreate, responses((status = 200, description = "Alias of POST /chats/{chat_id}/messages", body = MessageResponse), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/chat/conversations/{chat_id}/messages", tag = "chats", params(("chat_id" = Uuid, Path)), request_body = MessageCreate, responses((status = 200, description = "Alias of POST /chats/{chat_id}/messages", body = MessageResponse), (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = [])))]
 pub(crate) async fn add_conversation_message(
     state: State<AppState>,
     user: CurrentUser,
@@ -240,7 +244,7 @@ pub(crate) async fn add_conversation_message(
 
 /// Stores the user message and streams the answer as server-sent events.
 #[utoipa::path(
-    post, path = "/api/v1/chats/{chat_id}/completions", tag = "streaming", params(("chat_id" = Uuid, Path)), request_body = CompletionRequest,
+    post, path = "/chats/{chat_id}/completions", tag = "streaming", params(("chat_id" = Uuid, Path)), request_body = CompletionRequest,
     responses((status = 200, description = "Server-sent events: `start`, `delta` (`content` or `thinking`), `tool_calls`, then `done` (status `completed`, `stopped` or `length`) or `error`", content_type = "text/event-stream", body = crate::openapi::ServerSentEvent),
               (status = 403, description = "`keep_alive` from a user who is not an admin (or a refused cross-site request)", body = crate::openapi::ErrorDetail),
               (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail), (status = 409, description = "A reply is already being generated for this chat", body = crate::openapi::ErrorDetail),
@@ -258,7 +262,7 @@ pub(crate) async fn completions(
 
 /// Stops the chat's running generation; answers once its partial answer is stored.
 #[utoipa::path(
-    post, path = "/api/v1/chats/{chat_id}/stop", tag = "streaming", params(("chat_id" = Uuid, Path)),
+    post, path = "/chats/{chat_id}/stop", tag = "streaming", params(("chat_id" = Uuid, Path)),
     responses((status = 200, description = "Stopped; the partial answer is stored (`status`, `message`, `chat`)", body = Object),
               (status = 404, description = "Chat not found, or no reply is being generated", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
@@ -276,7 +280,7 @@ pub(crate) async fn stop(
 
 /// Re-attaches to a running generation: everything produced so far, then the rest.
 #[utoipa::path(
-    get, path = "/api/v1/chats/{chat_id}/generation", tag = "streaming", params(("chat_id" = Uuid, Path)),
+    get, path = "/chats/{chat_id}/generation", tag = "streaming", params(("chat_id" = Uuid, Path)),
     responses((status = 200, description = "Server-sent events: everything produced so far, then the rest", content_type = "text/event-stream", body = crate::openapi::ServerSentEvent),
               (status = 404, description = "Chat not found, or no reply is being generated", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]

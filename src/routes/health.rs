@@ -4,23 +4,24 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::state::AppState;
 
-api_routes! {
-    "/health" => get(health),
-    "/health/db" => get(health_db),
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health)).routes(routes!(health_db))
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/health", tag = "health", responses((status = 200, description = "`{\"status\": \"healthy\"}`", body = Object))
+    get, path = "/health", tag = "health", responses((status = 200, description = "`{\"status\": \"healthy\"}`", body = Object))
 )]
 pub(crate) async fn health() -> Json<Value> {
     Json(json!({"status": "healthy"}))
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/health/db", tag = "health", responses((status = 200, description = "`db_status` reachable and `latency_ms`", body = Object), (status = 503, description = "`db_status` unreachable", body = Object))
+    get, path = "/health/db", tag = "health", responses((status = 200, description = "`db_status` reachable and `latency_ms`", body = Object), (status = 503, description = "`db_status` unreachable", body = Object))
 )]
 pub(crate) async fn health_db(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.store.ping().await {

@@ -1,17 +1,8 @@
 //! The HTTP surface: one router per area nested under `/api/v1`, and the middleware stack.
-
-/// Declares an area's routes once: builds its router and lists its `(method, path)` pairs,
-/// which the authorization matrix and the OpenAPI drift tests check against.
-macro_rules! api_routes {
-    ($($path:literal => $first:ident($first_handler:expr) $(.$method:ident($handler:expr))*),* $(,)?) => {
-        pub fn router() -> axum::Router<crate::state::AppState> {
-            axum::Router::new()$(.route($path, axum::routing::$first($first_handler)$(.$method($handler))*))*
-        }
-
-        /// `(method, path)` of every route of this area, paths relative to `/api/v1`.
-        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($first), $path), $((stringify!($method), $path),)*)*];
-    };
-}
+//!
+//! Each route is declared once, in its area's `router()`: `routes!(handler)` registers the
+//! handler at the path of its `#[utoipa::path]` annotation together with its documentation, and
+//! [`RouteRules`] attach what else governs the route (its rate limit, no time limit).
 
 pub mod accounts;
 pub mod chats;
@@ -27,40 +18,84 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter, UtoipaMethodRouterExt};
 
 use crate::auth::extract::RequestUser;
 use crate::guards;
 use crate::guards::cross_site::AllowedOrigins;
+use crate::guards::rate_limit::LimitKind;
+use crate::openapi;
 use crate::state::AppState;
 
-/// Every route under `/api/v1` as `(method, path)`, lower-case methods.
-pub fn all_routes() -> Vec<(&'static str, &'static str)> {
-    [accounts::ROUTES, users::ROUTES, settings::ROUTES, health::ROUTES, chats::ROUTES, ollama::ROUTES].concat()
+/// Where the API lives; the areas' paths are relative to it.
+const API_PREFIX: &str = "/api/v1";
+
+/// What a route declares next to its handler, e.g. `routes!(login).rate_limited(LimitKind::Login)`.
+pub(crate) trait RouteRules {
+    /// Counts the route's requests against `kind`'s limit (routes of one kind share its
+    /// budget), and documents the 429.
+    fn rate_limited(self, kind: LimitKind) -> Self;
+
+    /// Frees the route from `REQUEST_TIMEOUT_SECS`: it streams, or waits for, a model.
+    fn without_time_limit(self) -> Self;
 }
 
-pub fn router(state: AppState) -> Router {
-    let api = Router::new()
+impl<S: Clone + Send + Sync + 'static> RouteRules for UtoipaMethodRouter<S> {
+    fn rate_limited(self, kind: LimitKind) -> Self {
+        let (schemas, mut paths, method_router) = self;
+        openapi::document_rate_limit(&mut paths);
+        (schemas, paths, method_router)
+            .map(|routes| routes.route_layer(middleware::from_fn_with_state(kind, guards::rate_limit::enforce)))
+    }
+
+    fn without_time_limit(self) -> Self {
+        self.map(|routes| routes.route_layer(middleware::from_fn(guards::timeout::lift_time_limit)))
+    }
+}
+
+/// Every route under `/api/v1`, with its documentation.
+pub fn api() -> OpenApiRouter<AppState> {
+    let areas = OpenApiRouter::new()
         .merge(accounts::router())
         .merge(users::router())
         .merge(settings::router())
         .merge(health::router())
         .merge(chats::router())
         .merge(ollama::router());
+    OpenApiRouter::new().nest(API_PREFIX, areas)
+}
+
+/// Every route under `/api/v1` as `(method, path)`: lower-case methods, paths relative to
+/// `/api/v1`. Read from the routers' own documentation.
+pub fn all_routes() -> Vec<(String, String)> {
+    let mut paths = api().into_openapi().paths.paths;
+    paths
+        .iter_mut()
+        .flat_map(|(path, item)| {
+            let path = path.strip_prefix(API_PREFIX).unwrap_or(path).to_owned();
+            openapi::operations_mut(item).map(move |(method, _)| (method.to_owned(), path.clone()))
+        })
+        .collect()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (api, _) = api().split_for_parts();
     let cors = cors_layer(&state.config.frontend_origins);
     let origins = AllowedOrigins(Arc::new(state.config.frontend_origins.clone()));
     Router::new()
-        .nest("/api/v1", api)
-        .merge(crate::openapi::router())
+        .merge(api)
+        .merge(openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(run_to_completion))
         .layer(middleware::from_fn_with_state(state.config.request_timeout, guards::timeout::limit_duration))
         .layer(middleware::from_fn_with_state(origins, guards::cross_site::refuse_cross_site))
-        .layer(middleware::from_fn_with_state(state.rate_limits.clone(), guards::rate_limit::enforce))
+        // For the rate-limited routes' layers (`RouteRules::rate_limited`).
+        .layer(Extension(state.rate_limits.clone()))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn(log_requests))
         .layer(cors)
@@ -137,4 +172,42 @@ pub fn with_cookies(mut response: Response, cookies: impl IntoIterator<Item = He
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt;
+    use utoipa_axum::routes;
+
+    use super::*;
+
+    const TIME_LIMIT: Duration = Duration::from_millis(50);
+
+    #[utoipa::path(get, path = "/new", responses((status = 200)))]
+    async fn new_route() -> &'static str {
+        std::future::pending().await
+    }
+
+    #[utoipa::path(get, path = "/stream", responses((status = 200)))]
+    async fn streaming_route() -> &'static str {
+        tokio::time::sleep(TIME_LIMIT * 4).await;
+        "the whole answer"
+    }
+
+    /// A new route has the time limit without declaring anything; a route declared
+    /// `without_time_limit` outlives it.
+    #[tokio::test]
+    async fn routes_have_a_time_limit_unless_declared_without() {
+        let (router, _) = OpenApiRouter::<()>::new()
+            .routes(routes!(new_route))
+            .routes(routes!(streaming_route).without_time_limit())
+            .split_for_parts();
+        let router = router
+            .layer(middleware::from_fn(run_to_completion))
+            .layer(middleware::from_fn_with_state(TIME_LIMIT, guards::timeout::limit_duration));
+        let call = |path: &str| router.clone().oneshot(Request::get(path).body(Body::empty()).unwrap());
+        assert_eq!(call("/new").await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(call("/stream").await.unwrap().status(), StatusCode::OK);
+    }
 }

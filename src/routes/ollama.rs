@@ -7,7 +7,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::RouteRules;
 use crate::auth::{AdminUser, CurrentUser};
 use crate::error::{ApiError, ApiResult};
 use crate::ollama::OllamaError;
@@ -18,32 +21,33 @@ use crate::services::generation::{EndStatus, Ending, Generation, GenerationEvent
 use crate::state::AppState;
 use crate::validation::ValidJson;
 
-api_routes! {
-    "/ollama/version" => get(version),
-    "/ollama/tags" => get(tags),
-    "/ollama/show" => post(show),
-    "/ollama/pull" => post(pull),
-    "/ollama/delete" => delete(delete_model),
-    "/ollama/cache/clear" => post(clear_cache),
-    "/ollama/chat" => post(chat),
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(version))
+        .routes(routes!(tags))
+        .routes(routes!(show))
+        .routes(routes!(pull).without_time_limit())
+        .routes(routes!(delete_model))
+        .routes(routes!(clear_cache))
+        .routes(routes!(chat).without_time_limit())
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/ollama/version", tag = "ollama", responses((status = 200, description = "Ollama's version", body = Object), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+    get, path = "/ollama/version", tag = "ollama", responses((status = 200, description = "Ollama's version", body = Object), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn version(State(state): State<AppState>, CurrentUser(_user): CurrentUser) -> ApiResult<Json<Value>> {
     Ok(Json(state.ollama.version().await?))
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/ollama/tags", tag = "ollama", responses((status = 200, description = "Installed models with their capabilities (cached)", body = Object), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+    get, path = "/ollama/tags", tag = "ollama", responses((status = 200, description = "Installed models with their capabilities (cached)", body = Object), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn tags(State(state): State<AppState>, CurrentUser(_user): CurrentUser) -> ApiResult<Json<Value>> {
     Ok(Json(state.ollama.tags().await?))
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/ollama/show", tag = "ollama", request_body = ModelName, responses((status = 200, body = Object), (status = 404, description = "Unknown model", body = crate::openapi::ErrorDetail), (status = 400, description = "Ollama refused the request, or Inactive user", body = crate::openapi::ErrorDetail), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+    post, path = "/ollama/show", tag = "ollama", request_body = ModelName, responses((status = 200, body = Object), (status = 404, description = "Unknown model", body = crate::openapi::ErrorDetail), (status = 400, description = "Ollama refused the request, or Inactive user", body = crate::openapi::ErrorDetail), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn show(
     State(state): State<AppState>,
@@ -66,7 +70,7 @@ fn pull_error(err: OllamaError) -> ApiError {
 /// Without `stream`: waits for the pull and answers Ollama's progress lines as one string (as
 /// the original). With `"stream": true`: passes the NDJSON progress through as it arrives.
 #[utoipa::path(
-    post, path = "/api/v1/ollama/pull", tag = "ollama", request_body = ModelName,
+    post, path = "/ollama/pull", tag = "ollama", request_body = ModelName,
     responses((status = 200, description = "Without `stream`: Ollama's progress lines as one string. With `stream: true`: NDJSON progress as it arrives", content((String = "application/json"), (String = "application/x-ndjson"))),
               (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail), (status = 404, description = "Unknown model", body = crate::openapi::ErrorDetail), (status = 400, description = "Ollama refused the request, or Inactive user", body = crate::openapi::ErrorDetail), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
@@ -94,7 +98,7 @@ pub(crate) async fn pull(
 }
 
 #[utoipa::path(
-    delete, path = "/api/v1/ollama/delete", tag = "ollama", request_body = ModelName,
+    delete, path = "/ollama/delete", tag = "ollama", request_body = ModelName,
     responses((status = 200, body = crate::schemas::Message), (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail), (status = 404, description = "Unknown model", body = crate::openapi::ErrorDetail), (status = 400, description = "Ollama refused the request, or Inactive user", body = crate::openapi::ErrorDetail), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn delete_model(
@@ -108,7 +112,7 @@ pub(crate) async fn delete_model(
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/ollama/cache/clear", tag = "ollama", responses((status = 200, body = crate::schemas::Message), (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+    post, path = "/ollama/cache/clear", tag = "ollama", responses((status = 200, body = crate::schemas::Message), (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn clear_cache(State(state): State<AppState>, AdminUser(_admin): AdminUser) -> Json<Message> {
     state.ollama.clear_cache().await;
@@ -118,7 +122,7 @@ pub(crate) async fn clear_cache(State(state): State<AppState>, AdminUser(_admin)
 /// The SPA's chat call. The answer is produced by a server-owned generation: a client that
 /// gives up waiting does not cancel it, and it is stored either way.
 #[utoipa::path(
-    post, path = "/api/v1/ollama/chat", tag = "ollama", request_body = OllamaChatRequest,
+    post, path = "/ollama/chat", tag = "ollama", request_body = OllamaChatRequest,
     responses((status = 200, description = "Ollama's answer plus `id` (the stored message) and `chat`; with `stream: true`, NDJSON chunks in Ollama's shape", content((Object = "application/json"), (String = "application/x-ndjson"))),
               (status = 400, description = "Ollama refused the request (e.g. thinking on a model without it), or Inactive user", body = crate::openapi::ErrorDetail),
               (status = 404, description = "Chat not found, or unknown model", body = crate::openapi::ErrorDetail),

@@ -3,28 +3,34 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::RouteRules;
 use crate::auth::{AdminUser, CurrentUser};
 use crate::error::ApiResult;
+use crate::guards::rate_limit::LimitKind;
 use crate::schemas::settings::{SettingsResponse, SettingsUpdate};
 use crate::services::settings;
 use crate::state::AppState;
 use crate::validation::{UserPath, ValidJson, ValidPath};
 
-api_routes! {
-    "/user-settings/me" => get(get_my_settings).put(put_my_settings),
-    "/user-settings/{user_id}" => get(get_settings).put(put_settings).delete(delete_settings),
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_my_settings).rate_limited(LimitKind::SettingsRead))
+        .routes(routes!(put_my_settings).rate_limited(LimitKind::SettingsWrite))
+        .routes(routes!(get_settings, put_settings, delete_settings))
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/user-settings/me", tag = "settings", responses((status = 200, description = "Created with defaults when missing", body = SettingsResponse)), security(("access_token" = []), ("bearer" = []))
+    get, path = "/user-settings/me", tag = "settings", responses((status = 200, description = "Created with defaults when missing", body = SettingsResponse)), security(("access_token" = []), ("bearer" = []))
 )]
 pub async fn get_my_settings(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> ApiResult<Json<SettingsResponse>> {
     Ok(Json(settings::settings_of(&state.store, &user).await?.into()))
 }
 
 #[utoipa::path(
-    put, path = "/api/v1/user-settings/me", tag = "settings", request_body = SettingsUpdate, responses((status = 200, body = SettingsResponse)), security(("access_token" = []), ("bearer" = []))
+    put, path = "/user-settings/me", tag = "settings", request_body = SettingsUpdate, responses((status = 200, body = SettingsResponse)), security(("access_token" = []), ("bearer" = []))
 )]
 pub async fn put_my_settings(
     State(state): State<AppState>,
@@ -35,7 +41,7 @@ pub async fn put_my_settings(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/user-settings/{user_id}", tag = "settings", params(("user_id" = Uuid, Path)),
+    get, path = "/user-settings/{user_id}", tag = "settings", params(("user_id" = Uuid, Path)),
     responses((status = 200, body = SettingsResponse),
               (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail),
               (status = 404, description = "Settings not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
@@ -49,7 +55,7 @@ pub(crate) async fn get_settings(
 }
 
 #[utoipa::path(
-    put, path = "/api/v1/user-settings/{user_id}", tag = "settings", params(("user_id" = Uuid, Path)), request_body = SettingsUpdate,
+    put, path = "/user-settings/{user_id}", tag = "settings", params(("user_id" = Uuid, Path)), request_body = SettingsUpdate,
     responses((status = 200, body = SettingsResponse),
               (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail),
               (status = 404, description = "User not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
@@ -64,7 +70,7 @@ pub(crate) async fn put_settings(
 }
 
 #[utoipa::path(
-    delete, path = "/api/v1/user-settings/{user_id}", tag = "settings", params(("user_id" = Uuid, Path)),
+    delete, path = "/user-settings/{user_id}", tag = "settings", params(("user_id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"),
               (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail),
               (status = 404, description = "Settings not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))

@@ -4,12 +4,16 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::accounts::session_cookies;
 use super::settings::{get_my_settings, put_my_settings};
 use super::with_cookies;
+use super::RouteRules;
 use crate::auth::{AdminUser, CurrentUser};
 use crate::error::{ApiError, ApiResult};
+use crate::guards::rate_limit::LimitKind;
 use crate::schemas::settings::{SettingsResponse, SettingsUpdate};
 use crate::schemas::users::{UserListQuery, UserResponse, UserUpdate};
 use crate::services::{accounts, users};
@@ -17,16 +21,20 @@ use crate::state::AppState;
 use crate::store::users::User;
 use crate::validation::{UserPath, ValidJson, ValidPath, ValidQuery};
 
-api_routes! {
-    "/users/me" => get(me).put(update_me),
-    "/users/me/settings" => get(get_my_settings_alias).put(put_my_settings_alias),
-    "/users" => get(list),
-    "/users/{user_id}" => get(get_user).put(update_user).delete(deactivate_user),
-    "/users/{user_id}/activate" => post(activate_user),
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(me).rate_limited(LimitKind::ProfileRead))
+        .routes(routes!(update_me).rate_limited(LimitKind::ProfileWrite))
+        .routes(routes!(list))
+        .routes(routes!(get_user, update_user, deactivate_user))
+        .routes(routes!(activate_user))
+        // The seed README's names for `/user-settings/me`, sharing its budgets.
+        .routes(routes!(get_my_settings_alias).rate_limited(LimitKind::SettingsRead))
+        .routes(routes!(put_my_settings_alias).rate_limited(LimitKind::SettingsWrite))
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/users/me", tag = "users", responses((status = 200, body = UserResponse)), security(("access_token" = []), ("bearer" = []))
+    get, path = "/users/me", tag = "users", responses((status = 200, body = UserResponse)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn me(CurrentUser(user): CurrentUser) -> Json<UserResponse> {
     Json(user.into())
@@ -45,7 +53,7 @@ async fn updated_account(state: &AppState, headers: &HeaderMap, user: User, rene
 }
 
 #[utoipa::path(
-    put, path = "/api/v1/users/me", tag = "users", request_body = UserUpdate,
+    put, path = "/users/me", tag = "users", request_body = UserUpdate,
     responses((status = 200, description = "The account. After a password change (which ends every session of the account) new access_token and refresh_token cookies continue this session", body = UserResponse),
               (status = 400, description = "Username or e-mail already registered, or Inactive user", body = crate::openapi::ErrorDetail),
               (status = 403, description = "A user cannot change their own active status", body = crate::openapi::ErrorDetail)),
@@ -63,7 +71,7 @@ pub(crate) async fn update_me(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/users", tag = "users", params(UserListQuery),
+    get, path = "/users", tag = "users", params(UserListQuery),
     responses((status = 200, description = "Users by creation time", body = Vec<UserResponse>),
               (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
@@ -77,7 +85,7 @@ pub(crate) async fn list(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/users/{user_id}", tag = "users", params(("user_id" = Uuid, Path)),
+    get, path = "/users/{user_id}", tag = "users", params(("user_id" = Uuid, Path)),
     responses((status = 200, body = UserResponse),
               (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail),
               (status = 404, description = "User not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
@@ -92,7 +100,7 @@ pub(crate) async fn get_user(
 }
 
 #[utoipa::path(
-    put, path = "/api/v1/users/{user_id}", tag = "users", params(("user_id" = Uuid, Path)), request_body = UserUpdate,
+    put, path = "/users/{user_id}", tag = "users", params(("user_id" = Uuid, Path)), request_body = UserUpdate,
     responses((status = 200, description = "The account. A new password or a changed active flag ends every session of the account; an admin who changed their own password continues with new cookies", body = UserResponse),
               (status = 400, description = "Username or e-mail already registered, or Inactive user", body = crate::openapi::ErrorDetail),
               (status = 403, description = "Not an admin user; or one's own role or active status; or the last active admin", body = crate::openapi::ErrorDetail),
@@ -111,7 +119,7 @@ pub(crate) async fn update_user(
 }
 
 #[utoipa::path(
-    delete, path = "/api/v1/users/{user_id}", tag = "users", params(("user_id" = Uuid, Path)),
+    delete, path = "/users/{user_id}", tag = "users", params(("user_id" = Uuid, Path)),
     responses((status = 200, description = "Deactivated; every session of the account has ended", body = UserResponse),
               (status = 403, description = "Not an admin user, or one's own account", body = crate::openapi::ErrorDetail),
               (status = 404, description = "User not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
@@ -125,7 +133,7 @@ pub(crate) async fn deactivate_user(
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/users/{user_id}/activate", tag = "users", params(("user_id" = Uuid, Path)),
+    post, path = "/users/{user_id}/activate", tag = "users", params(("user_id" = Uuid, Path)),
     responses((status = 200, description = "Activated", body = UserResponse),
               (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail),
               (status = 404, description = "User not found", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
@@ -139,13 +147,13 @@ pub(crate) async fn activate_user(
 }
 
 /// The seed README's name for `GET /user-settings/me`.
-#[utoipa::path(get, path = "/api/v1/users/me/settings", tag = "settings", responses((status = 200, description = "Alias of GET /user-settings/me", body = SettingsResponse)), security(("access_token" = []), ("bearer" = [])))]
+#[utoipa::path(get, path = "/users/me/settings", tag = "settings", responses((status = 200, description = "Alias of GET /user-settings/me", body = SettingsResponse)), security(("access_token" = []), ("bearer" = [])))]
 pub(crate) async fn get_my_settings_alias(state: State<AppState>, user: CurrentUser) -> ApiResult<Json<SettingsResponse>> {
     get_my_settings(state, user).await
 }
 
 /// The seed README's name for `PUT /user-settings/me`.
-#[utoipa::path(put, path = "/api/v1/users/me/settings", tag = "settings", request_body = SettingsUpdate, responses((status = 200, description = "Alias of PUT /user-settings/me", body = SettingsResponse)), security(("access_token" = []), ("bearer" = [])))]
+#[utoipa::path(put, path = "/users/me/settings", tag = "settings", request_body = SettingsUpdate, responses((status = 200, description = "Alias of PUT /user-settings/me", body = SettingsResponse)), security(("access_token" = []), ("bearer" = [])))]
 pub(crate) async fn put_my_settings_alias(
     state: State<AppState>,
     user: CurrentUser,

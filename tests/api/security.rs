@@ -22,6 +22,7 @@ on_both_databases!(
     ollama_killed_mid_answer_keeps_the_partial_answer,
     rate_limits_answer_429_with_retry_after,
     login_is_limited_per_account_across_addresses,
+    each_limited_route_counts_against_its_budget,
     cross_site_requests_with_cookies_are_refused,
     creating_and_deleting_all_chats_at_once_never_fails,
 );
@@ -407,6 +408,80 @@ async fn login_is_limited_per_account_across_addresses(app: TestApp) {
         .await;
     assert_eq!(blocked.status, 429, "{}", blocked.body);
     assert!(blocked.header("retry-after").is_some());
+}
+
+/// Each route the original limits counts against its budget, `HEAD` together with `GET`; the
+/// alias `/users/me/settings` shares the budget of `/user-settings/me`; and exactly these
+/// routes document a rate limit.
+async fn each_limited_route_counts_against_its_budget(app: TestApp) {
+    let once_a_minute =
+        ["REGISTER", "LOGIN", "REFRESH", "LOGOUT", "PROFILE_READ", "PROFILE_WRITE", "SETTINGS_READ", "SETTINGS_WRITE"]
+            .map(|kind| (format!("RATE_LIMIT_{kind}"), "1/minute".to_owned()));
+    let mut settings = vec![("RATE_LIMITS", "on".to_owned())];
+    settings.extend(once_a_minute.iter().map(|(name, value)| (name.as_str(), value.clone())));
+    let limited = TestApp::spawn_with(app.backend, settings).await;
+    let refused = |response: crate::support::TestResponse, what: &str| {
+        assert_eq!(response.status, 429, "{what}: {}", response.body);
+        assert!(response.header("retry-after").is_some(), "{what}");
+    };
+
+    limited.register("bob_user").await;
+    refused(
+        limited
+            .post("/auth/register")
+            .json(&json!({"username": "eve_user", "email": "eve@example.com", "password": PASSWORD}))
+            .send()
+            .await,
+        "register",
+    );
+    let s = limited.login("bob_user", PASSWORD).await;
+    refused(limited.post("/auth/login").form(&[("username", "bob_user"), ("password", PASSWORD)]).send().await, "login");
+    let refresh = |token: &str| limited.post("/auth/refresh").cookie(&format!("refresh_token={token}")).send();
+    let renewed = refresh(&s.refresh_token).await;
+    assert_eq!(renewed.status, 200, "{}", renewed.body);
+    refused(refresh(renewed.body["refresh_token"].as_str().unwrap()).await, "refresh");
+
+    assert_eq!(limited.get("/users/me").session(&s).send().await.status, 200);
+    refused(limited.request("HEAD".parse().unwrap(), "/users/me").session(&s).send().await, "HEAD /users/me");
+    assert_eq!(limited.put("/users/me").session(&s).json(&json!({})).send().await.status, 200);
+    refused(limited.put("/users/me").session(&s).json(&json!({})).send().await, "PUT /users/me");
+    assert_eq!(limited.get("/user-settings/me").session(&s).send().await.status, 200);
+    refused(limited.get("/users/me/settings").session(&s).send().await, "GET /users/me/settings");
+    assert_eq!(limited.put("/users/me/settings").session(&s).json(&json!({})).send().await.status, 200);
+    refused(limited.put("/user-settings/me").session(&s).json(&json!({})).send().await, "PUT /user-settings/me");
+    for _ in 0..3 {
+        assert_eq!(limited.get("/chats/my").session(&s).send().await.status, 200, "not a limited route");
+    }
+    assert_eq!(limited.post("/auth/logout").session(&s).send().await.status, 200);
+    refused(limited.post("/auth/logout").session(&s).send().await, "logout");
+
+    let spec = serde_json::to_value(rovertchat::openapi::spec()).unwrap();
+    let documented: BTreeSet<(String, String)> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| item.as_object().unwrap().iter().map(move |(method, operation)| (method, path, operation)))
+        .filter(|(_, _, operation)| {
+            operation["responses"]["429"]["description"].as_str().is_some_and(|d| d.starts_with("Rate limit exceeded (see"))
+        })
+        .map(|(method, path, _)| (method.clone(), path.trim_start_matches("/api/v1").to_owned()))
+        .collect();
+    let expected: BTreeSet<(String, String)> = [
+        ("post", "/auth/register"),
+        ("post", "/auth/login"),
+        ("post", "/auth/refresh"),
+        ("post", "/auth/logout"),
+        ("get", "/users/me"),
+        ("put", "/users/me"),
+        ("get", "/user-settings/me"),
+        ("put", "/user-settings/me"),
+        ("get", "/users/me/settings"),
+        ("put", "/users/me/settings"),
+    ]
+    .iter()
+    .map(|(m, p)| (m.to_string(), p.to_string()))
+    .collect();
+    assert_eq!(documented, expected);
 }
 
 async fn cross_site_requests_with_cookies_are_refused(app: TestApp) {
