@@ -25,7 +25,7 @@ pub fn init(config: &Config) -> anyhow::Result<WorkerGuard> {
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt::layer().with_target(false).fmt_fields(EscapedFields))
-        .with(fmt::layer().with_ansi(false).fmt_fields(EscapedFields).with_writer(file_writer))
+        .with(fmt::layer().with_ansi(false).fmt_fields(EscapedFieldsForFile).with_writer(file_writer))
         .try_init()?;
     Ok(guard)
 }
@@ -40,6 +40,16 @@ impl<'writer> FormatFields<'writer> for EscapedFields {
         let mut visitor = EscapingVisitor { writer, first: true, result: Ok(()) };
         fields.record(&mut visitor);
         visitor.result
+    }
+}
+
+/// The same for the file: each layer keeps a span's formatted fields under its formatter's type,
+/// so two layers sharing one type would each append a recorded field (`user_id`) twice.
+pub struct EscapedFieldsForFile;
+
+impl<'writer> FormatFields<'writer> for EscapedFieldsForFile {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> stdfmt::Result {
+        EscapedFields.format_fields(writer, fields)
     }
 }
 

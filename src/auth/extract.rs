@@ -1,12 +1,9 @@
 //! Who is calling: `CurrentUser` for any signed-in active user, `AdminUser` for admins,
 //! `MaybeUser` where signing in is optional. Role checks live here, not in handlers.
 
-use std::sync::{Arc, OnceLock};
-
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
-use uuid::Uuid;
 
 use super::cookies::{cookie_value, ACCESS_COOKIE};
 use super::tokens::TokenType;
@@ -23,10 +20,6 @@ pub struct AdminUser(pub User);
 
 /// The signed-in user when valid credentials were sent; `None` otherwise (never an error).
 pub struct MaybeUser(pub Option<User>);
-
-/// Filled by the auth extractors so the request log can name the user.
-#[derive(Clone, Default)]
-pub struct RequestUser(pub Arc<OnceLock<Uuid>>);
 
 fn access_token(headers: &HeaderMap) -> Option<&str> {
     cookie_value(headers, ACCESS_COOKIE).or_else(|| {
@@ -50,9 +43,8 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<User, ApiError>
     if user.token_version != verified.token_version {
         return Err(ApiError::InvalidCredentials);
     }
-    if let Some(slot) = parts.extensions.get::<RequestUser>() {
-        let _ = slot.0.set(user.id);
-    }
+    // The request's span (routes::request_span) names the user from here on.
+    tracing::Span::current().record("user_id", tracing::field::display(user.id));
     Ok(user)
 }
 

@@ -12,9 +12,9 @@ pub mod settings;
 pub mod users;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -24,12 +24,13 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter, UtoipaMethodRouterExt};
 
-use crate::auth::extract::RequestUser;
 use crate::guards;
 use crate::guards::cross_site::AllowedOrigins;
 use crate::guards::rate_limit::LimitKind;
 use crate::openapi;
 use crate::state::AppState;
+use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 /// Where the API lives; the areas' paths are relative to it.
 const API_PREFIX: &str = "/api/v1";
@@ -97,7 +98,7 @@ pub fn router(state: AppState) -> Router {
         // For the rate-limited routes' layers (`RouteRules::rate_limited`).
         .layer(Extension(state.rate_limits.clone()))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn(log_requests))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span).on_request(()).on_response(log_response).on_failure(()))
         .layer(cors)
         .layer(CatchPanicLayer::custom(|_| internal_error()))
         .with_state(state)
@@ -140,7 +141,8 @@ fn internal_error() -> Response {
 async fn run_to_completion(request: Request, next: Next) -> Response {
     let abandoned = tokio_util::sync::CancellationToken::new();
     let mark_abandoned_if_dropped = abandoned.clone().drop_guard();
-    let response = match tokio::spawn(crate::lifetime::scope(abandoned, next.run(request))).await {
+    let handler = crate::lifetime::scope(abandoned, next.run(request)).instrument(tracing::Span::current());
+    let response = match tokio::spawn(handler).await {
         Ok(response) => response,
         Err(_) => internal_error(),
     };
@@ -148,22 +150,16 @@ async fn run_to_completion(request: Request, next: Next) -> Response {
     response
 }
 
-/// One line per request: method, path, status, latency and the user when known. Never the
-/// query string, headers or body, where secrets could be.
-async fn log_requests(mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let user = RequestUser::default();
-    request.extensions_mut().insert(user.clone());
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match user.0.get() {
-        Some(user_id) => tracing::info!(%method, %path, status, latency_ms, %user_id, "request"),
-        None => tracing::info!(%method, %path, status, latency_ms, "request"),
-    }
-    response
+/// Every request runs in a `request` span (method, matched route, and the user once an
+/// extractor knows them), so every line it logs carries them; its end is one `request` line with
+/// the status and the latency. Never the query string, headers or body, where secrets could be.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request.extensions().get::<MatchedPath>().map_or("(no route)", MatchedPath::as_str);
+    tracing::info_span!("request", method = %request.method(), route = %route, user_id = tracing::field::Empty)
+}
+
+fn log_response(response: &Response, latency: Duration, _span: &tracing::Span) {
+    tracing::info!(status = response.status().as_u16(), latency_us = latency.as_micros() as u64, "request");
 }
 
 /// Adds `Set-Cookie` headers to a response.

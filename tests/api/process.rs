@@ -289,3 +289,24 @@ fn signed_up_token(server: &ServerProcess) -> String {
     let body: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{login}"));
     body["access_token"].as_str().unwrap().to_owned()
 }
+
+/// A request's log line names its matched route (never the raw path) and, once known, its user.
+#[test]
+fn request_lines_carry_the_route_and_the_user() {
+    let mut server = ServerProcess::start(&[]);
+    let token = signed_up_token(&server);
+    let mut connection = server.connect();
+    let chat = "00000000-0000-4000-8000-000000000000";
+    connection
+        .write_all(
+            format!("GET /api/v1/chats/chat/{chat} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let mut response = String::new();
+    connection.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+    let line = server.wait_for_log("status=404");
+    assert!(line.contains("route=/api/v1/chats/chat/{chat_id}") && !line.contains(chat), "{line}");
+    assert!(line.contains("method=GET") && line.contains("user_id=") && line.contains("latency_us="), "{line}");
+}
