@@ -298,6 +298,41 @@ fn plural(n: usize, word: &str) -> String {
     }
 }
 
+/// Declares an enum of fixed strings once: its variants with their wire names, `as_str`,
+/// `parse`, `NAMES` (what the OpenAPI document and the 422 message list) and `from_value`,
+/// the field parser.
+#[macro_export]
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        $vis enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+
+            /// Reads a field: one of [`Self::NAMES`], or the 422 listing them.
+            pub fn from_value(value: &serde_json::Value) -> Result<Self, $crate::validation::Problem> {
+                $crate::validation::literal(Self::NAMES)(value).map(|text| Self::parse(&text).expect("one of NAMES"))
+            }
+        }
+    };
+}
+
 /// A string of `MIN..=MAX` characters: the bounds are part of the type, so the parser
 /// ([`Text::parse`]) and the OpenAPI schema (its `PartialSchema`) read the same two numbers.
 /// `MAX = usize::MAX` means no upper bound. Fields of this type need `#[schema(inline)]`.

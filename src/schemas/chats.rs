@@ -12,11 +12,9 @@ use crate::store::chats::{Chat, DEFAULT_CHAT_TITLE};
 use crate::store::messages::Message;
 use crate::store::models::{ModelRecord, ProviderRecord};
 use crate::validation::{
-    any_json, any_string, boolean, greater_than_equal, integer, less_than_equal, literal, number, object, query_int, string,
-    string_list, uuid_any, BodySize, Fields, FromFields, Patch, Problem, Text, ValidationIssue,
+    any_json, any_string, boolean, greater_than_equal, integer, less_than_equal, number, object, query_int, string, string_list,
+    uuid_any, BodySize, Fields, FromFields, Patch, Problem, Text, ValidationIssue,
 };
-
-pub const MESSAGE_ROLES: &[&str] = &["user", "assistant", "system", "tool"];
 
 /// The longest chat title, on create and on rename (the column is `VARCHAR(255)`).
 pub const CHAT_TITLE_MAX_CHARS: usize = 255;
@@ -91,8 +89,7 @@ impl FromFields for ChatListQuery {
 /// `POST /chats/{id}/messages`.
 #[derive(ToSchema)]
 pub struct MessageCreate {
-    #[schema(value_type = MessageRole)]
-    pub role: String,
+    pub role: MessageRole,
     pub content: String,
     /// Base64-encoded images.
     pub images: Option<Vec<String>>,
@@ -100,21 +97,23 @@ pub struct MessageCreate {
     pub extended_metadata: Option<Map<String, Value>>,
 }
 
-/// Who wrote a message.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-pub enum MessageRole {
-    User,
-    Assistant,
-    System,
-    Tool,
+crate::text_enum! {
+    /// Who wrote a message.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub enum MessageRole {
+        User = "user",
+        Assistant = "assistant",
+        System = "system",
+        Tool = "tool",
+    }
 }
 
 impl FromFields for MessageCreate {
     const BODY_SIZE: BodySize = BodySize::Message;
 
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
-        let role = f.required("role", literal(MESSAGE_ROLES));
+        let role = f.required("role", MessageRole::from_value);
         let content = f.required("content", any_string);
         let images = f.optional("images", string_list);
         let extended_metadata = f.optional("extended_metadata", object);
@@ -365,8 +364,7 @@ fn think_value(value: &Value) -> Result<Value, Problem> {
 /// A message of an `/ollama/chat` conversation.
 #[derive(ToSchema)]
 pub struct ChatTurn {
-    #[schema(value_type = MessageRole)]
-    pub role: String,
+    pub role: MessageRole,
     pub content: String,
     pub images: Option<Vec<String>>,
     #[schema(value_type = Option<Vec<Object>>)]
@@ -405,7 +403,7 @@ impl FromFields for OllamaChatRequest {
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
         let model = f.required("model", ModelNameText::parse).map(Text::into_string);
         let messages = f.list_of("messages", true, |m| {
-            let role = m.required("role", literal(MESSAGE_ROLES));
+            let role = m.required("role", MessageRole::from_value);
             let content = m.required("content", any_string);
             let images = m.optional("images", string_list);
             let tool_calls = m.optional("tool_calls", any_json);
@@ -433,7 +431,7 @@ impl FromFields for OllamaChatRequest {
 pub struct CompletionRequest {
     #[schema(inline, value_type = ModelNameText, example = "llama3.2:1b")]
     pub model: String,
-    #[schema(min_length = 1)]
+    #[schema(inline, value_type = MessageText)]
     pub content: String,
     pub images: Option<Vec<String>>,
     /// `true`, `false`, or a level: `low`, `medium`, `high`, `max`.

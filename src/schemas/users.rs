@@ -9,9 +9,7 @@ use serde_json::{json, Value};
 use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::validation::{any_string, boolean, email, literal, query_int, string, Fields, FromFields, Problem, ValidationIssue};
-
-const ROLES: &[&str] = &["guest", "user", "admin"];
+use crate::validation::{any_string, boolean, email, query_int, string, Fields, FromFields, Problem, ValidationIssue};
 
 /// Length of a username, counted after NFKC normalisation.
 pub const USERNAME_MIN_CHARS: usize = 4;
@@ -141,10 +139,6 @@ fn valid_password(value: &Value) -> Result<String, Problem> {
     string(PASSWORD_MIN_CHARS, PASSWORD_MAX_CHARS)(value)
 }
 
-fn valid_role(value: &Value) -> Result<Role, Problem> {
-    literal(ROLES)(value).map(|r| Role::parse(&r).expect("literal checked"))
-}
-
 /// `POST /auth/register`. `role` and `is_active` are honoured only for an admin caller.
 #[derive(ToSchema)]
 pub struct RegisterRequest {
@@ -165,7 +159,7 @@ impl FromFields for RegisterRequest {
         let username = f.required("username", valid_username);
         let email = f.required("email", email);
         let password = f.required("password", valid_password);
-        let role = f.optional("role", valid_role);
+        let role = f.optional("role", Role::from_value);
         let is_active = f.optional("is_active", boolean);
         Some(RegisterRequest { username: username?, email: email?, password: password?, role, is_active })
     }
@@ -223,7 +217,7 @@ impl FromFields for UserUpdate {
             email: f.optional("email", email),
             password: f.optional("password", valid_password),
             is_active: f.optional("is_active", boolean),
-            role: f.optional("role", valid_role),
+            role: f.optional("role", Role::from_value),
         })
     }
 }

@@ -9,7 +9,7 @@ use super::generation::{Generation, GenerationRequest, Generations, Question};
 use super::{ServiceError, ServiceResult};
 use crate::ollama::{ChatRequest, UpstreamMessage};
 use crate::schemas::chats::{
-    BulkDelete, BulkDeleted, ChatCreate, ChatListQuery, ChatUpdate, CompletionRequest, MessageCreate, MessageUpdate,
+    BulkDelete, BulkDeleted, ChatCreate, ChatListQuery, ChatUpdate, CompletionRequest, MessageCreate, MessageRole, MessageUpdate,
     ModelOptions, OllamaChatRequest,
 };
 use crate::store::chats::{Chat, ChatPage};
@@ -65,7 +65,7 @@ pub async fn delete_all(store: &Store, generations: &Generations, user: &User) -
 
 pub async fn add_message(store: &Store, user: &User, chat_id: Uuid, request: MessageCreate) -> ServiceResult<Message> {
     let new = NewMessage {
-        role: request.role,
+        role: request.role.as_str().into(),
         content: request.content,
         images: request.images.map(Value::from),
         extended_metadata: request.extended_metadata.map(Value::Object),
@@ -172,9 +172,12 @@ pub async fn start_completion(
     // once the chat is known to be the user's.
     let (_, history) = tokio::try_join!(user_chat(store, user, chat_id), async { Ok(store.chat_messages(chat_id).await?) })?;
     refuse_while_running(generations, user, chat_id)?;
-    let title_source = history.iter().find(|m| m.role == "user").map_or_else(|| request.content.clone(), |m| m.content.clone());
+    let title_source = history
+        .iter()
+        .find(|m| m.role == MessageRole::User.as_str())
+        .map_or_else(|| request.content.clone(), |m| m.content.clone());
     let asked = UpstreamMessage {
-        role: "user".into(),
+        role: MessageRole::User.as_str().into(),
         content: request.content.clone(),
         thinking: None,
         images: request.images.clone().filter(|images| !images.is_empty()),
@@ -185,7 +188,7 @@ pub async fn start_completion(
     let question = Question {
         id: Uuid::new_v4(),
         message: NewMessage {
-            role: "user".into(),
+            role: MessageRole::User.as_str().into(),
             content: request.content,
             images: request.images.map(Value::from),
             ..NewMessage::default()
@@ -214,12 +217,12 @@ pub async fn start_ollama_chat(
     check_model_options(generations, user, &options)?;
     user_chat(store, user, request.chat_id).await?;
     refuse_while_running(generations, user, request.chat_id)?;
-    let title_source = request.messages.iter().find(|m| m.role == "user").map(|m| m.content.clone());
+    let title_source = request.messages.iter().find(|m| m.role == MessageRole::User).map(|m| m.content.clone());
     let messages = request
         .messages
         .into_iter()
         .map(|turn| UpstreamMessage {
-            role: turn.role,
+            role: turn.role.as_str().into(),
             content: turn.content,
             thinking: None,
             images: turn.images,

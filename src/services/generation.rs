@@ -30,6 +30,7 @@ use super::{ServiceError, ServiceResult};
 use crate::config::GenerationLimits;
 use crate::ollama::types::ChunkMessage;
 use crate::ollama::{ChatChunk, ChatRequest, OllamaClient, OllamaError};
+use crate::schemas::chats::MessageRole;
 use crate::store::chats::DEFAULT_CHAT_TITLE;
 use crate::store::messages::{Message, NewMessage};
 use crate::store::{self, Store};
@@ -518,7 +519,7 @@ impl Generations {
             }
         };
         let new = NewMessage {
-            role: "assistant".into(),
+            role: MessageRole::Assistant.as_str().into(),
             content: answer.content,
             thinking: (!answer.thinking.is_empty()).then_some(answer.thinking),
             tool_calls: (!answer.tool_calls.is_empty()).then(|| Value::Array(answer.tool_calls)),

@@ -10,31 +10,15 @@ use crate::names::{is_email_like, name_key};
 use super::refresh_tokens::REVOKE_USERS_TOKENS;
 use super::{Pool, Store};
 
-/// `users.role`, the PostgreSQL enum `user_role_enum` of the original (TEXT on SQLite).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, Serialize, Deserialize, utoipa::ToSchema)]
-#[sqlx(type_name = "user_role_enum", rename_all = "lowercase")]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Guest,
-    User,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Guest => "guest",
-            Role::User => "user",
-            Role::Admin => "admin",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "guest" => Some(Role::Guest),
-            "user" => Some(Role::User),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
+crate::text_enum! {
+    /// `users.role`, the PostgreSQL enum `user_role_enum` of the original (TEXT on SQLite).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, Serialize, Deserialize, utoipa::ToSchema)]
+    #[sqlx(type_name = "user_role_enum", rename_all = "lowercase")]
+    #[serde(rename_all = "lowercase")]
+    pub enum Role {
+        Guest = "guest",
+        User = "user",
+        Admin = "admin",
     }
 }
 
