@@ -20,6 +20,7 @@ pub fn rovertchat(dir: &std::path::Path) -> Command {
 }
 
 /// How to start a [`ServerProcess`].
+#[derive(Default)]
 pub struct ProcessOptions<'a> {
     pub settings: &'a [(&'a str, &'a str)],
     /// At most this many open file descriptors (`ulimit -n`).
@@ -27,12 +28,6 @@ pub struct ProcessOptions<'a> {
     /// A PostgreSQL database of its own, instead of SQLite in a temporary directory.
     pub database: Option<PgDatabase>,
     pub ollama_url: Option<String>,
-}
-
-impl Default for ProcessOptions<'_> {
-    fn default() -> Self {
-        ProcessOptions { settings: &[], open_files: None, database: None, ollama_url: None }
-    }
 }
 
 /// A `rovertchat` process serving on a free port of 127.0.0.1 (rate limits off), its log lines
