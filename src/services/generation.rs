@@ -755,6 +755,18 @@ pub fn title_from(text: &str) -> String {
 mod tests {
     use super::*;
 
+    fn empty_request(model: &str) -> ChatRequest {
+        ChatRequest {
+            model: model.into(),
+            messages: Vec::new(),
+            stream: true,
+            think: None,
+            options: None,
+            format: None,
+            keep_alive: None,
+        }
+    }
+
     fn generation() -> Arc<Generation> {
         Arc::new(Generation::new(&request(Uuid::new_v4(), Uuid::new_v4(), None)))
     }
@@ -764,15 +776,7 @@ mod tests {
             user_id,
             chat_id,
             question,
-            upstream: ChatRequest {
-                model: "llama3.2:1b".into(),
-                messages: Vec::new(),
-                stream: true,
-                think: None,
-                options: None,
-                format: None,
-                keep_alive: None,
-            },
+            upstream: empty_request("llama3.2:1b"),
             title_source: Some("What is a lighthouse for?".into()),
         }
     }
@@ -850,15 +854,7 @@ mod tests {
 
     #[test]
     fn the_answer_length_is_capped_but_a_smaller_request_is_kept() {
-        let mut request = ChatRequest {
-            model: "m".into(),
-            messages: Vec::new(),
-            stream: true,
-            think: None,
-            options: None,
-            format: None,
-            keep_alive: None,
-        };
+        let mut request = empty_request("m");
         limit_answer_length(&mut request, 100);
         assert_eq!(request.options, Some(json!({"num_predict": 100})));
         request.options = Some(json!({"temperature": 0.5, "num_predict": 7}));

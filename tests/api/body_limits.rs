@@ -41,23 +41,7 @@ fn streamed(body: String) -> reqwest::Body {
 async fn sixteen_parallel_worst_case_bodies_on_each_route_stay_under_300_mb() {
     let server = ServerProcess::start(&[]);
     let client = reqwest::Client::new();
-    let registered = client
-        .post(server.url("/auth/register"))
-        .json(&json!({"username": "bob_user", "email": "bob@example.com", "password": "Correct-horse-1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), 201);
-    let login: Value = client
-        .post(server.url("/auth/login"))
-        .form(&[("username", "bob_user"), ("password", "Correct-horse-1")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
+    let token = server.sign_up("bob_user");
     let chat: Value = client.post(server.url("/chats/my")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     let chat_id = chat["id"].as_str().unwrap().to_owned();
 

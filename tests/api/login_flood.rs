@@ -7,23 +7,13 @@ use tokio::io::AsyncWriteExt;
 
 use crate::support::process::ServerProcess;
 
-const PASSWORD: &str = "Correct-horse-1";
-
-async fn register(server: &ServerProcess, client: &reqwest::Client) {
-    let response = client
-        .post(server.url("/auth/register"))
-        .json(&serde_json::json!({"username": "bob_user", "email": "bob@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-}
+use crate::support::PASSWORD;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_whose_clients_hang_up_are_not_hashed() {
     let mut server = ServerProcess::start(&[]);
     let client = reqwest::Client::new();
-    register(&server, &client).await;
+    server.sign_up("bob_user");
 
     // 2,000 logins whose clients close the connection right after sending: at ~25 ms of hashing
     // each on two threads, doing them all would keep real logins waiting for about 25 s.
@@ -68,7 +58,7 @@ async fn logins_whose_clients_hang_up_are_not_hashed() {
 async fn a_flood_of_waiting_logins_is_refused_at_once_with_retry_after() {
     let server = ServerProcess::start(&[]);
     let client = reqwest::Client::new();
-    register(&server, &client).await;
+    server.sign_up("bob_user");
 
     let flood = (0..300).map(|_| {
         client

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::on_both_databases;
 use crate::support::process::{assert_closed_by_server, rovertchat, ProcessOptions, ServerProcess, PROCESS_WAIT};
-use crate::support::{SseEvent, StreamReader, TestApp, PASSWORD};
+use crate::support::{SseEvent, StreamReader, TestApp};
 
 fn deltas(events: &[SseEvent]) -> String {
     events.iter().filter(|e| e.event == "delta").filter_map(|e| e.data["content"].as_str()).collect()
@@ -133,10 +133,7 @@ async fn a_long_answer_costs_the_server_memory_of_its_text_only(app: TestApp) {
     let server = ServerProcess::start_on(app.backend, app.emulator.base_url(), &[("MAX_ANSWER_TOKENS", "1000000")]).await;
     let client = reqwest::Client::new();
     let url = |path: &str| server.url(path);
-    let account = serde_json::json!({"username": "bob_user", "email": "bob@example.com", "password": PASSWORD});
-    assert_eq!(client.post(url("/auth/register")).json(&account).send().await.unwrap().status(), 201);
-    let login = client.post(url("/auth/login")).form(&[("username", "bob_user"), ("password", PASSWORD)]).send().await.unwrap();
-    let token = login.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    let token = server.sign_up("bob_user");
     let new_chat = || async {
         let chat = client.post(url("/chats/my")).bearer_auth(&token).send().await.unwrap().json::<Value>().await.unwrap();
         chat["id"].as_str().unwrap().to_owned()
@@ -250,7 +247,7 @@ fn sigterm_ends_the_server_within_the_grace_period_whatever_the_clients_do() {
         response.extend_from_slice(&chunk[..n]);
     }
     // A request that would wait for Ollama until REQUEST_TIMEOUT_SECS (30).
-    let token = signed_up_token(&server);
+    let token = server.sign_up("bob_user");
     let mut waiting = server.connect();
     waiting
         .write_all(
@@ -263,38 +260,11 @@ fn sigterm_ends_the_server_within_the_grace_period_whatever_the_clients_do() {
     assert!(status.success(), "{status:?}");
 }
 
-/// Registers and logs in over plain sockets (for tests without an async runtime); the access token.
-fn signed_up_token(server: &ServerProcess) -> String {
-    let exchange = |request: String| {
-        let mut connection = server.connect();
-        connection.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        connection.read_to_string(&mut response).unwrap();
-        response
-    };
-    let account = serde_json::json!({"username": "bob_user", "email": "bob@example.com", "password": PASSWORD}).to_string();
-    let registered = exchange(format!(
-        "POST /api/v1/auth/register HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{account}",
-        account.len()
-    ));
-    assert!(registered.starts_with("HTTP/1.1 201"), "{registered}");
-    let form = format!("username=bob_user&password={PASSWORD}");
-    let login = exchange(format!(
-        "POST /api/v1/auth/login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
-        form.len()
-    ));
-    let body = login.split("\r\n\r\n").nth(1).unwrap_or_default();
-    let body: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{login}"));
-    body["access_token"].as_str().unwrap().to_owned()
-}
-
 /// A request's log line names its matched route (never the raw path) and, once known, its user.
 #[test]
 fn request_lines_carry_the_route_and_the_user() {
     let mut server = ServerProcess::start(&[]);
-    let token = signed_up_token(&server);
+    let token = server.sign_up("bob_user");
     let mut connection = server.connect();
     let chat = "00000000-0000-4000-8000-000000000000";
     connection

@@ -160,6 +160,38 @@ impl ServerProcess {
         response
     }
 
+    /// One exchange on a new connection (`Connection: close` in `request`): the whole response.
+    pub fn exchange(&self, request: &str) -> String {
+        let mut connection = self.connect();
+        connection.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        connection.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    /// Registers `username` (password [`super::PASSWORD`]) and logs in over plain sockets, so
+    /// tests without an async runtime can use it too; the access token.
+    pub fn sign_up(&self, username: &str) -> String {
+        let password = super::PASSWORD;
+        let account = serde_json::json!({"username": username, "email": format!("{username}@example.com"), "password": password});
+        let account = account.to_string();
+        let registered = self.exchange(&format!(
+            "POST /api/v1/auth/register HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{account}",
+            account.len()
+        ));
+        assert!(registered.starts_with("HTTP/1.1 201"), "{registered}");
+        let form = format!("username={username}&password={password}");
+        let login = self.exchange(&format!(
+            "POST /api/v1/auth/login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        ));
+        let body = login.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{login}"));
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
     /// Sends SIGTERM and waits up to `within` for the process to exit.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
         let mut child = self.child.take().unwrap();
