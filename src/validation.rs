@@ -333,6 +333,34 @@ macro_rules! text_enum {
     };
 }
 
+/// An integer query parameter in `MIN..=MAX` (`MAX = i64::MAX`: no upper bound), `DEFAULT` when
+/// absent: parser and OpenAPI schema read the same three numbers. Fields name it with
+/// `#[param(inline, value_type = ...)]`.
+pub struct QueryInt<const MIN: i64, const MAX: i64, const DEFAULT: i64>;
+
+impl<const MIN: i64, const MAX: i64, const DEFAULT: i64> QueryInt<MIN, MAX, DEFAULT> {
+    pub fn read(fields: &mut Fields<'_>, name: &str) -> i64 {
+        fields.optional(name, query_int(MIN, (MAX < i64::MAX).then_some(MAX))).unwrap_or(DEFAULT)
+    }
+}
+
+impl<const MIN: i64, const MAX: i64, const DEFAULT: i64> utoipa::PartialSchema for QueryInt<MIN, MAX, DEFAULT> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64)))
+            .minimum(Some(MIN as f64))
+            .maximum((MAX < i64::MAX).then_some(MAX as f64))
+            .default(Some(DEFAULT.into()))
+            .into()
+    }
+}
+
+impl<const MIN: i64, const MAX: i64, const DEFAULT: i64> utoipa::ToSchema for QueryInt<MIN, MAX, DEFAULT> {}
+
+/// `?skip=` of the paged lists.
+pub type Skip = QueryInt<0, { i64::MAX }, 0>;
+
 /// A string of `MIN..=MAX` characters: the bounds are part of the type, so the parser
 /// ([`Text::parse`]) and the OpenAPI schema (its `PartialSchema`) read the same two numbers.
 /// `MAX = usize::MAX` means no upper bound. Fields of this type need `#[schema(inline)]`.

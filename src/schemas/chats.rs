@@ -12,8 +12,8 @@ use crate::store::chats::{Chat, DEFAULT_CHAT_TITLE};
 use crate::store::messages::Message;
 use crate::store::models::{ModelRecord, ProviderRecord};
 use crate::validation::{
-    any_json, any_string, boolean, greater_than_equal, integer, less_than_equal, number, object, query_int, string, string_list,
-    uuid_any, BodySize, Fields, FromFields, Patch, Problem, Text, ValidationIssue,
+    any_json, any_string, boolean, greater_than_equal, integer, less_than_equal, number, object, string, string_list, uuid_any,
+    BodySize, Fields, FromFields, Patch, Problem, QueryInt, Skip, Text, ValidationIssue,
 };
 
 /// The longest chat title, on create and on rename (the column is `VARCHAR(255)`).
@@ -64,13 +64,16 @@ impl FromFields for ChatUpdate {
     }
 }
 
+/// `?limit=` of the chat list.
+pub type ChatPageLimit = QueryInt<1, 100, 20>;
+
 /// `GET /chats/my?skip=&limit=&include_archived=`.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ChatListQuery {
-    #[param(minimum = 0, default = 0)]
+    #[param(inline, value_type = Skip)]
     pub skip: i64,
-    #[param(minimum = 1, maximum = 100, default = 20)]
+    #[param(inline, value_type = ChatPageLimit)]
     pub limit: i64,
     #[param(default = false)]
     pub include_archived: bool,
@@ -79,8 +82,8 @@ pub struct ChatListQuery {
 impl FromFields for ChatListQuery {
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
         Some(ChatListQuery {
-            skip: f.optional("skip", query_int(0, None)).unwrap_or(0),
-            limit: f.optional("limit", query_int(1, Some(100))).unwrap_or(20),
+            skip: Skip::read(f, "skip"),
+            limit: ChatPageLimit::read(f, "limit"),
             include_archived: f.optional("include_archived", boolean).unwrap_or(false),
         })
     }

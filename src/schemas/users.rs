@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::validation::{any_string, boolean, email, query_int, string, Fields, FromFields, Problem, ValidationIssue};
+use crate::validation::{any_string, boolean, email, string, Fields, FromFields, Problem, QueryInt, Skip, ValidationIssue};
 
 /// Length of a username, counted after NFKC normalisation.
 pub const USERNAME_MIN_CHARS: usize = 4;
@@ -226,16 +226,19 @@ impl FromFields for UserUpdate {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UserListQuery {
-    #[param(minimum = 0, default = 0)]
+    #[param(inline, value_type = Skip)]
     pub skip: i64,
-    #[param(minimum = 1, maximum = 1000, default = 100)]
+    #[param(inline, value_type = UserPageLimit)]
     pub limit: i64,
 }
 
+/// `?limit=` of the admin's user list.
+pub type UserPageLimit = QueryInt<1, 1000, 100>;
+
 impl FromFields for UserListQuery {
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
-        let skip = f.optional("skip", query_int(0, None)).unwrap_or(0);
-        let limit = f.optional("limit", query_int(1, Some(1000))).unwrap_or(100);
+        let skip = Skip::read(f, "skip");
+        let limit = UserPageLimit::read(f, "limit");
         Some(UserListQuery { skip, limit })
     }
 }
