@@ -9,7 +9,7 @@ use ollama_emulator::Knobs;
 use serde_json::{json, Value};
 
 use crate::on_both_databases;
-use crate::support::{create_pg_database, Backend, Session, StreamReader, TcpProxy, TestApp, ACCESS_SECRET, PASSWORD};
+use crate::support::{create_pg_database, Session, StreamReader, TcpProxy, TestApp, ACCESS_SECRET, PASSWORD};
 
 on_both_databases!(
     every_route_answers_each_kind_of_caller_as_intended,
@@ -520,7 +520,6 @@ async fn database_outage_answers_503_then_recovers_by_itself() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(app.get("/health/db").send().await.status, 200);
-    let _ = Backend::Postgres;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

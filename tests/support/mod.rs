@@ -38,24 +38,43 @@ pub enum Backend {
 }
 
 /// Runs one test body on SQLite and on PostgreSQL; the PostgreSQL variant is reported as ignored
-/// when the tests were built without `TEST_DATABASE_URL` (see tests/postgres-gate).
+/// when the tests were built without `TEST_DATABASE_URL` (see tests/postgres-gate). A body takes
+/// a started server (`app: TestApp`), or only the backend (`backend: Backend`) when it starts its
+/// own servers with other settings.
 #[macro_export]
 macro_rules! on_both_databases {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
+            use $crate::support::{Backend, TestSubject};
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let app = $crate::support::TestApp::spawn($crate::support::Backend::Sqlite).await;
-                super::$name(app).await;
+                super::$name(TestSubject::for_backend(Backend::Sqlite).await).await;
             }
             #[postgres_gate::needs_test_database_url]
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let app = $crate::support::TestApp::spawn($crate::support::Backend::Postgres).await;
-                super::$name(app).await;
+                super::$name(TestSubject::for_backend(Backend::Postgres).await).await;
             }
         }
     )*};
+}
+
+/// What an `on_both_databases!` body receives.
+pub trait TestSubject: Sized {
+    fn for_backend(backend: Backend) -> std::pin::Pin<Box<dyn std::future::Future<Output = Self>>>;
+}
+
+impl TestSubject for TestApp {
+    fn for_backend(backend: Backend) -> std::pin::Pin<Box<dyn std::future::Future<Output = Self>>> {
+        Box::pin(TestApp::spawn(backend))
+    }
+}
+
+impl TestSubject for Backend {
+    fn for_backend(backend: Backend) -> std::pin::Pin<Box<dyn std::future::Future<Output = Self>>> {
+        Box::pin(std::future::ready(backend))
+    }
 }
 
 /// A PostgreSQL database made for one test and dropped after it.
@@ -186,7 +205,7 @@ impl TestApp {
     }
 
     pub fn request(&self, method: Method, path: &str) -> TestRequest<'_> {
-        TestRequest { app: self, builder: self.client.request(method, self.url(path)) }
+        TestRequest { _app: self, builder: self.client.request(method, self.url(path)) }
     }
     pub fn get(&self, path: &str) -> TestRequest<'_> {
         self.request(Method::GET, path)
@@ -269,8 +288,9 @@ pub struct Session {
     pub refresh_token: String,
 }
 
+/// A request being built; it borrows its app, so the server outlives it.
 pub struct TestRequest<'a> {
-    app: &'a TestApp,
+    _app: &'a TestApp,
     builder: reqwest::RequestBuilder,
 }
 
@@ -305,7 +325,6 @@ impl<'a> TestRequest<'a> {
     }
 
     pub async fn send(self) -> TestResponse {
-        let _ = self.app;
         let response = self.builder.send().await.expect("request reaches the server");
         let status = response.status();
         let headers = response.headers().clone();
@@ -402,8 +421,7 @@ impl StreamReader {
                 let mut event = String::from("message");
                 let mut data = String::new();
                 for line in block.lines() {
-                    if let Some(comment) = line.strip_prefix(':') {
-                        let _ = comment;
+                    if line.starts_with(':') {
                         self.comments += 1;
                     } else if let Some(name) = line.strip_prefix("event:") {
                         event = name.trim().to_owned();
