@@ -127,6 +127,23 @@ write_report() {
     echo "| streams complete with $STREAM_TOKENS deltas and \`done\` | $(get streams.ok) of $(get streams.n) (HTTP errors $(get streams.http_errors), incomplete $(get streams.incomplete)) |"
     echo "| assistant rows stored (database) | **$(get streams.stored)** in $(get streams.stored_chats) chats |"
     echo
+    if [ "$(get bodies.peak_rss_mib)" != n/a ]; then
+      echo "### Worst-case request bodies"
+      echo
+      echo "A freshly started server; \`bench/bodies.sh\` sends $BODIES_PARALLEL bodies of 8 MiB at once to each route, one route after"
+      echo "the other: \`[[],[],…]\` JSON, or empty form fields for the login form; half declare their Content-Length, half are"
+      echo "chunked. Answers as status:count (000 = refused, and the connection closed, before the whole body was sent)."
+      echo
+      echo "| route | answers |"
+      echo "|---|---|"
+      echo "| POST /auth/register | $(get bodies.register) |"
+      echo "| POST /auth/login (form) | $(get bodies.login) |"
+      echo "| PUT /user-settings/me | $(get bodies.settings) |"
+      echo "| POST /chats/{id}/messages | $(get bodies.messages) |"
+      echo "| POST /chats/{id}/completions | $(get bodies.completions) |"
+      echo "| server peak RSS (VmHWM) before / after | $(get bodies.rss_before_mib) / **$(get bodies.peak_rss_mib)** MiB |"
+      echo
+    fi
     echo "### Start-up and idle memory"
     echo
     echo "| measure | value |"
@@ -196,6 +213,9 @@ write_report() {
     echo "| $(get streams.n) concurrent streams: server under 1 core | $(get streams.server_cores) cores ($(get streams.server_cpu_s) CPU s over $(get streams.wall_s) s) | $(yesno "$(num streams.server_cores) < 1") |"
     echo "| $(get streams.n) concurrent streams: server under 200 MB RSS | $(get streams.rss_max_mib) MiB = $(calc "$(num streams.rss_max_mib) * 1.048576" "%.0f") MB | $(yesno "$(num streams.rss_max_mib) * 1.048576 < 200") |"
     echo "| $(get streams.n) concurrent streams: every answer stored | $(get streams.stored) assistant rows in $(get streams.stored_chats) chats; $(get streams.ok) streams complete | $(yesno "$(num streams.stored) == $(num streams.n) && $(num streams.stored_chats) == $(num streams.n) && $(num streams.ok) == $(num streams.n)") |"
+    if [ "$(get bodies.peak_rss_mib)" != n/a ]; then
+      echo "| peak RSS under $BODIES_PARALLEL parallel worst-case bodies on each route < $(get bodies.limit_mb) MB, each refused | $(get bodies.peak_rss_mib) MiB = $(get bodies.peak_rss_mb) MB; $(get bodies.unexpected) answers other than 413/422 | $(yesno "$(num bodies.peak_rss_mb) < $(num bodies.limit_mb) && $(num bodies.unexpected) == 0") |"
+    fi
     echo "| idle RSS < 20 MB | $(get idle.rss_start_mib) MiB = $(calc "$(num idle.rss_start_mib) * 1.048576" "%.1f") MB (PostgreSQL), $(get startup.rss_idle_mib) MiB = $(calc "$(num startup.rss_idle_mib) * 1.048576" "%.1f") MB (SQLite) | $(yesno "$(num idle.rss_start_mib) * 1.048576 < 20 && $(num startup.rss_idle_mib) * 1.048576 < 20") |"
     echo "| RSS < 100 MB under any load | max $(get rss.load_max_mib) MiB = $(calc "$(num rss.load_max_mib) * 1.048576" "%.0f") MB | $(yesno "$(num rss.load_max_mib) * 1.048576 < 100") |"
     echo "| ready in < 100 ms on SQLite | median $(get startup.median_ms) ms | $(yesno "$(num startup.median_ms) < 100") |"
@@ -258,11 +278,11 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   calc() { awk "BEGIN { x = $1; if (x != x) print \"n/a\"; else printf \"${2:-%.2f}\", x }" 2>/dev/null || echo n/a; }
   while IFS= read -r line; do
     case "${line%%=*}" in
-      DURATION|WARMUP|COOLDOWN|CONNS|THREADS|LOGIN_DURATION|LOGIN_CONNS|LOW_CONNS|FLOOD_CONNS|POOL|POOL_SWEEP|TTFT_N|STREAMS|STREAM_TOKENS|STREAM_TOKEN_DELAY_MS|STARTUP_RUNS|SWEEP_DURATION)
+      DURATION|WARMUP|COOLDOWN|CONNS|THREADS|LOGIN_DURATION|LOGIN_CONNS|LOW_CONNS|FLOOD_CONNS|POOL|POOL_SWEEP|TTFT_N|STREAMS|STREAM_TOKENS|STREAM_TOKEN_DELAY_MS|STARTUP_RUNS|SWEEP_DURATION|BODIES_PARALLEL)
         printf -v "${line%%=*}" '%s' "${line#*=}" ;;
     esac
   done < "$OUT_DIR/run-info.txt"
-  STARTUP_RUNS="${STARTUP_RUNS:-11}"; SWEEP_DURATION="${SWEEP_DURATION:-10}"
+  STARTUP_RUNS="${STARTUP_RUNS:-11}"; SWEEP_DURATION="${SWEEP_DURATION:-10}"; BODIES_PARALLEL="${BODIES_PARALLEL:-16}"
   SWEPT=(); for p in $POOL_SWEEP; do [ "$p" = "$POOL" ] || SWEPT+=("$p"); done
   write_report "$OUT_DIR/BENCHMARKS.generated.md"
   [ "${2:-}" = --write ] && update_benchmarks_md "$ROOT/BENCHMARKS.md" "$OUT_DIR/BENCHMARKS.generated.md"

@@ -13,7 +13,8 @@
 #   5. pgbench with the server's SQL for /users/me and POST message (same clients, same duration): the ceiling
 #   6. time to first token, through rovertchat vs directly against the emulator
 #   7. 1,000 concurrent SSE completions at 20 tokens/s: server CPU, peak RSS, answers stored
-#   8. optional: pool-size sweep, perf profile of the server
+#   8. worst-case request bodies (bench/bodies.sh): 16 at once on each route, peak RSS against 300 MB
+#   9. optional: pool-size sweep, perf profile of the server
 # Server CPU/RSS come from /proc (bench/loadgen monitor), sampled every 100 ms.
 #
 # Environment (defaults):
@@ -24,6 +25,7 @@
 #   POOL_SWEEP="4 16 32"             extra pool sizes tried on /users/me and POST message ("" = skip)
 #   SWEEP_DURATION=10
 #   TTFT_N=200 STREAMS=1000 STREAM_TOKENS=20 STREAM_TOKEN_DELAY_MS=50 STARTUP_RUNS=11
+#   BODIES_PARALLEL=16               worst-case bodies sent at once on each route (8 MiB each)
 #   PERF=1                           perf profile of the server under /users/me and POST message (if perf exists)
 #   MALLOC_DIAG=0                    1: also run the login scenario with glibc's mmap threshold fixed at 1 MiB (GLIBC_TUNABLES)
 #   NODELAY_DIAG=0                   1: also measure TTFT with TCP_NODELAY forced on by an LD_PRELOAD shim (needs cc)
@@ -46,6 +48,7 @@ LOW_CONNS="${LOW_CONNS:-4}"; FLOOD_CONNS="${FLOOD_CONNS:-8}"
 POOL="${POOL:-4}"; POOL_SWEEP="${POOL_SWEEP-10 32}"; SWEEP_DURATION="${SWEEP_DURATION:-$(( DURATION < 10 ? DURATION : 10 ))}"
 TTFT_N="${TTFT_N:-200}"; STREAMS="${STREAMS:-1000}"; STREAM_TOKENS="${STREAM_TOKENS:-20}"
 STREAM_TOKEN_DELAY_MS="${STREAM_TOKEN_DELAY_MS:-50}"; STARTUP_RUNS="${STARTUP_RUNS:-11}"
+BODIES_PARALLEL="${BODIES_PARALLEL:-16}"
 PERF="${PERF:-1}"; NODELAY_DIAG="${NODELAY_DIAG:-0}"; MALLOC_DIAG="${MALLOC_DIAG:-0}"
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
 BENCH_DB="${BENCH_DB:-rovertchat_bench}"; PG_URL_PARAMS="${PG_URL_PARAMS:-}"
@@ -105,7 +108,7 @@ psql -d postgres -Atc 'select 1' >/dev/null || { echo "bench: PostgreSQL at $PGH
   echo "wrk=$(wrk --version 2>&1 | head -1 | awk '{print $2}')"
   echo "pgbench=$(pgbench --version)"
   echo "command=$(printf '%q ' "$0" "$@")"
-  for v in DURATION WARMUP COOLDOWN CONNS THREADS LOGIN_DURATION LOGIN_CONNS LOW_CONNS FLOOD_CONNS POOL POOL_SWEEP SWEEP_DURATION TTFT_N STREAMS STREAM_TOKENS STREAM_TOKEN_DELAY_MS STARTUP_RUNS PG_URL_PARAMS; do
+  for v in DURATION WARMUP COOLDOWN CONNS THREADS LOGIN_DURATION LOGIN_CONNS LOW_CONNS FLOOD_CONNS POOL POOL_SWEEP SWEEP_DURATION TTFT_N STREAMS STREAM_TOKENS STREAM_TOKEN_DELAY_MS STARTUP_RUNS BODIES_PARALLEL PG_URL_PARAMS; do
     echo "$v=${!v}"
   done
 } > "$OUT_DIR/run-info.txt"
@@ -391,7 +394,19 @@ metric "streams.stored" "$stored"; metric "streams.stored_chats" "$stored_chats"
 log "streams: ok $(get streams.ok)/$STREAMS, wall $(get streams.wall_s) s, server CPU $(get streams.server_cpu_s) s ($(get streams.server_cores) cores), RSS max $(get streams.rss_max_mib) MiB, stored $stored in $stored_chats chats"
 stop_server
 
-# 10. pool-size sweep (optional)
+# 10. worst-case request bodies on a freshly started server: its peak RSS (VmHWM) against 300 MB
+start_server bodies "$EMU_PORT" "$POOL"
+log "worst-case bodies: $BODIES_PARALLEL at once (8 MiB each, half chunked) on each of 5 routes"
+echo "API=$API SERVER_PID=<server> PARALLEL=$BODIES_PARALLEL bench/bodies.sh" >>"$OUT_DIR/commands.txt"
+API="$API" SERVER_PID="$SERVER_PID" OUT_DIR="$OUT_DIR" PARALLEL="$BODIES_PARALLEL" "$HERE/bodies.sh" \
+  >"$OUT_DIR/bodies.txt" 2>"$OUT_DIR/bodies.log" || cat "$OUT_DIR/bodies.log" >&2
+for k in rss_before_mib peak_rss_mib peak_rss_mb limit_mb met unexpected register login settings messages completions; do
+  metric "bodies.$k" "$(kv "$OUT_DIR/bodies.txt" "$k")"
+done
+log "bodies: peak RSS $(get bodies.peak_rss_mib) MiB = $(get bodies.peak_rss_mb) MB (limit $(get bodies.limit_mb) MB: met $(get bodies.met)); unexpected answers $(get bodies.unexpected)"
+stop_server
+
+# 11. pool-size sweep (optional)
 SWEPT=()
 for pool in $POOL_SWEEP; do
   [ "$pool" = "$POOL" ] && continue

@@ -163,7 +163,8 @@ impl<'a> Fields<'a> {
                 self.push(name, self.whole, Problem::new("missing", "Field required"));
                 return None;
             }
-            None | Some(Value::Null) => return None,
+            None => return None,
+            Some(Value::Null) if !required => return None,
             Some(v) => v,
         };
         let Value::Array(items) = value else {

@@ -249,11 +249,13 @@ async fn logout_revokes_every_token_and_clears_cookies(app: TestApp) {
 async fn logout_wins_over_requests_in_flight(app: TestApp) {
     let (_, session) = app.signed_up("bob_user").await;
     let logged_out = std::sync::atomic::AtomicBool::new(false);
+    let readers_answered = tokio::sync::Notify::new();
     let reader = |_| async {
         let mut refused = 0;
         for _ in 0..40 {
             let sent_after_logout = logged_out.load(std::sync::atomic::Ordering::SeqCst);
             let status = app.get("/users/me").session(&session).send().await.status;
+            readers_answered.notify_one();
             assert!(status == 200 || status == 401, "{status}");
             assert!(!(sent_after_logout && status == 200), "a request sent after logout answered was let in");
             refused += usize::from(status == 401);
@@ -261,7 +263,8 @@ async fn logout_wins_over_requests_in_flight(app: TestApp) {
         refused
     };
     let logout = async {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // The readers are under way: one of them has had an answer.
+        readers_answered.notified().await;
         app.post("/auth/logout").session(&session).send().await.assert_detail(200, "Successfully logged out");
         logged_out.store(true, std::sync::atomic::Ordering::SeqCst);
     };

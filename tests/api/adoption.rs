@@ -9,7 +9,7 @@ use rovertchat::Application;
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-use crate::support::{create_pg_database, pg_admin_url, PgDatabase, TestApp, ACCESS_SECRET, REFRESH_SECRET};
+use crate::support::{create_pg_database, PgDatabase, TestApp, ACCESS_SECRET, REFRESH_SECRET};
 
 const ORIGINAL_TABLES: &[&str] =
     &["chats", "messages", "model_providers", "models", "user_model_access", "user_settings", "users"];
@@ -18,11 +18,7 @@ const BOB: &str = "7ff0b7e5-84f3-40db-adaa-18947c3c308b";
 const ANN: &str = "c3790851-8e20-4d55-9fb4-97b00415ca8b";
 
 /// A fresh database holding the fixture, loaded with psql as its README says.
-async fn fixture_database() -> Option<PgDatabase> {
-    if pg_admin_url().is_none() {
-        eprintln!("TEST_DATABASE_URL is not set: adoption tests not run");
-        return None;
-    }
+async fn fixture_database() -> PgDatabase {
     let database = create_pg_database().await;
     // psql older than 15.14 does not know \\restrict; the lines are not needed to load.
     let sql: String = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE))
@@ -39,7 +35,7 @@ async fn fixture_database() -> Option<PgDatabase> {
         .output()
         .expect("psql is installed");
     assert!(output.status.success(), "loading the fixture failed: {}", String::from_utf8_lossy(&output.stderr));
-    Some(database)
+    database
 }
 
 async fn execute(url: &str, sql: &str) {
@@ -102,9 +98,10 @@ async fn original_rows(url: &str) -> String {
         .join("\n== ")
 }
 
+#[postgres_gate::needs_test_database_url]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adoption_keeps_every_row_and_adds_only_indexes() {
-    let Some(database) = fixture_database().await else { return };
+    let database = fixture_database().await;
     let rows_before = original_rows(&database.url).await;
     let app = Application::build(config_for(&database.url)).await.expect("the original database is adopted");
     drop(app);
@@ -114,10 +111,10 @@ async fn adoption_keeps_every_row_and_adds_only_indexes() {
     assert!(after.contains("== _sqlx_migrations"), "the baseline is recorded");
 }
 
+#[postgres_gate::needs_test_database_url]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixture_users_log_in_and_find_everything_as_it_was() {
-    let Some(database) = fixture_database().await else { return };
-    let url = database.url.clone();
+    let database = fixture_database().await;
     let app = TestApp::spawn_on_postgres(database).await;
 
     // A failed login changes nothing; a successful one upgrades the bcrypt hash.
@@ -223,18 +220,19 @@ async fn fixture_users_log_in_and_find_everything_as_it_was() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 4);
     assert_eq!(app.count("SELECT COUNT(*) FROM messages").await, 12);
-    let _ = url;
 }
 
+#[postgres_gate::needs_test_database_url]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_start_changes_nothing() {
-    let Some(database) = fixture_database().await else { return };
+    let database = fixture_database().await;
     drop(Application::build(config_for(&database.url)).await.expect("first start adopts"));
     let after_first = snapshot(&database.url).await;
     drop(Application::build(config_for(&database.url)).await.expect("second start"));
     assert_eq!(snapshot(&database.url).await, after_first);
 }
 
+#[postgres_gate::needs_test_database_url]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inconsistent_databases_are_refused_untouched() {
     for (damage, expected) in [
@@ -242,7 +240,7 @@ async fn inconsistent_databases_are_refused_untouched() {
         ("ALTER TABLE public.users ADD COLUMN nickname text", "unknown column users.nickname"),
         ("ALTER TABLE public.messages DROP COLUMN thinking", "column messages.thinking is missing"),
     ] {
-        let Some(database) = fixture_database().await else { return };
+        let database = fixture_database().await;
         execute(&database.url, damage).await;
         let before = snapshot(&database.url).await;
         let err = match Application::build(config_for(&database.url)).await {

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::on_both_databases;
-use crate::support::{StreamReader, TestApp};
+use crate::support::{Backend, StreamReader, TestApp};
 
 on_both_databases!(
     a_request_head_that_stops_halfway_is_dropped_after_the_header_timeout,
@@ -65,9 +65,9 @@ async fn assert_closed_by_server(connection: &mut TcpStream) {
     assert!(closed.is_ok(), "the connection is still open after {CLOSE_WAIT:?}");
 }
 
-async fn a_request_head_that_stops_halfway_is_dropped_after_the_header_timeout(app: TestApp) {
+async fn a_request_head_that_stops_halfway_is_dropped_after_the_header_timeout(backend: Backend) {
     let app =
-        TestApp::spawn_with(app.backend, vec![("HEADER_READ_TIMEOUT_SECS", "1".into()), ("KEEP_ALIVE_IDLE_SECS", "600".into())])
+        TestApp::spawn_with(backend, vec![("HEADER_READ_TIMEOUT_SECS", "1".into()), ("KEEP_ALIVE_IDLE_SECS", "600".into())])
             .await;
     let mut half_head = connect(&app).await;
     half_head.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nX-Waiting: ").await.unwrap();
@@ -80,10 +80,9 @@ async fn a_request_head_that_stops_halfway_is_dropped_after_the_header_timeout(a
     assert!(read_response(&mut prompt).await.starts_with("HTTP/1.1 200"));
 }
 
-async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(app: TestApp) {
+async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(backend: Backend) {
     let app =
-        TestApp::spawn_with(app.backend, vec![("HEADER_READ_TIMEOUT_SECS", "1".into()), ("KEEP_ALIVE_IDLE_SECS", "4".into())])
-            .await;
+        TestApp::spawn_with(backend, vec![("HEADER_READ_TIMEOUT_SECS", "1".into()), ("KEEP_ALIVE_IDLE_SECS", "4".into())]).await;
     let mut connection = connect(&app).await;
     connection.write_all(HEALTH).await.unwrap();
     assert!(read_response(&mut connection).await.starts_with("HTTP/1.1 200"));
@@ -94,10 +93,9 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(app: Tes
     assert_closed_by_server(&mut connection).await;
 }
 
-async fn streams_outlast_the_header_and_idle_timeouts(app: TestApp) {
+async fn streams_outlast_the_header_and_idle_timeouts(backend: Backend) {
     let app =
-        TestApp::spawn_with(app.backend, vec![("HEADER_READ_TIMEOUT_SECS", "1".into()), ("KEEP_ALIVE_IDLE_SECS", "1".into())])
-            .await;
+        TestApp::spawn_with(backend, vec![("HEADER_READ_TIMEOUT_SECS", "1".into()), ("KEEP_ALIVE_IDLE_SECS", "1".into())]).await;
     let (_, s) = app.signed_up("bob_user").await;
     let (sse_chat, ndjson_chat) = (app.new_chat(&s, None).await, app.new_chat(&s, None).await);
     // Silences longer than both timeouts, before and between the tokens.

@@ -7,7 +7,7 @@ use ollama_emulator::Knobs;
 use serde_json::{json, Value};
 
 use crate::on_both_databases;
-use crate::support::{Session, SseEvent, StreamReader, TestApp};
+use crate::support::{Backend, Session, SseEvent, StreamReader, TestApp};
 
 on_both_databases!(
     one_user_runs_at_most_four_generations_at_once,
@@ -78,8 +78,8 @@ async fn one_user_runs_at_most_four_generations_at_once(app: TestApp) {
     app.post("/ollama/chat").session(&s).json(&ollama_chat).send().await.assert_detail(429, BUSY);
 }
 
-async fn answers_end_at_max_answer_tokens(app: TestApp) {
-    let app = TestApp::spawn_with(app.backend, vec![("MAX_ANSWER_TOKENS", "10".into())]).await;
+async fn answers_end_at_max_answer_tokens(backend: Backend) {
+    let app = TestApp::spawn_with(backend, vec![("MAX_ANSWER_TOKENS", "10".into())]).await;
     let (_, s) = app.signed_up("bob_user").await;
 
     // An upstream that honours `num_predict` ends the answer itself.

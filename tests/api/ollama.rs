@@ -4,7 +4,7 @@ use ollama_emulator::Knobs;
 use serde_json::{json, Value};
 
 use crate::on_both_databases;
-use crate::support::{Backend, TestApp};
+use crate::support::TestApp;
 
 on_both_databases!(
     model_routes_pass_ollama_through,
@@ -15,6 +15,7 @@ on_both_databases!(
     ollama_errors_are_typed_and_store_nothing,
     a_slow_first_token_waits_within_the_timeout,
     a_failure_mid_answer_keeps_the_partial_answer,
+    chat_without_a_message_list_answers_422,
 );
 
 async fn model_routes_pass_ollama_through(app: TestApp) {
@@ -232,7 +233,6 @@ async fn ollama_errors_are_typed_and_store_nothing(app: TestApp) {
     assert_eq!(dead.get("/ollama/tags").session(&d).send().await.status, 502);
     assert_eq!(dead.count("SELECT COUNT(*) FROM messages WHERE role = 'assistant'").await, 0);
     assert_eq!(dead.count("SELECT COUNT(*) FROM messages WHERE role = 'user'").await, 1);
-    let _ = Backend::Sqlite;
 }
 
 async fn a_slow_first_token_waits_within_the_timeout(app: TestApp) {
@@ -278,4 +278,18 @@ async fn a_failure_mid_answer_keeps_the_partial_answer(app: TestApp) {
     assert_eq!(stored[0]["content"], "Echo: one");
     assert_eq!(stored[0]["extended_metadata"]["status"], "failed");
     assert_eq!(stored[0]["extended_metadata"]["error"], "out of memory");
+}
+
+async fn chat_without_a_message_list_answers_422(app: TestApp) {
+    let (_, s) = app.signed_up("bob_user").await;
+    let chat = app.new_chat(&s, None).await;
+    for messages in [Value::Null, json!("hi"), json!({"role": "user", "content": "hi"})] {
+        app.post("/ollama/chat")
+            .session(&s)
+            .json(&json!({"model": "llama3.2:1b", "chatId": chat, "messages": messages}))
+            .send()
+            .await
+            .assert_validation(&[("list_type", json!(["body", "messages"]))]);
+    }
+    assert_eq!(app.emulator.chat_requests().len(), 0);
 }
