@@ -4,15 +4,17 @@ WORKDIR /src
 
 # Dependencies first, from the manifests alone with stand-in sources: this layer is rebuilt only
 # when Cargo.toml or Cargo.lock change, not on every change to our code. The workspace's other
-# member (the Ollama emulator, a test dependency) needs its manifest and stand-ins to load.
+# members (the Ollama emulator and the tests' postgres-gate macro, both test dependencies) need
+# their manifests and stand-ins to load.
 COPY Cargo.toml Cargo.lock ./
 COPY emulator/Cargo.toml emulator/
-RUN mkdir -p src emulator/src \
+COPY tests/postgres-gate/Cargo.toml tests/postgres-gate/
+RUN mkdir -p src emulator/src tests/postgres-gate/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs emulator/src/lib.rs \
+    && touch src/lib.rs emulator/src/lib.rs tests/postgres-gate/src/lib.rs \
     && echo 'fn main() {}' > emulator/src/main.rs \
     && cargo build --release --locked --bin rovertchat \
-    && rm -rf src emulator/src
+    && rm -rf src emulator/src tests/postgres-gate/src
 
 # Then our code. COPY keeps the files' own modification times, which can be older than the
 # stand-ins' build: touching them makes cargo rebuild our crate rather than keep the stand-in.
