@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::on_both_databases;
-use crate::support::{Session, TestApp, TestResponse, PASSWORD};
+use crate::support::{Backend, Session, TestApp, TestResponse, PASSWORD};
 
 on_both_databases!(
     a_password_change_ends_every_other_session_and_renews_this_one,
@@ -298,9 +298,9 @@ async fn login_input_is_bounded(app: TestApp) {
     assert_eq!(long_name.body["detail"][0]["ctx"], json!({"max_length": 255}));
 }
 
-async fn the_login_limit_counts_an_account_once_whatever_name_is_used(app: TestApp) {
+async fn the_login_limit_counts_an_account_once_whatever_name_is_used(backend: Backend) {
     let limited =
-        TestApp::spawn_with(app.backend, vec![("RATE_LIMITS", "on".into()), ("TRUSTED_PROXIES", "127.0.0.0/8".into())]).await;
+        TestApp::spawn_with(backend, vec![("RATE_LIMITS", "on".into()), ("TRUSTED_PROXIES", "127.0.0.0/8".into())]).await;
     limited.register("bob_user").await;
     let attempt = |name: &'static str, client: String, password: &'static str| {
         limited.post("/auth/login").header("x-real-ip", &client).form(&[("username", name), ("password", password)]).send()

@@ -9,7 +9,7 @@ use ollama_emulator::Knobs;
 use serde_json::{json, Value};
 
 use crate::on_both_databases;
-use crate::support::{create_pg_database, Session, StreamReader, TcpProxy, TestApp, ACCESS_SECRET, PASSWORD};
+use crate::support::{create_pg_database, Backend, Session, StreamReader, TcpProxy, TestApp, ACCESS_SECRET, PASSWORD};
 
 on_both_databases!(
     every_route_answers_each_kind_of_caller_as_intended,
@@ -120,7 +120,7 @@ async fn every_route_answers_each_kind_of_caller_as_intended(app: TestApp) {
         .await;
     assert_eq!(guest_user.body["role"], "guest");
     let mut sessions: Vec<Option<Session>> = vec![None, Some(app.login("gina_guest", PASSWORD).await)];
-    let (owner_user, owner) = app.signed_up("owner_olga").await;
+    let (_, owner) = app.signed_up("owner_olga").await;
     sessions.push(Some(owner.clone()));
     sessions.push(Some(app.signed_up("other_otto").await.1));
     let (dee, dee_session) = app.signed_up("dee_deactivated").await;
@@ -129,7 +129,6 @@ async fn every_route_answers_each_kind_of_caller_as_intended(app: TestApp) {
     app.delete(&format!("/users/{}", dee["id"].as_str().unwrap())).session(&admin).send().await;
     let target = app.register("target_tom").await["id"].as_str().unwrap().to_owned();
     app.register("login_lena").await;
-    let _ = owner_user;
 
     // Logout revokes the caller's tokens: it runs last.
     let mut rows: Vec<&(&str, &str, [u16; 6])> = MATRIX.iter().filter(|(_, p, _)| *p != "/auth/logout").collect();
@@ -273,8 +272,8 @@ async fn concurrent_edits_and_deletes_of_a_chat_never_fail_or_orphan(app: TestAp
     assert_eq!(app.count("SELECT COUNT(*) FROM chats").await, 0);
 }
 
-async fn bad_input_is_refused_and_nothing_is_stored(app: TestApp) {
-    let small = TestApp::spawn_with(app.backend, vec![("MAX_BODY_BYTES", "4096".into())]).await;
+async fn bad_input_is_refused_and_nothing_is_stored(backend: Backend) {
+    let small = TestApp::spawn_with(backend, vec![("MAX_BODY_BYTES", "4096".into())]).await;
     let (_, s) = small.signed_up("bob_user").await;
     let chat = small.new_chat(&s, None).await;
     let messages = format!("/chats/{chat}/messages");
@@ -346,8 +345,8 @@ async fn ollama_killed_mid_answer_keeps_the_partial_answer(mut app: TestApp) {
     assert!(stored["content"].as_str().unwrap().starts_with("Echo:"));
 }
 
-async fn rate_limits_answer_429_with_retry_after(app: TestApp) {
-    let limited = TestApp::spawn_with(app.backend, vec![("RATE_LIMITS", "on".into())]).await;
+async fn rate_limits_answer_429_with_retry_after(backend: Backend) {
+    let limited = TestApp::spawn_with(backend, vec![("RATE_LIMITS", "on".into())]).await;
     let register = |ip: &'static str| {
         limited
             .post("/auth/register")
@@ -371,7 +370,7 @@ async fn rate_limits_answer_429_with_retry_after(app: TestApp) {
 
     // Behind a trusted proxy, each forwarded client has its own budget.
     let proxied =
-        TestApp::spawn_with(app.backend, vec![("RATE_LIMITS", "on".into()), ("TRUSTED_PROXIES", "127.0.0.1".into())]).await;
+        TestApp::spawn_with(backend, vec![("RATE_LIMITS", "on".into()), ("TRUSTED_PROXIES", "127.0.0.1".into())]).await;
     for client in ["9.9.9.1", "9.9.9.2"] {
         for _ in 0..5 {
             let r = proxied
@@ -385,9 +384,9 @@ async fn rate_limits_answer_429_with_retry_after(app: TestApp) {
     }
 }
 
-async fn login_is_limited_per_account_across_addresses(app: TestApp) {
+async fn login_is_limited_per_account_across_addresses(backend: Backend) {
     let limited =
-        TestApp::spawn_with(app.backend, vec![("RATE_LIMITS", "on".into()), ("TRUSTED_PROXIES", "127.0.0.0/8".into())]).await;
+        TestApp::spawn_with(backend, vec![("RATE_LIMITS", "on".into()), ("TRUSTED_PROXIES", "127.0.0.0/8".into())]).await;
     limited.register("bob_user").await;
     for i in 0..10 {
         let r = limited

@@ -92,7 +92,7 @@ async fn a_client_that_leaves_still_gets_its_answer_stored(app: TestApp) {
     assert_eq!(stored["tokens_used"], 30);
     assert_eq!(stored["extended_metadata"].get("status"), None, "a complete answer: {stored}");
     assert!(app.emulator.cancellations().is_empty());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.wait_until_no_generation(&s, &chat).await;
     assert_eq!(app.count(ASSISTANT_ROWS).await, 1, "stored exactly once");
 }
 
@@ -326,8 +326,8 @@ async fn deleting_a_chat_stops_its_generation(app: TestApp) {
     assert_eq!(app.delete(&format!("/chats/chat/{chat}")).session(&s).send().await.status, 200);
     assert_eq!(app.emulator.wait_for_cancellations(1, Duration::from_secs(2)).await.len(), 1);
     let rest = stream.rest().await;
+    // The end is published after the answer was (not) stored: nothing can be written later.
     assert_eq!(rest.last().unwrap().data["status"], "stopped");
-    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(app.count("SELECT COUNT(*) FROM messages").await, 0, "no orphaned messages");
     assert_eq!(app.count("SELECT COUNT(*) FROM chats").await, 0);
 }

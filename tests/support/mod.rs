@@ -522,6 +522,16 @@ impl TestApp {
 
     /// Waits until the database has `expected` rows for `sql` (a generation stores its answer
     /// from its own task). Polls for at most ten seconds.
+    /// Waits (at most 10 s) until the chat has no running generation: whatever it writes is
+    /// written by then.
+    pub async fn wait_until_no_generation(&self, session: &Session, chat_id: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.get(&format!("/chats/{chat_id}/generation")).session(session).send().await.status == 200 {
+            assert!(std::time::Instant::now() < deadline, "the generation of chat {chat_id} did not end within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn wait_for_count(&self, sql: &str, expected: i64) -> i64 {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
