@@ -147,8 +147,22 @@ impl FromFields for MessageUpdate {
 /// `DELETE /chats/{id}/messages/bulk`.
 #[derive(ToSchema)]
 pub struct BulkDelete {
-    #[schema(max_items = 1000)]
+    #[schema(schema_with = message_ids_schema)]
     pub message_ids: Vec<Uuid>,
+}
+
+/// Ids one bulk deletion may name.
+pub const BULK_DELETE_MAX_IDS: usize = 1000;
+
+fn message_ids_schema() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Uuid))),
+        )
+        .max_items(Some(BULK_DELETE_MAX_IDS))
+        .build()
 }
 
 impl FromFields for BulkDelete {
@@ -159,9 +173,14 @@ impl FromFields for BulkDelete {
             let Value::Array(items) = v else {
                 return Err(Problem::new("list_type", "Input should be a valid list"));
             };
-            if items.len() > 1000 {
-                return Err(Problem::new("too_long", "List should have at most 1000 items after validation")
-                    .with_ctx(serde_json::json!({"field_type": "List", "max_length": 1000, "actual_length": items.len()})));
+            if items.len() > BULK_DELETE_MAX_IDS {
+                return Err(Problem::new(
+                    "too_long",
+                    format!("List should have at most {BULK_DELETE_MAX_IDS} items after validation"),
+                )
+                .with_ctx(
+                    serde_json::json!({"field_type": "List", "max_length": BULK_DELETE_MAX_IDS, "actual_length": items.len()}),
+                ));
             }
             items.iter().map(uuid_any).collect::<Result<Vec<_>, _>>()
         });

@@ -369,8 +369,7 @@ async fn rate_limits_answer_429_with_retry_after(backend: Backend) {
     assert_eq!(limited.get("/health").send().await.status, 200);
 
     // Behind a trusted proxy, each forwarded client has its own budget.
-    let proxied =
-        TestApp::spawn_with(backend, vec![("RATE_LIMITS", "on".into()), ("TRUSTED_PROXIES", "127.0.0.1".into())]).await;
+    let proxied = TestApp::spawn_with(backend, vec![("RATE_LIMITS", "on".into()), ("TRUSTED_PROXIES", "127.0.0.1".into())]).await;
     for client in ["9.9.9.1", "9.9.9.2"] {
         for _ in 0..5 {
             let r = proxied
