@@ -37,6 +37,8 @@ pub enum OllamaError {
 pub struct OllamaClient {
     http: reqwest::Client,
     base_url: String,
+    /// `base_url` without any user or password in it: what the log names.
+    logged_address: String,
     first_byte_timeout: Duration,
     idle_timeout: Duration,
     cache: Arc<ModelCache>,
@@ -74,6 +76,7 @@ impl OllamaClient {
         Ok(Self {
             http,
             base_url: config.base_url.clone(),
+            logged_address: without_credentials(&config.base_url),
             first_byte_timeout: config.first_byte_timeout,
             idle_timeout: config.idle_timeout,
             cache: Arc::new(ModelCache { ttl: config.tags_cache_ttl, tags: Mutex::new(None), shows: Mutex::new(HashMap::new()) }),
@@ -94,7 +97,7 @@ impl OllamaClient {
         }
         let response = match tokio::time::timeout(self.first_byte_timeout, request.send()).await {
             Err(_) => return Err(OllamaError::Timeout(self.first_byte_timeout)),
-            Ok(Err(err)) => return Err(transport_error(&self.base_url, err)),
+            Ok(Err(err)) => return Err(transport_error(&self.logged_address, err)),
             Ok(Ok(response)) => response,
         };
         let status = response.status();
@@ -105,7 +108,14 @@ impl OllamaClient {
         let message = serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
-            .unwrap_or_else(|| if text.trim().is_empty() { format!("Ollama answered {status}") } else { text.trim().to_owned() });
+            .unwrap_or_else(|| {
+                // Not Ollama's own error (a proxy's page, say): it may name hosts, so it goes to
+                // the log and the answer says only the status.
+                if !text.trim().is_empty() {
+                    tracing::warn!(%status, address = %self.logged_address, body = %text.trim(), "Ollama answered an error that is not its own");
+                }
+                format!("Ollama answered {status}")
+            });
         Err(OllamaError::Upstream { status, message })
     }
 
@@ -204,20 +214,32 @@ impl OllamaClient {
     }
 }
 
-fn transport_error(base_url: &str, err: reqwest::Error) -> OllamaError {
+fn transport_error(logged_address: &str, err: reqwest::Error) -> OllamaError {
     if err.is_timeout() {
         return OllamaError::Timeout(Duration::ZERO);
     }
     // The innermost cause ("Connection refused (os error 111)") names no address.
+    let err = err.without_url();
     let mut reason = err.to_string();
     let mut source = std::error::Error::source(&err);
     while let Some(cause) = source {
         reason = cause.to_string();
         source = cause.source();
     }
-    let reason = reason.replace(base_url, "the upstream");
-    tracing::warn!(url = base_url, reason, "cannot connect to Ollama");
+    tracing::warn!(address = logged_address, reason, "cannot connect to Ollama");
     OllamaError::Unreachable { reason }
+}
+
+/// `url` with any user and password taken out, for the log.
+fn without_credentials(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string().trim_end_matches('/').to_owned()
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Pydantic re-serialised `modified_at` with microseconds; Ollama sends up to nanoseconds.
@@ -280,4 +302,15 @@ fn parse_line(text: &str, status: StatusCode) -> Result<Value, OllamaError> {
         return Err(OllamaError::Upstream { status, message });
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_credentials;
+
+    #[test]
+    fn the_logged_address_carries_no_credentials() {
+        assert_eq!(without_credentials("http://ollama:s3cret@gpu-box:11434"), "http://gpu-box:11434");
+        assert_eq!(without_credentials("http://gpu-box:11434"), "http://gpu-box:11434");
+    }
 }
