@@ -14,7 +14,7 @@ pub mod users;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -97,7 +97,6 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(origins, guards::cross_site::refuse_cross_site))
         // For the rate-limited routes' layers (`RouteRules::rate_limited`).
         .layer(Extension(state.rate_limits.clone()))
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(TraceLayer::new_for_http().make_span_with(request_span).on_request(()).on_response(log_response).on_failure(()))
         .layer(cors)
         .layer(CatchPanicLayer::custom(|_| internal_error()))
