@@ -234,13 +234,7 @@ impl Generation {
     /// A cursor over this generation: first everything produced so far (as one delta), then
     /// each new piece, then the end.
     pub fn watch(self: &Arc<Self>) -> GenerationWatcher {
-        GenerationWatcher {
-            generation: self.clone(),
-            at: Mark::default(),
-            following: false,
-            ended: false,
-            published: self.published.subscribe(),
-        }
+        GenerationWatcher { generation: self.clone(), at: Mark::default(), ended: false, published: self.published.subscribe() }
     }
 
     pub fn stop(&self) {
@@ -251,10 +245,9 @@ impl Generation {
 /// Reads a generation in order, nothing twice and nothing left out, waiting for more.
 pub struct GenerationWatcher {
     generation: Arc<Generation>,
-    /// How far this watcher has read.
+    /// How far this watcher has read; at piece 0 it has had nothing yet, and its first delta
+    /// joins everything produced before it came.
     at: Mark,
-    /// Whether it had its first delta (which joins everything produced before it came).
-    following: bool,
     ended: bool,
     published: watch::Receiver<()>,
 }
@@ -266,10 +259,11 @@ impl GenerationWatcher {
             {
                 let produced = self.generation.produced();
                 if self.at.piece < produced.pieces {
-                    let next = if self.following { produced.next_end(self.at) } else { None };
+                    let following = self.at.piece > 0;
+                    let next = if following { produced.next_end(self.at) } else { None };
                     let to = next.unwrap_or_else(|| produced.mark());
                     let delta = produced.delta(self.at, to);
-                    (self.at, self.following) = (to, true);
+                    self.at = to;
                     return Some(GenerationEvent::Delta(delta));
                 }
                 if let Some(ending) = &produced.end {
