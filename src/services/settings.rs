@@ -13,10 +13,14 @@ pub async fn settings_of(store: &Store, user: &User) -> ServiceResult<UserSettin
     store.settings_or_default(user.id, &user.username).await?.ok_or(ServiceError::NotFound("User not found"))
 }
 
-/// Changes only the fields sent (creating the row with defaults first when missing).
+/// Changes only the fields sent; a missing row is first created with the defaults.
 pub async fn update_settings(store: &Store, user: &User, update: SettingsUpdate) -> ServiceResult<UserSettings> {
+    let changes = update.into();
+    if let Some(updated) = store.update_settings(user.id, &changes).await? {
+        return Ok(updated);
+    }
     settings_of(store, user).await?;
-    store.update_settings(user.id, &update.into()).await?.ok_or(ServiceError::NotFound("User not found"))
+    store.update_settings(user.id, &changes).await?.ok_or(ServiceError::NotFound("User not found"))
 }
 
 /// An admin reads another user's settings (no auto-creation).
