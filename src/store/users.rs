@@ -8,7 +8,7 @@ use super::{in_transaction, on_pool, TxEnd};
 use crate::names::{is_email_like, name_key};
 
 use super::refresh_tokens::REVOKE_USERS_TOKENS;
-use super::{Pool, Store};
+use super::Store;
 
 crate::text_enum! {
     /// `users.role`, the PostgreSQL enum `user_role_enum` of the original (TEXT on SQLite).
@@ -217,6 +217,8 @@ impl Store {
         // may remove an admin first locks every active admin (in one order), so the second waits
         // for the first and then counts what it left. SQLite runs one writer at a time.
         let may_remove_an_admin = changes.role.is_some() || changes.is_active == Some(false);
+        // Only a new password or an active flag can end sessions (the SQL checks the flag changed).
+        let may_end_sessions = changes.password_hash.is_some() || changes.is_active.is_some();
         let lock_admins = (may_remove_an_admin && self.is_postgres())
             .then_some("SELECT id FROM users WHERE role = 'admin' AND COALESCE(is_active, TRUE) ORDER BY id FOR UPDATE");
         self.changing_user(id, async {
@@ -225,14 +227,16 @@ impl Store {
                     sqlx::query(lock).execute(&mut *tx).await?;
                 }
                 // Writes first, then checks: a write first keeps SQLite from failing to upgrade a
-                // read. The revocation reads the row as it is before the update.
-                sqlx::query(&revoke)
-                    .bind(id)
-                    .bind(super::now())
-                    .bind(&changes.password_hash)
-                    .bind(changes.is_active)
-                    .execute(&mut *tx)
-                    .await?;
+                // read. The revocation reads the row as it is before the update, so it comes first.
+                if may_end_sessions {
+                    sqlx::query(&revoke)
+                        .bind(id)
+                        .bind(super::now())
+                        .bind(&changes.password_hash)
+                        .bind(changes.is_active)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 let updated: Option<User> = sqlx::query_as(&update)
                     .bind(id)
                     .bind(&changes.username)
@@ -314,7 +318,7 @@ impl Store {
     /// account whose name has the key of an older account's name gets no key for it: it keeps
     /// its name and logs in with its exact spelling. Returns how many accounts changed.
     pub async fn fill_name_keys(&self) -> Result<usize, sqlx::Error> {
-        let postgres = matches!(self.pool(), Pool::Postgres(_));
+        let postgres = self.is_postgres();
         in_transaction!(self, tx => {
             if postgres {
                 // Replicas starting at once take turns.
