@@ -49,6 +49,12 @@ impl Problem {
         self.ctx = Some(ctx);
         self
     }
+
+    /// The entry of a 422 `detail` list for this problem with `input` at `loc` (the echoed input
+    /// cut to [`ECHOED_INPUT_CHARS`]).
+    pub fn at(self, loc: Vec<Value>, input: &Value) -> ValidationIssue {
+        ValidationIssue { kind: self.kind, loc, msg: self.msg, input: echoed(input), ctx: self.ctx }
+    }
 }
 
 /// A field that may be absent, explicitly null, or set: partial updates apply only what was sent.
@@ -99,7 +105,7 @@ impl<'a> Fields<'a> {
     fn push(&mut self, name: &str, input: &Value, problem: Problem) {
         let mut loc = self.loc.clone();
         loc.push(json!(name));
-        self.issues.push(ValidationIssue { kind: problem.kind, loc, msg: problem.msg, input: echoed(input), ctx: problem.ctx });
+        self.issues.push(problem.at(loc, input));
     }
 
     /// A field that must be present (and, unless the parser accepts it, not null).
@@ -487,6 +493,12 @@ pub fn greater_than_equal(min: impl Into<Value> + std::fmt::Display) -> Problem 
 pub fn less_than_equal(max: impl Into<Value> + std::fmt::Display) -> Problem {
     let text = max.to_string();
     Problem::new("less_than_equal", format!("Input should be less than or equal to {text}")).with_ctx(json!({ "le": max.into() }))
+}
+
+/// Pydantic's refusal of a list longer than `max`.
+pub fn too_long_list(max: usize, actual: usize) -> Problem {
+    Problem::new("too_long", format!("List should have at most {max} items after validation"))
+        .with_ctx(json!({"field_type": "List", "max_length": max, "actual_length": actual}))
 }
 
 pub fn string_list(value: &Value) -> Result<Vec<String>, Problem> {

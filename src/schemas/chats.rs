@@ -12,8 +12,8 @@ use crate::store::chats::{Chat, DEFAULT_CHAT_TITLE};
 use crate::store::messages::Message;
 use crate::store::models::{ModelRecord, ProviderRecord};
 use crate::validation::{
-    any_json, any_string, boolean, greater_than_equal, integer, less_than_equal, number, object, string, string_list, uuid_any,
-    BodySize, Fields, FromFields, Patch, Problem, QueryInt, Skip, Text, ValidationIssue,
+    any_json, any_string, boolean, greater_than_equal, integer, less_than_equal, number, object, string, string_list,
+    too_long_list, uuid_any, BodySize, Fields, FromFields, Patch, Problem, QueryInt, Skip, Text, ValidationIssue,
 };
 
 /// The longest chat title, on create and on rename (the column is `VARCHAR(255)`).
@@ -174,13 +174,7 @@ impl FromFields for BulkDelete {
                 return Err(Problem::new("list_type", "Input should be a valid list"));
             };
             if items.len() > BULK_DELETE_MAX_IDS {
-                return Err(Problem::new(
-                    "too_long",
-                    format!("List should have at most {BULK_DELETE_MAX_IDS} items after validation"),
-                )
-                .with_ctx(
-                    serde_json::json!({"field_type": "List", "max_length": BULK_DELETE_MAX_IDS, "actual_length": items.len()}),
-                ));
+                return Err(too_long_list(BULK_DELETE_MAX_IDS, items.len()));
             }
             items.iter().map(uuid_any).collect::<Result<Vec<_>, _>>()
         });
@@ -240,8 +234,7 @@ impl OptionValue {
             OptionValue::Strings { max_items, max_chars } => {
                 let items = string_list(value)?;
                 if items.len() > max_items {
-                    return Err(Problem::new("too_long", format!("List should have at most {max_items} items after validation"))
-                        .with_ctx(json!({"field_type": "List", "max_length": max_items, "actual_length": items.len()})));
+                    return Err(too_long_list(max_items, items.len()));
                 }
                 for item in &items {
                     string(0, max_chars)(&json!(item))?;
@@ -349,13 +342,7 @@ impl ModelOptions {
                 let input = self.options.as_ref()?.get(name)?;
                 (input.as_i64()? > i64::from(max)).then(|| {
                     let problem = less_than_equal(max);
-                    ValidationIssue {
-                        kind: problem.kind,
-                        loc: vec![json!("body"), json!("options"), json!(name)],
-                        msg: problem.msg,
-                        input: input.clone(),
-                        ctx: problem.ctx,
-                    }
+                    problem.at(vec![json!("body"), json!("options"), json!(name)], input)
                 })
             })
             .collect();

@@ -124,13 +124,9 @@ impl SentUsername {
         match self {
             SentUsername::Valid(name) => Ok((name != current).then_some(name)),
             SentUsername::Invalid { sent, .. } if sent == current => Ok(None),
-            SentUsername::Invalid { sent, problem } => Err(vec![ValidationIssue {
-                kind: problem.kind,
-                loc: vec![json!("body"), json!("username")],
-                msg: problem.msg,
-                input: json!(sent),
-                ctx: problem.ctx,
-            }]),
+            SentUsername::Invalid { sent, problem } => {
+                Err(vec![problem.at(vec![json!("body"), json!("username")], &json!(sent))])
+            }
         }
     }
 }
