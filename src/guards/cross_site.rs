@@ -5,8 +5,6 @@
 //! `Origin` header (non-browser clients) pass: browsers send it on cross-site POST, PUT, PATCH
 //! and DELETE.
 
-use std::sync::Arc;
-
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
@@ -16,10 +14,6 @@ use axum::response::Response;
 use crate::auth::cookies::{cookie_value, ACCESS_COOKIE, REFRESH_COOKIE};
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// The origins whose pages may use the cookies (`FRONTEND_ORIGINS`).
-#[derive(Clone)]
-pub struct AllowedOrigins(pub Arc<Vec<String>>);
 
 fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
@@ -40,17 +34,13 @@ fn refuse_foreign_origin(allowed: &[String], headers: &HeaderMap, path: &str) ->
     Err(ApiError::Forbidden("Cross-site request refused"))
 }
 
-pub async fn refuse_cross_site(
-    State(allowed): State<AllowedOrigins>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+pub async fn refuse_cross_site(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
     let method = request.method();
     let changes_state = !(method == Method::GET || method == Method::HEAD || method == Method::OPTIONS);
     let headers = request.headers();
     let uses_cookies = cookie_value(headers, ACCESS_COOKIE).is_some() || cookie_value(headers, REFRESH_COOKIE).is_some();
     if changes_state && uses_cookies {
-        refuse_foreign_origin(&allowed.0, headers, request.uri().path())?;
+        refuse_foreign_origin(&state.config.frontend_origins, headers, request.uri().path())?;
     }
     Ok(next.run(request).await)
 }

@@ -11,7 +11,6 @@ pub mod ollama;
 pub mod settings;
 pub mod users;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request};
@@ -25,7 +24,6 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter, UtoipaMethodRouterExt};
 
 use crate::guards;
-use crate::guards::cross_site::AllowedOrigins;
 use crate::guards::rate_limit::LimitKind;
 use crate::openapi;
 use crate::state::AppState;
@@ -86,7 +84,6 @@ pub fn all_routes() -> Vec<(String, String)> {
 pub fn router(state: AppState) -> Router {
     let (api, _) = api().split_for_parts();
     let cors = cors_layer(&state.config.frontend_origins);
-    let origins = AllowedOrigins(Arc::new(state.config.frontend_origins.clone()));
     Router::new()
         .merge(api)
         .merge(openapi::router())
@@ -94,7 +91,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(run_to_completion))
         .layer(middleware::from_fn_with_state(state.config.request_timeout, guards::timeout::limit_duration))
-        .layer(middleware::from_fn_with_state(origins, guards::cross_site::refuse_cross_site))
+        .layer(middleware::from_fn_with_state(state.clone(), guards::cross_site::refuse_cross_site))
         // For the rate-limited routes' layers (`RouteRules::rate_limited`).
         .layer(Extension(state.rate_limits.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(request_span).on_request(()).on_response(log_response).on_failure(()))
