@@ -3,8 +3,8 @@
 //!
 //! The limit is the default, so a new route has it without anyone remembering; a streaming
 //! route lifts it where it is declared (`routes!(chat).without_time_limit()`, see `routes`).
-//! The limit runs before the route is known, so it hands the request a [`TimeLimit`] that the
-//! route's [`lift_time_limit`] layer lifts as the route starts.
+//! The limit runs outside the route's own layers and cannot see them, so it hands the request a
+//! [`TimeLimit`] that the route's [`lift_time_limit`] layer lifts as the route starts.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
