@@ -130,6 +130,7 @@ variables! {
     RATE_LIMIT_PROFILE_WRITE = Value("15/minute"), "PUT /users/me per client address.";
     RATE_LIMIT_SETTINGS_READ = Value("30/minute"), "GET /user-settings/me and /users/me/settings per client address.";
     RATE_LIMIT_SETTINGS_WRITE = Value("15/minute"), "PUT /user-settings/me and /users/me/settings per client address.";
+    RATE_LIMIT_API_KEY = Value("60/minute"), "Requests to the OpenAI-compatible API (/v1) per API key.";
     TRUSTED_PROXIES = Described("none"),
         "Reverse proxies whose X-Real-IP / X-Forwarded-For are believed: comma-separated addresses or CIDR ranges.";
     REQUEST_TIMEOUT_SECS = Value("30"), "Time limit of non-streaming requests, in seconds.";
@@ -321,6 +322,7 @@ pub struct RateLimitConfig {
     pub profile_write: RateSpec,
     pub settings_read: RateSpec,
     pub settings_write: RateSpec,
+    pub api_key: RateSpec,
     /// Peers whose `X-Real-IP` / `X-Forwarded-For` are believed (reverse proxies).
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
@@ -335,7 +337,7 @@ pub struct Config {
     pub log_level: String,
     pub database: DatabaseConfig,
     pub database_max_connections: u32,
-    /// How long a user row is reused by authenticated requests (see `store::user_cache`):
+    /// How long a user (or API key) row is reused by authenticated requests (see `store::row_cache`):
     /// the delay before a logout, deactivation or role change made through another process
     /// on the same database takes effect here.
     pub user_cache_ttl: Duration,
@@ -602,6 +604,7 @@ fn rate_limits(vars: &Vars) -> Result<RateLimitConfig, ConfigError> {
         profile_write: spec(var::RATE_LIMIT_PROFILE_WRITE)?,
         settings_read: spec(var::RATE_LIMIT_SETTINGS_READ)?,
         settings_write: spec(var::RATE_LIMIT_SETTINGS_WRITE)?,
+        api_key: spec(var::RATE_LIMIT_API_KEY)?,
         trusted_proxies,
     })
 }

@@ -4,6 +4,7 @@ use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
 use crate::guards::RateLimits;
 use crate::ollama::OllamaClient;
+use crate::services::api_keys::ApiKeyCheck;
 use crate::services::generation::Generations;
 use crate::store::Store;
 use crate::validation::BodyLimits;
@@ -16,6 +17,7 @@ pub struct AppState {
     pub tokens: Arc<TokenKeys>,
     pub ollama: OllamaClient,
     pub generations: Generations,
+    pub api_key_check: ApiKeyCheck,
     pub rate_limits: RateLimits,
     pub body_limits: BodyLimits,
 }

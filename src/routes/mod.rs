@@ -5,9 +5,12 @@
 //! [`RouteRules`] attach what else governs the route (its rate limit, no time limit).
 
 pub mod accounts;
+pub mod admin;
+pub mod api_keys;
 pub mod chats;
 pub mod health;
 pub mod ollama;
+pub mod openai;
 pub mod settings;
 pub mod users;
 
@@ -64,8 +67,15 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(settings::router())
         .merge(health::router())
         .merge(chats::router())
-        .merge(ollama::router());
+        .merge(ollama::router())
+        .merge(api_keys::router())
+        .merge(admin::router());
     OpenApiRouter::new().nest(API_PREFIX, areas)
+}
+
+/// The OpenAI-compatible API at `/v1` (see [`openai`]), with its documentation.
+pub fn openai_api() -> OpenApiRouter<AppState> {
+    openai::router()
 }
 
 /// Every route under `/api/v1` as `(method, path)`: lower-case methods, paths relative to
@@ -83,9 +93,11 @@ pub fn all_routes() -> Vec<(String, String)> {
 
 pub fn router(state: AppState) -> Router {
     let (api, _) = api().split_for_parts();
+    let (openai_api, _) = openai_api().split_for_parts();
     let cors = cors_layer(&state.config.frontend_origins);
     Router::new()
         .merge(api)
+        .merge(openai_api)
         .merge(openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

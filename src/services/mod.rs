@@ -2,8 +2,10 @@
 //! Services answer [`ServiceError`]; `error.rs` decides what each one looks like on the wire.
 
 pub mod accounts;
+pub mod api_keys;
 pub mod chats;
 pub mod generation;
+pub mod openai;
 pub mod settings;
 pub mod users;
 
@@ -29,6 +31,9 @@ pub enum ServiceError {
     InvalidCredentials,
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// The caller (or the API key) may not use this model.
+    #[error("model not allowed: {0}")]
+    ModelNotAllowed(String),
     #[error("not found: {0}")]
     NotFound(&'static str),
     #[error("conflict: {0}")]

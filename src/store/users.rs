@@ -117,14 +117,14 @@ impl Store {
 
     /// The user, from the user cache when it holds a fresh copy.
     pub async fn user_by_id(&self, id: Uuid) -> Result<Option<User>, sqlx::Error> {
-        let ticket = match self.users.get(id) {
+        let ticket = match self.users.get(&id) {
             Ok(user) => return Ok(Some(user)),
             Err(ticket) => ticket,
         };
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
         let user: Option<User> = on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?;
         if let Some(user) = &user {
-            self.users.put(ticket, user);
+            self.users.put(ticket, id, user);
         }
         Ok(user)
     }
@@ -133,7 +133,7 @@ impl Store {
     /// failed commit may still have committed).
     async fn changing_user<T>(&self, id: Uuid, write: impl std::future::Future<Output = T>) -> T {
         let result = write.await;
-        self.users.forget(id);
+        self.users.forget(&id);
         result
     }
 
