@@ -120,6 +120,10 @@ variables! {
          and stored with status \"length\").";
     MAX_NUM_CTX = Value("32768"), "Largest options.num_ctx a request may ask for.";
     GENERATIONS_PER_USER = Value("4"), "Answers one user may have generating at once.";
+    REGISTRATION = Value("open"),
+        "open: anyone may sign up; closed: only admins create accounts (POST /auth/register answers 403 to others, \
+         except for the very first account).";
+    DEFAULT_ROLE = Value("user"), "Role of self-registered accounts: user, or guest (an admin promotes guests to user).";
     RATE_LIMITS = Value("on"), "off switches every rate limit off.";
     RATE_LIMIT_REGISTER = Value("5/minute"), "Registrations per client address (N/second, N/minute or N/hour).";
     RATE_LIMIT_LOGIN = Value("10/minute"), "Logins per client address.";
@@ -350,6 +354,7 @@ pub struct Config {
     /// Interval of the comments that keep an event stream open while a model loads.
     pub heartbeat_interval: Duration,
     pub generation_limits: GenerationLimits,
+    pub registration: RegistrationPolicy,
     pub rate_limits: RateLimitConfig,
     /// Longest time a non-streaming request may take.
     pub request_timeout: Duration,
@@ -481,6 +486,7 @@ impl Config {
         let request_timeout = seconds(var::REQUEST_TIMEOUT_SECS)?.max(Duration::from_secs(1));
 
         let generation_limits = generation_limits(&vars)?;
+        let registration = registration_policy(&vars)?;
         let rate_limits = rate_limits(&vars)?;
         let max_body_bytes: usize = vars.parse(var::MAX_BODY_BYTES, "a number of bytes")?;
         if max_body_bytes < 1024 {
@@ -504,6 +510,7 @@ impl Config {
             shutdown_grace,
             heartbeat_interval,
             generation_limits,
+            registration,
             environment,
             host,
             port,
@@ -559,6 +566,30 @@ impl Vars {
     fn parse_set<T: std::str::FromStr>(&self, variable: Variable, expected: &str) -> Result<Option<T>, ConfigError> {
         self.get(variable).map(|_| self.parse(variable, expected)).transpose()
     }
+}
+
+/// Who may sign up, and as what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegistrationPolicy {
+    /// Anyone may register (`REGISTRATION=open`); otherwise only admins create accounts.
+    pub open: bool,
+    /// The role of self-registered accounts (`DEFAULT_ROLE`); the first account is admin.
+    pub default_role: crate::store::users::Role,
+}
+
+fn registration_policy(vars: &Vars) -> Result<RegistrationPolicy, ConfigError> {
+    use crate::store::users::Role;
+    let open = match vars.value(var::REGISTRATION).to_ascii_lowercase().as_str() {
+        "open" => true,
+        "closed" => false,
+        other => return Err(ConfigError::new(var::REGISTRATION, format!("must be open or closed, got {other:?}"))),
+    };
+    let default_role = match vars.value(var::DEFAULT_ROLE).to_ascii_lowercase().as_str() {
+        "user" => Role::User,
+        "guest" => Role::Guest,
+        other => return Err(ConfigError::new(var::DEFAULT_ROLE, format!("must be user or guest, got {other:?}"))),
+    };
+    Ok(RegistrationPolicy { open, default_role })
 }
 
 fn generation_limits(vars: &Vars) -> Result<GenerationLimits, ConfigError> {

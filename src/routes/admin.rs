@@ -9,12 +9,30 @@ use utoipa_axum::routes;
 use crate::auth::AdminUser;
 use crate::error::ApiResult;
 use crate::schemas::api_keys::{AdminKeyQuery, ApiKeyResponse, KeyPath};
-use crate::services::api_keys;
+use crate::schemas::usage::{UsageQuery, UsageReport};
+use crate::services::{api_keys, usage};
 use crate::state::AppState;
 use crate::validation::{ValidPath, ValidQuery};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_api_keys)).routes(routes!(revoke_api_key))
+    OpenApiRouter::new().routes(routes!(list_api_keys)).routes(routes!(revoke_api_key)).routes(routes!(all_usage))
+}
+
+/// Everyone's (or one user's) generations and tokens in a period, also per user.
+#[utoipa::path(
+    get, path = "/admin/usage", tag = "admin",
+    params(("from" = Option<String>, Query, format = Date, description = "First day (YYYY-MM-DD, UTC); default: 29 days before `to`"),
+           ("to" = Option<String>, Query, format = Date, description = "Last day (YYYY-MM-DD, UTC); default: today"),
+           ("user_id" = Option<Uuid>, Query, description = "Only this user")),
+    responses((status = 200, body = UsageReport), (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail)),
+    security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn all_usage(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ValidQuery(query): ValidQuery<UsageQuery>,
+) -> ApiResult<Json<UsageReport>> {
+    Ok(Json(usage::report(&state.store, &query, query.user_id, true).await?))
 }
 
 /// Every live API key, or one user's (`?user_id=`), newest first.

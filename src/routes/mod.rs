@@ -12,6 +12,7 @@ pub mod health;
 pub mod ollama;
 pub mod openai;
 pub mod settings;
+pub mod usage;
 pub mod users;
 
 use std::time::Duration;
@@ -69,6 +70,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(chats::router())
         .merge(ollama::router())
         .merge(api_keys::router())
+        .merge(usage::router())
         .merge(admin::router());
     OpenApiRouter::new().nest(API_PREFIX, areas)
 }

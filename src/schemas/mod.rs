@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod chats;
 pub mod openai;
 pub mod settings;
+pub mod usage;
 pub mod users;
 
 use chrono::NaiveDateTime;

@@ -959,6 +959,7 @@ mod tests {
                 email: "bob@example.com".into(),
                 password_hash: "not a hash".into(),
                 role: None,
+                default_role: crate::store::users::Role::User,
                 is_active: true,
                 created_at: store::now(),
             })

@@ -7,6 +7,7 @@ pub mod chats;
 pub mod generation;
 pub mod openai;
 pub mod settings;
+pub mod usage;
 pub mod users;
 
 use crate::auth::passwords::HashingError;

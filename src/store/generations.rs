@@ -48,3 +48,39 @@ impl Store {
         })
     }
 }
+
+/// Usage of one model by one user on one UTC day.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UsageRow {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    pub model: String,
+    pub user_id: Uuid,
+    pub username: Option<String>,
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+}
+
+impl Store {
+    /// Generations started in `[from, until)`, of one user or everyone, summed per day, model
+    /// and user.
+    pub async fn usage(
+        &self,
+        from: NaiveDateTime,
+        until: NaiveDateTime,
+        user_id: Option<Uuid>,
+    ) -> Result<Vec<UsageRow>, sqlx::Error> {
+        // Timestamps are `timestamp` on PostgreSQL and ISO text on SQLite.
+        let day = if self.is_postgres() { "to_char(g.started_at, 'YYYY-MM-DD')" } else { "substr(g.started_at, 1, 10)" };
+        let sql = format!(
+            "SELECT {day} AS day, g.model, g.user_id, u.username, COUNT(*) AS requests, \
+             CAST(COALESCE(SUM(g.prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+             CAST(COALESCE(SUM(g.completion_tokens), 0) AS BIGINT) AS completion_tokens \
+             FROM generations g LEFT JOIN users u ON u.id = g.user_id \
+             WHERE g.started_at >= $1 AND g.started_at < $2 AND ($3 IS NULL OR g.user_id = $3) \
+             GROUP BY {day}, g.model, g.user_id, u.username ORDER BY 1, 2"
+        );
+        on_pool!(self, pool => sqlx::query_as(&sql).bind(from).bind(until).bind(user_id).fetch_all(pool).await)
+    }
+}

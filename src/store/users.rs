@@ -54,8 +54,9 @@ pub struct NewUser {
     pub username: String,
     pub email: String,
     pub password_hash: String,
-    /// `None`: admin when this is the first user, otherwise `user`.
+    /// `None`: admin when this is the first user, otherwise `default_role`.
     pub role: Option<Role>,
+    pub default_role: Role,
     pub is_active: bool,
     pub created_at: NaiveDateTime,
 }
@@ -81,7 +82,7 @@ impl Store {
         // SQLite then takes the write lock at once instead of failing to upgrade a read.
         let (role_if_others, role_if_first) = match new.role {
             Some(role) => (role, role),
-            None => (Role::User, Role::Admin),
+            None => (new.default_role, Role::Admin),
         };
         let insert = format!(
             "INSERT INTO users (id, username, email, password_hash, role, created_at, last_login, is_active, token_version) \
@@ -306,6 +307,11 @@ impl Store {
 
     /// Whether any account still has one of the original's bcrypt hashes (each is replaced at
     /// its account's next successful login).
+    /// Whether any account exists.
+    pub async fn has_users(&self) -> Result<bool, sqlx::Error> {
+        on_pool!(self, pool => sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)").fetch_one(pool).await)
+    }
+
     pub async fn bcrypt_hashes_remain(&self) -> Result<bool, sqlx::Error> {
         // Served by the partial index `users_bcrypt_hash_idx`.
         let sql = "SELECT COUNT(*) FROM (SELECT 1 FROM users WHERE password_hash LIKE '$2%' LIMIT 1) AS legacy";

@@ -84,6 +84,8 @@ const MATRIX: &[(&str, &str, [u16; 6])] = &[
     ("delete", "/api-keys/{key_id}", [401, 404, 204, 404, 400, 404]),
     ("get", "/admin/api-keys", [401, 403, 403, 403, 400, 200]),
     ("delete", "/admin/api-keys/{key_id}", [401, 403, 403, 403, 400, 204]),
+    ("get", "/usage/me", [401, 200, 200, 200, 400, 200]),
+    ("get", "/admin/usage", [401, 403, 403, 403, 400, 200]),
 ];
 
 /// A valid body for the route, so that only authorization decides the status.
