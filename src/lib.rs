@@ -38,8 +38,11 @@ use crate::background::BackgroundTasks;
 use crate::config::Config;
 use crate::ollama::OllamaClient;
 use crate::server::Server;
+use crate::services::admission::Admission;
 use crate::services::api_keys::ApiKeyCheck;
 use crate::services::generation::Generations;
+use crate::services::model_access::ModelAccess;
+use crate::services::quotas::Quotas;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::validation::BodyLimits;
@@ -73,6 +76,10 @@ impl Application {
             tokens: Arc::new(TokenKeys::new(&config.jwt)),
             generations: Generations::new(store.clone(), ollama.clone(), config.generation_limits),
             api_key_check: ApiKeyCheck::new(store.clone()),
+            admission: Admission {
+                models: ModelAccess::new(store.clone(), config.user_cache_ttl),
+                quotas: Quotas::new(store.clone(), config.user_cache_ttl, config.generation_limits.per_user),
+            },
             ollama,
             store,
             config: Arc::new(config),

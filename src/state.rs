@@ -4,6 +4,7 @@ use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
 use crate::guards::RateLimits;
 use crate::ollama::OllamaClient;
+use crate::services::admission::Admission;
 use crate::services::api_keys::ApiKeyCheck;
 use crate::services::generation::Generations;
 use crate::store::Store;
@@ -18,6 +19,7 @@ pub struct AppState {
     pub ollama: OllamaClient,
     pub generations: Generations,
     pub api_key_check: ApiKeyCheck,
+    pub admission: Admission,
     pub rate_limits: RateLimits,
     pub body_limits: BodyLimits,
 }

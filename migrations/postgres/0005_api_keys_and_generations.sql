@@ -34,3 +34,14 @@ CREATE TABLE generations (
 CREATE INDEX generations_user_started_idx ON generations (user_id, started_at);
 CREATE INDEX generations_started_idx ON generations (started_at);
 CREATE INDEX generations_key_started_idx ON generations (api_key_id, started_at) WHERE api_key_id IS NOT NULL;
+
+-- Quotas an admin set, per role ('role', 'guest'|'user'|'admin') and per user ('user', its id);
+-- NULL limits are unlimited. A role without a row has the built-in defaults.
+CREATE TABLE quotas (
+    scope character varying(10) NOT NULL,
+    subject character varying(64) NOT NULL,
+    tokens_per_day bigint,
+    requests_per_day bigint,
+    concurrent_generations bigint,
+    PRIMARY KEY (scope, subject)
+);

@@ -32,3 +32,12 @@ CREATE TABLE generations (
 CREATE INDEX generations_user_started_idx ON generations (user_id, started_at);
 CREATE INDEX generations_started_idx ON generations (started_at);
 CREATE INDEX generations_key_started_idx ON generations (api_key_id, started_at) WHERE api_key_id IS NOT NULL;
+
+CREATE TABLE quotas (
+    scope VARCHAR(10) NOT NULL,
+    subject VARCHAR(64) NOT NULL,
+    tokens_per_day BIGINT,
+    requests_per_day BIGINT,
+    concurrent_generations BIGINT,
+    PRIMARY KEY (scope, subject)
+);

@@ -9,13 +9,79 @@ use utoipa_axum::routes;
 use crate::auth::AdminUser;
 use crate::error::ApiResult;
 use crate::schemas::api_keys::{AdminKeyQuery, ApiKeyResponse, KeyPath};
+use crate::schemas::models::{ModelNamePath, ModelPolicyChange, ModelPolicyResponse, QuotaChange};
 use crate::schemas::usage::{UsageQuery, UsageReport};
+use crate::services::model_access::PolicyUpdate;
+use crate::services::quotas::QuotaDocument;
 use crate::services::{api_keys, usage};
 use crate::state::AppState;
+use crate::validation::ValidJson;
 use crate::validation::{ValidPath, ValidQuery};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_api_keys)).routes(routes!(revoke_api_key)).routes(routes!(all_usage))
+    let router = OpenApiRouter::new()
+        .routes(routes!(list_api_keys))
+        .routes(routes!(revoke_api_key))
+        .routes(routes!(all_usage))
+        .routes(routes!(list_models))
+        .routes(routes!(get_quotas, put_quotas));
+    // Model names may contain `/`.
+    super::route_catch_all(router, "/admin/models/{*name}", routes!(put_model))
+}
+
+/// Every model the upstream offers and every model with a policy, with its policy.
+#[utoipa::path(
+    get, path = "/admin/models", tag = "admin",
+    responses((status = 200, body = Vec<ModelPolicyResponse>), (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail)),
+    security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn list_models(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Vec<ModelPolicyResponse>>> {
+    let policies = state.admission.models.all(&state.ollama).await?;
+    Ok(Json(policies.into_iter().map(Into::into).collect()))
+}
+
+/// Changes a model's policy (its name URL-encoded); fields left out keep their value.
+#[utoipa::path(
+    put, path = "/admin/models/{name}", tag = "admin", params(("name" = String, Path, description = "The model's name, URL-encoded")),
+    request_body = ModelPolicyChange,
+    responses((status = 200, body = ModelPolicyResponse), (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail),
+              (status = 400, description = "A user id that no account has, or Inactive user", body = crate::openapi::ErrorDetail),
+              (status = 404, description = "Not found", body = crate::openapi::ErrorDetail)),
+    security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn put_model(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    ValidPath(path): ValidPath<ModelNamePath>,
+    ValidJson(update): ValidJson<PolicyUpdate>,
+) -> ApiResult<Json<ModelPolicyResponse>> {
+    Ok(Json(state.admission.models.update(&admin, &path.name, update).await?.into()))
+}
+
+/// The quotas: each role's limits (built-in ones for roles never set) and each user's own.
+#[utoipa::path(
+    get, path = "/admin/quotas", tag = "admin",
+    responses((status = 200, body = QuotaDocument), (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail)),
+    security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn get_quotas(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<QuotaDocument>> {
+    Ok(Json((*state.admission.quotas.document().await?).clone()))
+}
+
+/// Replaces the quotas; a role left out gets its built-in limits. `null` is unlimited.
+#[utoipa::path(
+    put, path = "/admin/quotas", tag = "admin", request_body = QuotaDocument,
+    responses((status = 200, body = QuotaDocument), (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail)),
+    security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn put_quotas(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    ValidJson(QuotaChange(document)): ValidJson<QuotaChange>,
+) -> ApiResult<Json<QuotaDocument>> {
+    let saved = state.admission.quotas.replace(&document).await?;
+    tracing::info!(admin_id = %admin.id, "quotas changed");
+    Ok(Json((*saved).clone()))
 }
 
 /// Everyone's (or one user's) generations and tokens in a period, also per user.

@@ -88,9 +88,12 @@ pub(crate) async fn delete_all_chats(
 )]
 pub(crate) async fn model_catalog(
     State(state): State<AppState>,
-    CurrentUser(_user): CurrentUser,
+    CurrentUser(user): CurrentUser,
 ) -> ApiResult<Json<ModelCatalog>> {
-    let models = state.store.active_models().await?;
+    let mut models = state.store.active_models().await?;
+    let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    let mut usable = state.admission.models.usable(&user, &names).await?.into_iter();
+    models.retain(|_| usable.next().unwrap_or(false));
     let providers = state.store.active_providers().await?;
     Ok(Json(ModelCatalog {
         models: models.into_iter().map(Into::into).collect(),
@@ -256,7 +259,8 @@ pub(crate) async fn completions(
     ValidPath(path): ValidPath<ChatPath>,
     ValidJson(request): ValidJson<CompletionRequest>,
 ) -> ApiResult<Response> {
-    let generation = chats::start_completion(&state.store, &state.generations, &user, path.chat_id, request).await?;
+    let generation =
+        chats::start_completion(&state.store, &state.generations, &state.admission, &user, path.chat_id, request).await?;
     Ok(event_stream(generation.watch(), state.config.heartbeat_interval))
 }
 

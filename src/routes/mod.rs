@@ -60,6 +60,21 @@ impl<S: Clone + Send + Sync + 'static> RouteRules for UtoipaMethodRouter<S> {
     }
 }
 
+/// Registers `routes` (one handler) at the catch-all `axum_path` (`/models/{*name}`), which takes
+/// a last segment with `/` in it, while its documentation keeps the annotation's plain
+/// `{name}` parameter.
+pub(crate) fn route_catch_all(
+    router: OpenApiRouter<AppState>,
+    axum_path: &str,
+    (schemas, paths, method_router): UtoipaMethodRouter<AppState>,
+) -> OpenApiRouter<AppState> {
+    let mut router = router.route(axum_path, method_router);
+    let openapi = router.get_openapi_mut();
+    openapi.paths.paths.extend(paths.paths);
+    openapi.components.get_or_insert_with(Default::default).schemas.extend(schemas);
+    router
+}
+
 /// Every route under `/api/v1`, with its documentation.
 pub fn api() -> OpenApiRouter<AppState> {
     let areas = OpenApiRouter::new()

@@ -42,8 +42,9 @@ pub(crate) async fn version(State(state): State<AppState>, CurrentUser(_user): C
 #[utoipa::path(
     get, path = "/ollama/tags", tag = "ollama", responses((status = 200, description = "Installed models with their capabilities (cached)", body = Object), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
-pub(crate) async fn tags(State(state): State<AppState>, CurrentUser(_user): CurrentUser) -> ApiResult<Json<Value>> {
-    Ok(Json(state.ollama.tags().await?))
+pub(crate) async fn tags(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> ApiResult<Json<Value>> {
+    let tags = state.ollama.tags().await?;
+    Ok(Json(state.admission.models.visible_tags(&user, tags).await?))
 }
 
 #[utoipa::path(
@@ -136,7 +137,7 @@ pub(crate) async fn chat(
     ValidJson(request): ValidJson<OllamaChatRequest>,
 ) -> ApiResult<Response> {
     let stream = request.stream;
-    let generation = chats::start_ollama_chat(&state.store, &state.generations, &user, request).await?;
+    let generation = chats::start_ollama_chat(&state.store, &state.generations, &state.admission, &user, request).await?;
     let mut watcher = generation.watch();
     if !stream {
         let ending = watcher.ending().await;

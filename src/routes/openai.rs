@@ -32,18 +32,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_models))
         .routes(routes!(chat_completions).without_time_limit())
         .routes(routes!(embeddings).without_time_limit());
-    with_model_route(router)
-}
-
-/// `GET /v1/models/{model}` served at `/v1/models/{*model}`: model ids may contain `/`, which
-/// only a catch-all segment takes. The document keeps the plain `{model}` parameter.
-fn with_model_route(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-    let (schemas, paths, method_router) = routes!(get_model);
-    let mut router = router.route("/v1/models/{*model}", method_router);
-    let openapi = router.get_openapi_mut();
-    openapi.paths.paths.extend(paths.paths);
-    openapi.components.get_or_insert_with(Default::default).schemas.extend(schemas);
-    router
+    // Model ids may contain `/`.
+    super::route_catch_all(router, "/v1/models/{*model}", routes!(get_model))
 }
 
 /// A JSON body read with serde into `T`, refused in OpenAI's shape (400).
@@ -70,7 +60,7 @@ where
     security(("api_key" = []))
 )]
 pub(crate) async fn list_models(State(state): State<AppState>, holder: KeyHolder) -> Result<Json<ModelList>, OpenAiError> {
-    let data = openai::models(&state.ollama, &holder.user, &holder.key).await?;
+    let data = openai::models(&state.ollama, &state.admission.models, &holder.user, &holder.key).await?;
     Ok(Json(ModelList { object: "list", data }))
 }
 
@@ -85,7 +75,7 @@ pub(crate) async fn get_model(
     holder: KeyHolder,
     Path(model): Path<String>,
 ) -> Result<Json<ModelObject>, OpenAiError> {
-    let found = openai::model(&state.ollama, &holder.user, &holder.key, &model).await?;
+    let found = openai::model(&state.ollama, &state.admission.models, &holder.user, &holder.key, &model).await?;
     found.map(Json).ok_or_else(|| OpenAiError::model_not_found(&model))
 }
 
@@ -107,7 +97,7 @@ pub(crate) async fn chat_completions(
 ) -> Result<Response, OpenAiError> {
     let streamed = request.stream.unwrap_or(false);
     let include_usage = request.stream_options.as_ref().is_some_and(|options| options.include_usage);
-    let generation = openai::start_chat(&state.generations, &holder.user, &holder.key, request)?;
+    let generation = openai::start_chat(&state.generations, &state.admission, &holder.user, &holder.key, request).await?;
     let stop_when_gone = generation.stop_on_drop();
     let abandoned = crate::lifetime::abandoned().unwrap_or_default();
     let mut watcher = generation.watch();
@@ -344,7 +334,7 @@ pub(crate) async fn embeddings(
         Some("base64") => true,
         Some(_) => return Err(OpenAiError::invalid_request("encoding_format must be float or base64", Some("encoding_format"))),
     };
-    let embeddings = openai::embed(&state.ollama, &holder.user, &holder.key, &request).await?;
+    let embeddings = openai::embed(&state.ollama, &state.admission.models, &holder.user, &holder.key, &request).await?;
     let data: Vec<Value> = embeddings
         .vectors
         .iter()

@@ -289,7 +289,7 @@ impl ToSchema for ModelOptionsSchema {
 }
 
 /// Reads `options`: only the keys of [`MODEL_OPTIONS`], each checked.
-fn model_options(f: &mut Fields<'_>) -> Option<Map<String, Value>> {
+pub(crate) fn model_options(f: &mut Fields<'_>) -> Option<Map<String, Value>> {
     let mut options = Map::new();
     for (name, input) in f.entries() {
         match MODEL_OPTIONS.iter().find(|(allowed, _)| *allowed == name) {

@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod chats;
+pub mod models;
 pub mod openai;
 pub mod settings;
 pub mod usage;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::admission::Admission;
 use super::generation::{Generation, GenerationRequest, Generations, Question};
 use super::{ServiceError, ServiceResult};
 use crate::ollama::{ChatRequest, UpstreamMessage};
@@ -162,6 +163,7 @@ fn refuse_while_running(generations: &Generations, user: &User, chat_id: Uuid) -
 pub async fn start_completion(
     store: &Store,
     generations: &Generations,
+    admission: &Admission,
     user: &User,
     chat_id: Uuid,
     request: CompletionRequest,
@@ -186,6 +188,8 @@ pub async fn start_completion(
         tool_name: None,
     };
     let messages = history.into_iter().map(upstream_message).chain([asked]).collect();
+    let mut upstream = upstream_request(request.model, messages, options);
+    let admitted = admission.admit(user, None, &mut upstream).await?;
     let question = Question {
         id: Uuid::new_v4(),
         message: NewMessage {
@@ -200,8 +204,9 @@ pub async fn start_completion(
         user_id: user.id,
         chat_id: Some(chat_id),
         api_key_id: None,
+        max_running: admitted.max_running,
         question: Some(question),
-        upstream: upstream_request(request.model, messages, options),
+        upstream,
         title_source: Some(title_source),
     })
 }
@@ -211,6 +216,7 @@ pub async fn start_completion(
 pub async fn start_ollama_chat(
     store: &Store,
     generations: &Generations,
+    admission: &Admission,
     user: &User,
     request: OllamaChatRequest,
 ) -> ServiceResult<Arc<Generation>> {
@@ -232,12 +238,15 @@ pub async fn start_ollama_chat(
             tool_name: turn.tool_name,
         })
         .collect();
+    let mut upstream = upstream_request(request.model, messages, options);
+    let admitted = admission.admit(user, None, &mut upstream).await?;
     generations.start(GenerationRequest {
         user_id: user.id,
         chat_id: Some(request.chat_id),
         api_key_id: None,
+        max_running: admitted.max_running,
         question: None,
-        upstream: upstream_request(request.model, messages, options),
+        upstream,
         title_source,
     })
 }

@@ -7,7 +7,7 @@
 //! A generation keeps what it produced as joined text, not chunk by chunk: its memory is the
 //! size of the answer, whatever the number of chunks or watchers, and it is freed when the
 //! generation has ended and its watchers are gone. Answers are bounded too: at most
-//! `max_answer_tokens` chunks, and at most `per_user` generations running per user.
+//! `max_answer_tokens` chunks, and at most the user's quota of generations running at once.
 //!
 //! A generation's task is supervised: should it stop without ending the generation (a panic, or
 //! the task dropped while the runtime shuts down), its [`Supervisor`] still stores the partial
@@ -351,6 +351,8 @@ pub struct GenerationRequest {
     pub chat_id: Option<Uuid>,
     /// The API key the request came with, if any (recorded with the usage).
     pub api_key_id: Option<Uuid>,
+    /// How many of the user's answers may run at once, this one included (`None`: no limit).
+    pub max_running: Option<usize>,
     /// Stored before the answer; already part of `upstream`'s messages.
     pub question: Option<Question>,
     pub upstream: ChatRequest,
@@ -358,10 +360,8 @@ pub struct GenerationRequest {
     pub title_source: Option<String>,
 }
 
-/// When a user at the limit of running generations may try again (answers take seconds).
-const RETRY_AFTER_BUSY_SECS: u64 = 5;
-
-/// All generations of this process: at most one per chat, at most `per_user` per user.
+/// All generations of this process: at most one per chat, at most the request's `max_running`
+/// per user.
 #[derive(Clone)]
 pub struct Generations {
     running: Arc<Mutex<HashMap<Uuid, Arc<Generation>>>>,
@@ -381,7 +381,7 @@ impl Generations {
     }
 
     /// Starts a generation in its own task. Refused while the chat has one running (409), or
-    /// while the user has `per_user` running (429).
+    /// while the user has `max_running` running (429).
     pub fn start(&self, mut request: GenerationRequest) -> ServiceResult<Arc<Generation>> {
         let generation = self.register(&mut request)?;
         let supervisor = self.supervise(&generation, request.question, request.title_source);
@@ -399,12 +399,10 @@ impl Generations {
         if request.chat_id.is_some_and(|chat_id| running.contains_key(&chat_id)) {
             return Err(ServiceError::Conflict("A reply is already being generated for this chat"));
         }
-        let per_user = self.limits.per_user;
-        if running.values().filter(|g| g.user_id == request.user_id).count() >= per_user {
-            return Err(ServiceError::Limited {
-                limit: format!("{per_user} replies generating at once per user"),
-                retry_after_secs: RETRY_AFTER_BUSY_SECS,
-            });
+        if let Some(limit) = request.max_running {
+            if running.values().filter(|g| g.user_id == request.user_id).count() >= limit {
+                return Err(super::quotas::too_many_at_once(limit));
+            }
         }
         limit_answer_length(&mut request.upstream, self.limits.max_answer_tokens);
         let generation = Arc::new(Generation::new(request));
@@ -851,6 +849,7 @@ mod tests {
             user_id,
             chat_id: Some(chat_id),
             api_key_id: None,
+            max_running: Some(4),
             question,
             upstream: empty_request("llama3.2:1b"),
             title_source: Some("What is a lighthouse for?".into()),

@@ -2,11 +2,15 @@
 //! Services answer [`ServiceError`]; `error.rs` decides what each one looks like on the wire.
 
 pub mod accounts;
+pub mod admission;
 pub mod api_keys;
 pub mod chats;
 pub mod generation;
+pub mod model_access;
 pub mod openai;
+pub mod quotas;
 pub mod settings;
+pub mod snapshot;
 pub mod usage;
 pub mod users;
 

@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
+use super::admission::Admission;
 use super::api_keys::key_models;
 use super::generation::{Generation, GenerationRequest, Generations};
+use super::model_access::ModelAccess;
 use super::{ServiceError, ServiceResult};
 use crate::ollama::{ChatRequest, OllamaClient, UpstreamMessage};
 use crate::schemas::openai::{ChatCompletionRequest, ChatMessage, EmbeddingsRequest, ModelObject, Stop};
@@ -24,23 +26,33 @@ fn invalid(message: impl Into<String>) -> ServiceError {
     ServiceError::Refused(message.into())
 }
 
-/// Whether the key (and its owner) may use `model`.
-pub fn check_model(_user: &User, key: &ApiKeyRecord, model: &str) -> ServiceResult<()> {
-    match key_models(key) {
-        Some(allowed) if !allowed.iter().any(|m| m == model) => Err(ServiceError::ModelNotAllowed(model.to_owned())),
-        _ => Ok(()),
-    }
+/// Whether the key's own list lets it name `model` (its owner's rights are checked apart).
+fn key_allows(key: &ApiKeyRecord, model: &str) -> bool {
+    key_models(key).is_none_or(|allowed| allowed.iter().any(|m| m == model))
 }
 
-/// The models the key may use, as `/v1/models` lists them.
-pub async fn models(ollama: &OllamaClient, user: &User, key: &ApiKeyRecord) -> ServiceResult<Vec<ModelObject>> {
-    let tags = ollama.tags().await?;
+/// Whether the key and its owner may use `model`: the key's list, then the model's policy.
+async fn check_model(access: &ModelAccess, user: &User, key: &ApiKeyRecord, model: &str) -> ServiceResult<()> {
+    if !key_allows(key, model) {
+        return Err(ServiceError::ModelNotAllowed(model.to_owned()));
+    }
+    access.check(user, model).await.map(drop)
+}
+
+/// The models the key and its owner may use, as `/v1/models` lists them.
+pub async fn models(
+    ollama: &OllamaClient,
+    access: &ModelAccess,
+    user: &User,
+    key: &ApiKeyRecord,
+) -> ServiceResult<Vec<ModelObject>> {
+    let tags = access.visible_tags(user, ollama.tags().await?).await?;
     let listed = tags.get("models").and_then(Value::as_array).cloned().unwrap_or_default();
     Ok(listed
         .iter()
         .filter_map(|model| {
             let id = model.get("name").or_else(|| model.get("model")).and_then(Value::as_str)?;
-            check_model(user, key, id).ok()?;
+            key_allows(key, id).then_some(())?;
             let created = model
                 .get("modified_at")
                 .and_then(Value::as_str)
@@ -53,23 +65,34 @@ pub async fn models(ollama: &OllamaClient, user: &User, key: &ApiKeyRecord) -> S
         .collect())
 }
 
-pub async fn model(ollama: &OllamaClient, user: &User, key: &ApiKeyRecord, id: &str) -> ServiceResult<Option<ModelObject>> {
-    Ok(models(ollama, user, key).await?.into_iter().find(|m| m.id == id))
+pub async fn model(
+    ollama: &OllamaClient,
+    access: &ModelAccess,
+    user: &User,
+    key: &ApiKeyRecord,
+    id: &str,
+) -> ServiceResult<Option<ModelObject>> {
+    Ok(models(ollama, access, user, key).await?.into_iter().find(|m| m.id == id))
 }
 
 /// Starts the answer; it is streamed back and never stored in a chat.
-pub fn start_chat(
+pub async fn start_chat(
     generations: &Generations,
+    admission: &Admission,
     user: &User,
     key: &ApiKeyRecord,
     request: ChatCompletionRequest,
 ) -> ServiceResult<Arc<Generation>> {
-    check_model(user, key, &request.model)?;
-    let upstream = upstream_request(request)?;
+    if !key_allows(key, &request.model) {
+        return Err(ServiceError::ModelNotAllowed(request.model));
+    }
+    let mut upstream = upstream_request(request)?;
+    let admitted = admission.admit(user, Some(key), &mut upstream).await?;
     generations.start(GenerationRequest {
         user_id: user.id,
         chat_id: None,
         api_key_id: Some(key.id),
+        max_running: admitted.max_running,
         question: None,
         upstream,
         title_source: None,
@@ -282,11 +305,12 @@ pub struct Embeddings {
 
 pub async fn embed(
     ollama: &OllamaClient,
+    access: &ModelAccess,
     user: &User,
     key: &ApiKeyRecord,
     request: &EmbeddingsRequest,
 ) -> ServiceResult<Embeddings> {
-    check_model(user, key, &request.model)?;
+    check_model(access, user, key, &request.model).await?;
     let inputs: Vec<String> = match &request.input {
         Value::String(text) => vec![text.clone()],
         Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_string) => {

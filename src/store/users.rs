@@ -12,7 +12,7 @@ use super::Store;
 
 crate::text_enum! {
     /// `users.role`, the PostgreSQL enum `user_role_enum` of the original (TEXT on SQLite).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, Serialize, Deserialize, utoipa::ToSchema)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, sqlx::Type, Serialize, Deserialize, utoipa::ToSchema)]
     #[sqlx(type_name = "user_role_enum", rename_all = "lowercase")]
     #[serde(rename_all = "lowercase")]
     pub enum Role {

@@ -18,7 +18,7 @@ const BOB: &str = "7ff0b7e5-84f3-40db-adaa-18947c3c308b";
 const ANN: &str = "c3790851-8e20-4d55-9fb4-97b00415ca8b";
 
 /// A fresh database holding the fixture, loaded with psql as its README says.
-async fn fixture_database() -> PgDatabase {
+pub(crate) async fn fixture_database() -> PgDatabase {
     let database = create_pg_database().await;
     // psql older than 15.14 does not know \\restrict; the lines are not needed to load.
     let sql: String = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE))

@@ -86,6 +86,10 @@ const MATRIX: &[(&str, &str, [u16; 6])] = &[
     ("delete", "/admin/api-keys/{key_id}", [401, 403, 403, 403, 400, 204]),
     ("get", "/usage/me", [401, 200, 200, 200, 400, 200]),
     ("get", "/admin/usage", [401, 403, 403, 403, 400, 200]),
+    ("get", "/admin/models", [401, 403, 403, 403, 400, 200]),
+    ("put", "/admin/models/{name}", [401, 403, 403, 403, 400, 200]),
+    ("get", "/admin/quotas", [401, 403, 403, 403, 400, 200]),
+    ("put", "/admin/quotas", [401, 403, 403, 403, 400, 200]),
 ];
 
 /// A valid body for the route, so that only authorization decides the status.
@@ -159,7 +163,8 @@ async fn every_route_answers_each_kind_of_caller_as_intended(app: TestApp) {
             .replace("{chat_id}", &chat)
             .replace("{message_id}", &message)
             .replace("{user_id}", &target)
-            .replace("{key_id}", &key);
+            .replace("{key_id}", &key)
+            .replace("{name}", "llama3.2:1b");
         for (index, actor) in ACTORS.iter().enumerate() {
             let mut request = app.request(method.to_uppercase().parse().unwrap(), &path);
             if let Some(body) = body_for(method, template, actor) {
