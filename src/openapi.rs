@@ -76,6 +76,7 @@ pub struct ServerSentEvent {
         (name = "streaming", description = "Server-owned generations: stream, stop, re-attach"),
         (name = "ollama", description = "Models and the SPA's chat call"),
         (name = "health", description = "Liveness and database health"),
+        (name = "admin", description = "The admin area: audit log"),
     )
 )]
 struct ApiDoc;

@@ -5,6 +5,7 @@
 //! [`RouteRules`] attach what else governs the route (its rate limit, no time limit).
 
 pub mod accounts;
+pub mod admin;
 pub mod chats;
 pub mod health;
 pub mod ollama;
@@ -64,7 +65,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(settings::router())
         .merge(health::router())
         .merge(chats::router())
-        .merge(ollama::router());
+        .merge(ollama::router())
+        .merge(admin::router());
     OpenApiRouter::new().nest(API_PREFIX, areas)
 }
 

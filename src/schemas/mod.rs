@@ -1,6 +1,7 @@
 //! What goes over the wire: request types (validated with [`crate::validation`]) and
 //! response types in the exact JSON shapes of the contract.
 
+pub mod admin;
 pub mod chats;
 pub mod settings;
 pub mod users;

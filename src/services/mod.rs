@@ -2,8 +2,10 @@
 //! Services answer [`ServiceError`]; `error.rs` decides what each one looks like on the wire.
 
 pub mod accounts;
+pub mod audit;
 pub mod chats;
 pub mod generation;
+pub mod models;
 pub mod settings;
 pub mod users;
 

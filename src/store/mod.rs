@@ -5,6 +5,7 @@
 //! [`on_pool!`] macro expands one query body for each backend.
 
 pub mod adopt;
+pub mod audit;
 pub mod chats;
 pub mod messages;
 pub mod models;

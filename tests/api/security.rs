@@ -79,6 +79,7 @@ const MATRIX: &[(&str, &str, [u16; 6])] = &[
     ("delete", "/ollama/delete", [401, 403, 403, 403, 400, 200]),
     ("post", "/ollama/cache/clear", [401, 403, 403, 403, 400, 200]),
     ("post", "/ollama/chat", [401, 404, 200, 404, 400, 404]),
+    ("get", "/admin/audit", [401, 403, 403, 403, 400, 200]),
 ];
 
 /// A valid body for the route, so that only authorization decides the status.
