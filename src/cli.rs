@@ -25,6 +25,7 @@ pub enum UserCommand {
     /// Create an account. The password is asked for twice (not shown), or read from the first
     /// line of standard input when that is not a terminal.
     Create {
+        /// 4 to 100 characters, no `@` (the API's rules).
         #[arg(long)]
         username: String,
         #[arg(long)]

@@ -147,7 +147,7 @@ variables! {
     MAX_CONNECTIONS = Described("1024, less under a low open-file limit"),
         "Open connections at most; more wait in the listen backlog. The default is half the open-file limit \
          (ulimit -n) after 64 descriptors.";
-    AUDIT_RETENTION_DAYS = Value("180"), "Days audit events are kept; older ones are deleted hourly (0: kept forever).";
+    AUDIT_RETENTION_DAYS = Value("180"), "Days audit events are kept (at most 36500); older ones are deleted hourly (0: kept forever).";
     LOG_LEVEL = Value("info"), "A level (debug, info, warn) or a tracing filter.";
     LOG_DIR = Value("./logs"), "Where app.log is written, rotated daily.";
 }
@@ -775,6 +775,8 @@ mod tests {
             ("HEADER_READ_TIMEOUT_SECS", "0"),
             ("KEEP_ALIVE_IDLE_SECS", "a minute"),
             ("MAX_CONNECTIONS", "0"),
+            ("AUDIT_RETENTION_DAYS", "36501"),
+            ("AUDIT_RETENTION_DAYS", "-1"),
         ];
         for (name, value) in cases {
             let mut v = vars(&SECRETS);
@@ -869,6 +871,7 @@ mod tests {
         states(var::ENVIRONMENT, MIN_SECRET_BYTES as u64);
         states(var::USER_CACHE_SECS, MAX_USER_CACHE_SECS);
         states(var::MAX_CONNECTIONS, DESCRIPTORS_RESERVED);
+        states(var::AUDIT_RETENTION_DAYS, MAX_AUDIT_RETENTION_DAYS);
         assert!(var::MAX_CONNECTIONS.default_text().contains(&MAX_CONNECTIONS_CEILING.to_string()));
     }
 
