@@ -18,11 +18,24 @@ pub struct BackgroundTasks {
 impl BackgroundTasks {
     /// Runs `work` every `period` (the first time after one period) until the tasks are stopped.
     pub fn every(&self, period: Duration, mut work: impl FnMut() + Send + 'static) {
+        self.every_awaiting(period, move || {
+            work();
+            std::future::ready(())
+        });
+    }
+
+    /// [`BackgroundTasks::every`] for work that waits (on the database): each run ends before
+    /// the next period starts counting.
+    pub fn every_awaiting<F>(&self, period: Duration, mut work: impl FnMut() -> F + Send + 'static)
+    where
+        F: Future<Output = ()> + Send,
+    {
         self.spawn(async move {
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                work();
+                work().await;
             }
         });
     }

@@ -152,6 +152,7 @@ variables! {
     MAX_CONNECTIONS = Described("1024, less under a low open-file limit"),
         "Open connections at most; more wait in the listen backlog. The default is half the open-file limit \
          (ulimit -n) after 64 descriptors.";
+    AUDIT_RETENTION_DAYS = Value("180"), "Days audit events are kept (at most 36500); older ones are deleted hourly (0: kept forever).";
     LOG_LEVEL = Value("info"), "A level (debug, info, warn) or a tracing filter.";
     LOG_DIR = Value("./logs"), "Where app.log is written, rotated daily.";
 }
@@ -362,10 +363,13 @@ pub struct Config {
     /// Bytes of message-sized request bodies held in memory at once.
     pub max_body_bytes_in_flight: usize,
     pub connections: ConnectionLimits,
+    /// How long audit events are kept; `None`: forever.
+    pub audit_retention: Option<Duration>,
 }
 
 const MIN_SECRET_BYTES: usize = 32;
 const MAX_USER_CACHE_SECS: u64 = 300;
+const MAX_AUDIT_RETENTION_DAYS: u64 = 36_500;
 
 impl Config {
     /// Reads the values clap found for [`VARIABLES`] (each one's flag, else its variable).
@@ -500,6 +504,11 @@ impl Config {
             None => vars.parse::<usize>(var::MAX_BODY_BYTES_IN_FLIGHT, "a number of bytes")?.max(max_body_bytes),
         };
         let connections = connection_limits(&vars)?;
+        let audit_retention_days: u64 = vars.parse(var::AUDIT_RETENTION_DAYS, "a whole number of days")?;
+        if audit_retention_days > MAX_AUDIT_RETENTION_DAYS {
+            return Err(ConfigError::new(var::AUDIT_RETENTION_DAYS, format!("must be at most {MAX_AUDIT_RETENTION_DAYS}")));
+        }
+        let audit_retention = (audit_retention_days > 0).then(|| Duration::from_secs(audit_retention_days * 24 * 3600));
 
         Ok(Config {
             rate_limits,
@@ -507,6 +516,7 @@ impl Config {
             max_body_bytes,
             max_body_bytes_in_flight,
             connections,
+            audit_retention,
             shutdown_grace,
             heartbeat_interval,
             generation_limits,
@@ -799,6 +809,8 @@ mod tests {
             ("HEADER_READ_TIMEOUT_SECS", "0"),
             ("KEEP_ALIVE_IDLE_SECS", "a minute"),
             ("MAX_CONNECTIONS", "0"),
+            ("AUDIT_RETENTION_DAYS", "36501"),
+            ("AUDIT_RETENTION_DAYS", "-1"),
         ];
         for (name, value) in cases {
             let mut v = vars(&SECRETS);
@@ -893,6 +905,7 @@ mod tests {
         states(var::ENVIRONMENT, MIN_SECRET_BYTES as u64);
         states(var::USER_CACHE_SECS, MAX_USER_CACHE_SECS);
         states(var::MAX_CONNECTIONS, DESCRIPTORS_RESERVED);
+        states(var::AUDIT_RETENTION_DAYS, MAX_AUDIT_RETENTION_DAYS);
         assert!(var::MAX_CONNECTIONS.default_text().contains(&MAX_CONNECTIONS_CEILING.to_string()));
     }
 

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod background;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod guards;
@@ -70,6 +71,9 @@ impl Application {
         let background = BackgroundTasks::default();
         let rate_limits = guards::RateLimits::new(&config.rate_limits);
         rate_limits.spawn_housekeeping(&background);
+        if let Some(retention) = config.audit_retention {
+            services::audit::spawn_pruning(&background, store.clone(), retention);
+        }
         let state = AppState {
             rate_limits,
             body_limits: BodyLimits::new(config.max_body_bytes, config.max_body_bytes_in_flight, config.request_timeout),

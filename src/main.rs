@@ -43,6 +43,11 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Manage accounts from a shell (the same rules and audit log as the API).
+    User {
+        #[command(subcommand)]
+        command: rovertchat::cli::UserCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,6 +79,7 @@ fn main() -> ExitCode {
                 tracing::info!(backend = store.backend_name(), "migrations applied");
                 Ok(())
             }
+            Command::User { command } => rovertchat::cli::run_user_command(&config, command).await,
         }
     });
     match result {

@@ -77,7 +77,7 @@ pub struct ServerSentEvent {
         (name = "ollama", description = "Models and the SPA's chat call"),
         (name = "health", description = "Liveness and database health"),
         (name = "api-keys", description = "Personal API keys for the OpenAI-compatible API"),
-        (name = "admin", description = "Administration: API keys, usage, model policies, quotas"),
+        (name = "admin", description = "Administration: audit log, API keys, usage, model policies, quotas"),
         (name = "usage", description = "What each user spent: generations and tokens"),
         (name = "openai", description = "The OpenAI-compatible API under /v1, with an API key as the Bearer token"),
     )

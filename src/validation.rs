@@ -285,13 +285,22 @@ fn echo_within(value: &Value, budget: &mut usize) -> Value {
 }
 
 fn finish<T: FromFields>(loc: Vec<Value>, whole: &Value) -> Result<T, ApiError> {
+    parse_fields(loc, whole).map_err(|issues| match issues {
+        Some(issues) => ApiError::Validation(issues),
+        None => ApiError::internal(anyhow::anyhow!("request type refused input without saying why")),
+    })
+}
+
+/// Reads `whole` into `T` as a request would be (the command line reads its input so too): the
+/// issues found, or `None` when `T` refused the input without saying why.
+pub fn parse_fields<T: FromFields>(loc: Vec<Value>, whole: &Value) -> Result<T, Option<Vec<ValidationIssue>>> {
     let mut fields = Fields::new(loc, whole);
     let parsed = T::from_fields(&mut fields);
     let issues = fields.into_issues();
     match parsed {
         Some(value) if issues.is_empty() => Ok(value),
-        _ if !issues.is_empty() => Err(ApiError::Validation(issues)),
-        _ => Err(ApiError::internal(anyhow::anyhow!("request type refused input without saying why"))),
+        _ if !issues.is_empty() => Err(Some(issues)),
+        _ => Err(None),
     }
 }
 

@@ -12,8 +12,9 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Extensions, HeaderMap};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Extension;
@@ -27,6 +28,7 @@ use crate::config::{RateLimitConfig, RateSpec};
 use crate::error::ApiError;
 use crate::names::name_key;
 use crate::schemas::users::LOGIN_NAME_MAX_CHARS;
+use crate::state::AppState;
 
 struct Limit {
     spec: RateSpec,
@@ -226,13 +228,29 @@ pub async fn enforce(
     next: Next,
 ) -> Result<Response, ApiError> {
     if limits.enabled {
-        let peer =
-            request.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+        let peer = peer(request.extensions()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let client = limits.client_ip(request.headers(), peer);
         let limit = &limits.by_kind[&kind];
         limit.limiter.check_key(&client).map_err(|not_until| too_many(limit.spec, not_until))?;
     }
     Ok(next.run(request).await)
+}
+
+/// The connection's peer, as the server recorded it (none in tests that call a router directly).
+fn peer(extensions: &Extensions) -> Option<IpAddr> {
+    extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())
+}
+
+/// The client's address as the rate limits see it: the peer, or what a trusted proxy says.
+/// What the audit log records as the client address.
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress(peer(&parts.extensions).map(|peer| state.rate_limits.client_ip(&parts.headers, peer))))
+    }
 }
 
 #[cfg(test)]

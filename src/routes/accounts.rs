@@ -14,10 +14,11 @@ use crate::auth::tokens::IssuedTokens;
 use crate::auth::{CurrentUser, MaybeUser};
 use crate::error::ApiResult;
 use crate::guards::cross_site::SameSiteOrigin;
-use crate::guards::rate_limit::{LimitKind, LoginTarget};
+use crate::guards::rate_limit::{ClientAddress, LimitKind, LoginTarget};
 use crate::schemas::users::{LoginForm, RegisterRequest, TokenResponse, UserResponse};
 use crate::schemas::DetailMessage;
 use crate::services::accounts;
+use crate::services::audit::ActionContext;
 use crate::state::AppState;
 use crate::validation::{ValidForm, ValidJson};
 
@@ -41,9 +42,15 @@ pub(crate) async fn register(
     State(state): State<AppState>,
     _: SameSiteOrigin,
     MaybeUser(caller): MaybeUser,
+    ClientAddress(address): ClientAddress,
     ValidJson(request): ValidJson<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<UserResponse>)> {
-    let user = accounts::register(&state.store, &state.config.registration, request, caller.as_ref()).await?;
+    let context = match &caller {
+        Some(caller) => ActionContext::user(caller.id, address),
+        None => ActionContext::anonymous(address),
+    };
+    let by_admin = caller.as_ref().is_some_and(|caller| caller.is_admin());
+    let user = accounts::register(&state.store, &state.config.registration, &context, request, by_admin).await?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
@@ -72,6 +79,7 @@ pub(crate) async fn login(
     State(state): State<AppState>,
     _: SameSiteOrigin,
     headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
     ValidForm(form): ValidForm<LoginForm>,
 ) -> ApiResult<Response> {
     let account = accounts::find_login_account(&state.store, &form.username).await?;
@@ -80,7 +88,7 @@ pub(crate) async fn login(
         None => LoginTarget::UnknownName(&form.username),
     };
     state.rate_limits.check_login_attempt(target)?;
-    let user = accounts::login(&state.store, account, form.password).await?;
+    let user = accounts::login(&state.store, &ActionContext::anonymous(address), account, form.password).await?;
     let tokens = accounts::start_session(&state.store, &state.tokens, &user).await?;
     Ok(session_response(&state, &headers, tokens))
 }
@@ -92,10 +100,16 @@ pub(crate) async fn login(
               (status = 401, description = "No, an invalid, expired, retired or revoked refresh token", body = crate::openapi::ErrorDetail),
               (status = 403, description = "Sent from a foreign page (`Cross-site request refused`)", body = crate::openapi::ErrorDetail))
 )]
-pub(crate) async fn refresh(State(state): State<AppState>, _: SameSiteOrigin, headers: HeaderMap) -> ApiResult<Response> {
+pub(crate) async fn refresh(
+    State(state): State<AppState>,
+    _: SameSiteOrigin,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+) -> ApiResult<Response> {
     let presented = cookie_value(&headers, REFRESH_COOKIE);
     let grace = state.config.jwt.refresh_reuse_grace;
-    let (_user, tokens) = accounts::refresh(&state.store, &state.tokens, presented, grace).await?;
+    let context = ActionContext::anonymous(address);
+    let (_user, tokens) = accounts::refresh(&state.store, &context, &state.tokens, presented, grace).await?;
     Ok(session_response(&state, &headers, tokens))
 }
 
@@ -107,9 +121,10 @@ pub(crate) async fn refresh(State(state): State<AppState>, _: SameSiteOrigin, he
 pub(crate) async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
     CurrentUser(user): CurrentUser,
 ) -> ApiResult<Response> {
-    accounts::logout(&state.store, &user).await?;
+    accounts::logout(&state.store, &ActionContext::user(user.id, address), &user).await?;
     let policy = CookiePolicy::for_request(&headers, state.config.domain.as_deref());
     Ok(with_cookies(Json(DetailMessage { detail: "Successfully logged out" }).into_response(), policy.cleared()))
 }

@@ -1,4 +1,5 @@
-//! `/admin/*`: what only admins may see and change. Every handler takes [`AdminUser`].
+//! `/admin/*`: the admin area. Every route here takes the `AdminUser` extractor; new admin
+//! routes (providers, stats, ...) are listed in this `router()`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,18 +9,23 @@ use utoipa_axum::routes;
 
 use crate::auth::AdminUser;
 use crate::error::ApiResult;
+use crate::guards::rate_limit::ClientAddress;
+use crate::schemas::admin::{AuditPage, AuditQuery};
 use crate::schemas::api_keys::{AdminKeyQuery, ApiKeyResponse, KeyPath};
 use crate::schemas::models::{ModelNamePath, ModelPolicyChange, ModelPolicyResponse, QuotaChange};
 use crate::schemas::usage::{UsageQuery, UsageReport};
+use crate::services::audit::ActionContext;
 use crate::services::model_access::PolicyUpdate;
 use crate::services::quotas::QuotaDocument;
-use crate::services::{api_keys, usage};
+use crate::services::{api_keys, audit, usage};
 use crate::state::AppState;
+use crate::store::audit::AuditFilter;
 use crate::validation::ValidJson;
 use crate::validation::{ValidPath, ValidQuery};
 
 pub fn router() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
+        .routes(routes!(audit_log))
         .routes(routes!(list_api_keys))
         .routes(routes!(revoke_api_key))
         .routes(routes!(all_usage))
@@ -51,11 +57,13 @@ pub(crate) async fn list_models(State(state): State<AppState>, _admin: AdminUser
 )]
 pub(crate) async fn put_model(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     AdminUser(admin): AdminUser,
     ValidPath(path): ValidPath<ModelNamePath>,
     ValidJson(update): ValidJson<PolicyUpdate>,
 ) -> ApiResult<Json<ModelPolicyResponse>> {
-    Ok(Json(state.admission.models.update(&admin, &path.name, update).await?.into()))
+    let context = ActionContext::user(admin.id, address);
+    Ok(Json(state.admission.models.update(&context, &admin, &path.name, update).await?.into()))
 }
 
 /// The quotas: each role's limits (built-in ones for roles never set) and each user's own.
@@ -76,10 +84,11 @@ pub(crate) async fn get_quotas(State(state): State<AppState>, _admin: AdminUser)
 )]
 pub(crate) async fn put_quotas(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     AdminUser(admin): AdminUser,
     ValidJson(QuotaChange(document)): ValidJson<QuotaChange>,
 ) -> ApiResult<Json<QuotaDocument>> {
-    let saved = state.admission.quotas.replace(&document).await?;
+    let saved = state.admission.quotas.replace(&ActionContext::user(admin.id, address), &document).await?;
     tracing::info!(admin_id = %admin.id, "quotas changed");
     Ok(Json((*saved).clone()))
 }
@@ -99,6 +108,23 @@ pub(crate) async fn all_usage(
     ValidQuery(query): ValidQuery<UsageQuery>,
 ) -> ApiResult<Json<UsageReport>> {
     Ok(Json(usage::report(&state.store, &query, query.user_id, true).await?))
+}
+
+/// The audit log, newest first.
+#[utoipa::path(
+    get, path = "/admin/audit", tag = "admin", params(AuditQuery),
+    responses((status = 200, description = "Audit events, newest first", body = AuditPage),
+              (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail)),
+    security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn audit_log(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ValidQuery(query): ValidQuery<AuditQuery>,
+) -> ApiResult<Json<AuditPage>> {
+    let filter = AuditFilter::from(query);
+    let (events, total) = audit::events(&state.store, &filter).await?;
+    Ok(Json(AuditPage { total, events: events.into_iter().map(Into::into).collect(), skip: filter.skip, limit: filter.limit }))
 }
 
 /// Every live API key, or one user's (`?user_id=`), newest first.
@@ -125,10 +151,11 @@ pub(crate) async fn list_api_keys(
 )]
 pub(crate) async fn revoke_api_key(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     AdminUser(admin): AdminUser,
     ValidPath(path): ValidPath<KeyPath>,
 ) -> ApiResult<StatusCode> {
-    api_keys::revoke(&state.store, None, path.key_id).await?;
+    api_keys::revoke(&state.store, &ActionContext::user(admin.id, address), None, path.key_id).await?;
     tracing::info!(key_id = %path.key_id, admin_id = %admin.id, "API key revoked by an admin");
     Ok(StatusCode::NO_CONTENT)
 }

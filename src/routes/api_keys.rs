@@ -8,8 +8,10 @@ use utoipa_axum::routes;
 
 use crate::auth::CurrentUser;
 use crate::error::ApiResult;
+use crate::guards::rate_limit::ClientAddress;
 use crate::schemas::api_keys::{ApiKeyCreate, ApiKeyResponse, CreatedApiKeyResponse, KeyPath};
 use crate::services::api_keys;
+use crate::services::audit::ActionContext;
 use crate::state::AppState;
 use crate::validation::{ValidJson, ValidPath};
 
@@ -26,10 +28,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 )]
 pub(crate) async fn create_key(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     CurrentUser(user): CurrentUser,
     ValidJson(request): ValidJson<ApiKeyCreate>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKeyResponse>)> {
-    let created = api_keys::create(&state.store, &user, request).await?;
+    let created = api_keys::create(&state.store, &ActionContext::user(user.id, address), &user, request).await?;
     tracing::info!(key_id = %created.record.id, "API key created");
     Ok((StatusCode::CREATED, Json(created.into())))
 }
@@ -56,10 +59,11 @@ pub(crate) async fn list_keys(
 )]
 pub(crate) async fn revoke_key(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     CurrentUser(user): CurrentUser,
     ValidPath(path): ValidPath<KeyPath>,
 ) -> ApiResult<StatusCode> {
-    api_keys::revoke(&state.store, Some(user.id), path.key_id).await?;
+    api_keys::revoke(&state.store, &ActionContext::user(user.id, address), Some(user.id), path.key_id).await?;
     tracing::info!(key_id = %path.key_id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)
 }

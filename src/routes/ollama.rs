@@ -13,11 +13,13 @@ use utoipa_axum::routes;
 use super::RouteRules;
 use crate::auth::{AdminUser, CurrentUser};
 use crate::error::{ApiError, ApiResult};
+use crate::guards::rate_limit::ClientAddress;
 use crate::ollama::OllamaError;
 use crate::schemas::chats::{ModelName, OllamaChatRequest};
 use crate::schemas::Message;
-use crate::services::chats;
+use crate::services::audit::ActionContext;
 use crate::services::generation::{EndStatus, Ending, Generation, GenerationEvent};
+use crate::services::{chats, models, ServiceError};
 use crate::state::AppState;
 use crate::validation::ValidJson;
 
@@ -77,11 +79,15 @@ fn pull_error(err: OllamaError) -> ApiError {
 )]
 pub(crate) async fn pull(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     AdminUser(admin): AdminUser,
     ValidJson(request): ValidJson<ModelName>,
 ) -> ApiResult<Response> {
-    tracing::info!(admin_id = %admin.id, model = %request.model, "admin pulls a model");
-    let progress = state.ollama.pull(&request.model).await.map_err(pull_error)?;
+    let context = ActionContext::user(admin.id, address);
+    let progress = models::pull(&state.store, &state.ollama, &context, &request.model).await.map_err(|err| match err {
+        ServiceError::Upstream(err) => pull_error(err),
+        err => err.into(),
+    })?;
     if request.stream {
         let lines = progress.map(|line| {
             let value = line.unwrap_or_else(|err| json!({ "error": err.to_string() }));
@@ -104,11 +110,11 @@ pub(crate) async fn pull(
 )]
 pub(crate) async fn delete_model(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     AdminUser(admin): AdminUser,
     ValidJson(request): ValidJson<ModelName>,
 ) -> ApiResult<Json<Message>> {
-    state.ollama.delete(&request.model).await?;
-    tracing::info!(admin_id = %admin.id, model = %request.model, "admin deleted a model");
+    models::delete(&state.store, &state.ollama, &ActionContext::user(admin.id, address), &request.model).await?;
     Ok(Json(Message { message: "Model deleted successfully" }))
 }
 

@@ -9,8 +9,9 @@ use utoipa_axum::routes;
 use super::RouteRules;
 use crate::auth::{AdminUser, CurrentUser};
 use crate::error::ApiResult;
-use crate::guards::rate_limit::LimitKind;
+use crate::guards::rate_limit::{ClientAddress, LimitKind};
 use crate::schemas::settings::{SettingsResponse, SettingsUpdate};
+use crate::services::audit::ActionContext;
 use crate::services::settings;
 use crate::state::AppState;
 use crate::validation::{UserPath, ValidJson, ValidPath};
@@ -62,11 +63,13 @@ pub(crate) async fn get_settings(
 )]
 pub(crate) async fn put_settings(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     AdminUser(admin): AdminUser,
     ValidPath(path): ValidPath<UserPath>,
     ValidJson(update): ValidJson<SettingsUpdate>,
 ) -> ApiResult<Json<SettingsResponse>> {
-    Ok(Json(settings::update_settings_for_admin(&state.store, &admin, path.user_id, update).await?.into()))
+    let context = ActionContext::user(admin.id, address);
+    Ok(Json(settings::update_settings_for_admin(&state.store, &context, path.user_id, update).await?.into()))
 }
 
 #[utoipa::path(
@@ -77,9 +80,10 @@ pub(crate) async fn put_settings(
 )]
 pub(crate) async fn delete_settings(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     AdminUser(admin): AdminUser,
     ValidPath(path): ValidPath<UserPath>,
 ) -> ApiResult<StatusCode> {
-    settings::delete_settings_for_admin(&state.store, &admin, path.user_id).await?;
+    settings::delete_settings_for_admin(&state.store, &ActionContext::user(admin.id, address), path.user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -13,9 +13,10 @@ use super::with_cookies;
 use super::RouteRules;
 use crate::auth::{AdminUser, CurrentUser};
 use crate::error::{ApiError, ApiResult};
-use crate::guards::rate_limit::LimitKind;
+use crate::guards::rate_limit::{ClientAddress, LimitKind};
 use crate::schemas::settings::{SettingsResponse, SettingsUpdate};
 use crate::schemas::users::{UserListQuery, UserResponse, UserUpdate};
+use crate::services::audit::ActionContext;
 use crate::services::{accounts, users};
 use crate::state::AppState;
 use crate::store::users::User;
@@ -62,11 +63,13 @@ async fn updated_account(state: &AppState, headers: &HeaderMap, user: User, rene
 pub(crate) async fn update_me(
     State(state): State<AppState>,
     headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
     CurrentUser(user): CurrentUser,
     ValidJson(update): ValidJson<UserUpdate>,
 ) -> ApiResult<Response> {
     let changes_password = update.password.is_some();
-    let updated = users::update_own_profile(&state.store, &user, update).await?;
+    let context = ActionContext::user(user.id, address);
+    let updated = users::update_own_profile(&state.store, &context, &user, update).await?;
     updated_account(&state, &headers, updated, changes_password).await
 }
 
@@ -109,12 +112,14 @@ pub(crate) async fn get_user(
 pub(crate) async fn update_user(
     State(state): State<AppState>,
     headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
     AdminUser(admin): AdminUser,
     ValidPath(path): ValidPath<UserPath>,
     ValidJson(update): ValidJson<UserUpdate>,
 ) -> ApiResult<Response> {
     let changes_own_password = path.user_id == admin.id && update.password.is_some();
-    let updated = users::update_by_admin(&state.store, &admin, path.user_id, update).await?;
+    let context = ActionContext::user(admin.id, address);
+    let updated = users::update_by_admin(&state.store, &context, path.user_id, update).await?;
     updated_account(&state, &headers, updated, changes_own_password).await
 }
 
@@ -126,10 +131,12 @@ pub(crate) async fn update_user(
 )]
 pub(crate) async fn deactivate_user(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     AdminUser(admin): AdminUser,
     ValidPath(path): ValidPath<UserPath>,
 ) -> ApiResult<Json<UserResponse>> {
-    Ok(Json(users::set_active_by_admin(&state.store, &admin, path.user_id, false).await?.into()))
+    let context = ActionContext::user(admin.id, address);
+    Ok(Json(users::set_active_by_admin(&state.store, &context, path.user_id, false).await?.into()))
 }
 
 #[utoipa::path(
@@ -140,10 +147,12 @@ pub(crate) async fn deactivate_user(
 )]
 pub(crate) async fn activate_user(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     AdminUser(admin): AdminUser,
     ValidPath(path): ValidPath<UserPath>,
 ) -> ApiResult<Json<UserResponse>> {
-    Ok(Json(users::set_active_by_admin(&state.store, &admin, path.user_id, true).await?.into()))
+    let context = ActionContext::user(admin.id, address);
+    Ok(Json(users::set_active_by_admin(&state.store, &context, path.user_id, true).await?.into()))
 }
 
 /// The seed README's name for `GET /user-settings/me`.

@@ -1,6 +1,7 @@
 //! What goes over the wire: request types (validated with [`crate::validation`]) and
 //! response types in the exact JSON shapes of the contract.
 
+pub mod admin;
 pub mod api_keys;
 pub mod chats;
 pub mod models;

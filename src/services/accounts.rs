@@ -3,12 +3,15 @@
 use crate::auth::passwords::{hash_password, verify_password, Verification};
 use std::time::Duration;
 
+use serde_json::json;
 use uuid::Uuid;
 
+use super::audit::ActionContext;
 use super::{ServiceError, ServiceResult};
 use crate::auth::tokens::{IssuedTokens, TokenKeys, TokenType};
 use crate::config::RegistrationPolicy;
 use crate::schemas::users::RegisterRequest;
+use crate::store::audit::{AuditAction, AuditTarget};
 use crate::store::refresh_tokens::RefreshTokenRecord;
 use crate::store::users::{NewUser, User};
 use crate::store::{self, Store, UniqueRule};
@@ -51,14 +54,14 @@ pub async fn ensure_available(
 }
 
 /// The first account becomes admin. `role` and `is_active` are honoured only when an admin
-/// creates the account.
+/// (or the command line) creates the account; with `REGISTRATION=closed` only they may.
 pub async fn register(
     store: &Store,
     policy: &RegistrationPolicy,
+    context: &ActionContext,
     request: RegisterRequest,
-    caller: Option<&User>,
+    by_admin: bool,
 ) -> ServiceResult<User> {
-    let by_admin = caller.is_some_and(User::is_admin);
     // The very first account may always be made: it is the admin who opens the server.
     if !policy.open && !by_admin && store.has_users().await? {
         return Err(ServiceError::Forbidden("Registration is closed: ask an admin for an account"));
@@ -74,7 +77,11 @@ pub async fn register(
         is_active: if by_admin { request.is_active.unwrap_or(true) } else { true },
         created_at: store::now(),
     };
-    let user = store.create_user(new).await.map_err(duplicate_or)?;
+    let audit = |user: &User| {
+        let details = json!({ "role": user.role().as_str(), "is_active": user.is_active(), "by_admin": by_admin });
+        context.event(AuditAction::Register, Some(AuditTarget::user(user.id)), details)
+    };
+    let user = store.create_user(new, audit).await.map_err(duplicate_or)?;
     tracing::info!(user_id = %user.id, role = user.role().as_str(), by_admin, "account registered");
     Ok(user)
 }
@@ -85,18 +92,27 @@ pub async fn find_login_account(store: &Store, name: &str) -> ServiceResult<Opti
 }
 
 /// Checks the password of `account` (`None`: no account has that name; a legacy bcrypt hash is
-/// replaced by argon2id on success) and records the login. A wrong password is answered before
-/// the active flag is looked at, and only after the dummy work that makes every failed login
-/// cost the same (see [`padding`]).
-pub async fn login(store: &Store, account: Option<User>, password: String) -> ServiceResult<User> {
+/// replaced by argon2id on success) and records the login, or the failure, in the audit log. A
+/// wrong password is answered before the active flag is looked at, and only after the dummy work
+/// that makes every failed login cost the same (see [`padding`]).
+pub async fn login(store: &Store, context: &ActionContext, account: Option<User>, password: String) -> ServiceResult<User> {
     let stored_hash = account.as_ref().map(|u| u.password_hash.clone());
     let checked = CheckedHash::of(stored_hash.as_deref());
+    let account_id = account.as_ref().map(|user| user.id);
     let verification = verify_password(password.clone(), stored_hash).await?;
     let (Some(mut user), Verification::Match | Verification::MatchRehashed(_)) = (account, &verification) else {
         pad_failed_login(store, checked, password).await?;
+        // The name tried is not kept when no account has it: people type passwords there.
+        let (target, reason) = match account_id {
+            Some(id) => (Some(AuditTarget::user(id)), "wrong_password"),
+            None => (None, "unknown_name"),
+        };
+        store.record_audit(&context.event(AuditAction::LoginFailed, target, json!({ "reason": reason }))).await?;
         return Err(ServiceError::IncorrectLogin);
     };
     if !user.is_active() {
+        let event = context.event(AuditAction::LoginFailed, Some(AuditTarget::user(user.id)), json!({ "reason": "inactive" }));
+        store.record_audit(&event).await?;
         return Err(ServiceError::InactiveUser);
     }
     let rehashed = match verification {
@@ -104,7 +120,12 @@ pub async fn login(store: &Store, account: Option<User>, password: String) -> Se
         _ => None,
     };
     let at = store::now();
-    store.record_login(user.id, at, rehashed.as_deref()).await?;
+    let event = context.as_user(user.id).event(
+        AuditAction::Login,
+        Some(AuditTarget::user(user.id)),
+        json!({ "password_hash_upgraded": rehashed.is_some() }),
+    );
+    store.record_login(user.id, at, rehashed.as_deref(), &event).await?;
     if rehashed.is_some() {
         tracing::info!(user_id = %user.id, "password hash upgraded to argon2id");
     }
@@ -189,6 +210,7 @@ async fn issue_in_family(store: &Store, keys: &TokenKeys, user: &User, family_id
 /// when the SPA's tabs refresh at the same moment.
 pub async fn refresh(
     store: &Store,
+    context: &ActionContext,
     keys: &TokenKeys,
     refresh_token: Option<&str>,
     grace: Duration,
@@ -209,7 +231,13 @@ pub async fn refresh(
         let used_at = store.refresh_token(token_id).await?.and_then(|r| r.used_at);
         let within_grace = used_at.is_some_and(|at| (now - at).to_std().unwrap_or_default() <= grace);
         if !within_grace {
-            store.revoke_refresh_family(record.family_id, now).await?;
+            // The presenter holds a token of the user's; who they are is not known.
+            let event = context.event(
+                AuditAction::RefreshReuse,
+                Some(AuditTarget::user(user.id)),
+                json!({ "family_id": record.family_id }),
+            );
+            store.revoke_refresh_family(record.family_id, now, &event).await?;
             tracing::warn!(user_id = %user.id, family_id = %record.family_id, "retired refresh token reused: login chain revoked");
             return Err(ServiceError::InvalidCredentials);
         }
@@ -219,8 +247,8 @@ pub async fn refresh(
 }
 
 /// Ends every session of the user: every token issued so far is refused.
-pub async fn logout(store: &Store, user: &User) -> ServiceResult<()> {
-    store.end_sessions(user.id).await?;
+pub async fn logout(store: &Store, context: &ActionContext, user: &User) -> ServiceResult<()> {
+    store.end_sessions(user.id, &context.event(AuditAction::Logout, Some(AuditTarget::user(user.id)), json!({}))).await?;
     Ok(())
 }
 

@@ -11,9 +11,11 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::audit::ActionContext;
 use super::{ServiceError, ServiceResult};
 use crate::schemas::api_keys::ApiKeyCreate;
 use crate::store::api_keys::{ApiKeyRecord, KeyCreation};
+use crate::store::audit::{AuditAction, AuditTarget};
 use crate::store::users::User;
 use crate::store::{self, Store};
 
@@ -41,7 +43,7 @@ fn key_hash(key: &str) -> String {
     Sha256::digest(key.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-pub async fn create(store: &Store, user: &User, request: ApiKeyCreate) -> ServiceResult<CreatedKey> {
+pub async fn create(store: &Store, context: &ActionContext, user: &User, request: ApiKeyCreate) -> ServiceResult<CreatedKey> {
     let key = format!("{KEY_MARK}{}", Alphanumeric.sample_string(&mut rand::rngs::OsRng, KEY_RANDOM_CHARS));
     let created_at = store::now();
     let record = ApiKeyRecord {
@@ -57,7 +59,12 @@ pub async fn create(store: &Store, user: &User, request: ApiKeyCreate) -> Servic
         last_used_at: None,
         revoked_at: None,
     };
-    match store.create_api_key(&record, MAX_KEYS_PER_USER).await? {
+    let details = serde_json::json!({
+        "name": record.name, "prefix": record.prefix, "models": record.models,
+        "expires_at": record.expires_at.map(|t| t.to_string()), "tokens_per_day": record.tokens_per_day,
+    });
+    let event = context.event(AuditAction::ApiKeyCreated, Some(AuditTarget::api_key(record.id)), details);
+    match store.create_api_key(&record, MAX_KEYS_PER_USER, &event).await? {
         KeyCreation::Created => Ok(CreatedKey { record, key }),
         KeyCreation::TooMany => {
             Err(ServiceError::Refused(format!("At most {MAX_KEYS_PER_USER} API keys per user; revoke one first")))
@@ -71,8 +78,13 @@ pub async fn list(store: &Store, owner: Option<Uuid>) -> ServiceResult<Vec<ApiKe
 }
 
 /// Revokes a key of `owner` (any key when `None`, for admins); an unknown or foreign key is 404.
-pub async fn revoke(store: &Store, owner: Option<Uuid>, id: Uuid) -> ServiceResult<()> {
-    if store.revoke_api_key(id, owner, store::now()).await? {
+pub async fn revoke(store: &Store, context: &ActionContext, owner: Option<Uuid>, id: Uuid) -> ServiceResult<()> {
+    let event = context.event(
+        AuditAction::ApiKeyRevoked,
+        Some(AuditTarget::api_key(id)),
+        serde_json::json!({ "by_admin": owner.is_none() }),
+    );
+    if store.revoke_api_key(id, owner, &event).await? {
         Ok(())
     } else {
         Err(KEY_NOT_FOUND)

@@ -953,15 +953,24 @@ mod tests {
         let store = Store::connect(&database, 2).await.unwrap();
         store.migrate().await.unwrap();
         let user = store
-            .create_user(crate::store::users::NewUser {
-                username: "bob_user".into(),
-                email: "bob@example.com".into(),
-                password_hash: "not a hash".into(),
-                role: None,
-                default_role: crate::store::users::Role::User,
-                is_active: true,
-                created_at: store::now(),
-            })
+            .create_user(
+                crate::store::users::NewUser {
+                    username: "bob_user".into(),
+                    email: "bob@example.com".into(),
+                    password_hash: "not a hash".into(),
+                    role: None,
+                    default_role: crate::store::users::Role::User,
+                    is_active: true,
+                    created_at: store::now(),
+                },
+                |user| {
+                    crate::services::audit::ActionContext::cli().event(
+                        crate::store::audit::AuditAction::Register,
+                        Some(crate::store::audit::AuditTarget::user(user.id)),
+                        serde_json::json!({}),
+                    )
+                },
+            )
             .await
             .unwrap();
         let chat = store.create_chat(user.id, DEFAULT_CHAT_TITLE, store::now()).await.unwrap();

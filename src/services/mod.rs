@@ -4,9 +4,11 @@
 pub mod accounts;
 pub mod admission;
 pub mod api_keys;
+pub mod audit;
 pub mod chats;
 pub mod generation;
 pub mod model_access;
+pub mod models;
 pub mod openai;
 pub mod quotas;
 pub mod settings;

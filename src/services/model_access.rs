@@ -11,12 +11,14 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::audit::ActionContext;
 use super::snapshot::Snapshot;
 use super::{ServiceError, ServiceResult};
 use crate::ollama::{ChatRequest, OllamaClient, UpstreamMessage};
+use crate::store::audit::{AuditAction, AuditTarget};
 use crate::store::models::{PolicySave, StoredPolicy};
 use crate::store::users::{Role, User};
-use crate::store::{self, Store};
+use crate::store::Store;
 
 /// A model's rules.
 #[derive(Debug, Clone, PartialEq)]
@@ -204,7 +206,13 @@ impl ModelAccess {
     }
 
     /// Changes a model's policy (made from the defaults when it has none); applies at once.
-    pub async fn update(&self, admin: &User, model: &str, update: PolicyUpdate) -> ServiceResult<ModelPolicy> {
+    pub async fn update(
+        &self,
+        context: &ActionContext,
+        admin: &User,
+        model: &str,
+        update: PolicyUpdate,
+    ) -> ServiceResult<ModelPolicy> {
         let mut policy = self.policy(model).await?;
         if let Some(enabled) = update.enabled {
             policy.enabled = enabled;
@@ -223,7 +231,13 @@ impl ModelAccess {
         if let Some(options) = update.options {
             policy.options = options;
         }
-        let saved = self.store.save_model_policy(&policy.to_stored(), admin.id, store::now()).await;
+        let roles: Vec<&str> = policy.allowed_roles.iter().map(|role| role.as_str()).collect();
+        let details = json!({
+            "enabled": policy.enabled, "allowed_roles": roles, "user_ids": policy.user_ids,
+            "system_prompt_set": policy.system_prompt.is_some(), "options": policy.options,
+        });
+        let event = context.event(AuditAction::ModelPolicyChanged, Some(AuditTarget::model(model)), details);
+        let saved = self.store.save_model_policy(&policy.to_stored(), admin.id, &event).await;
         self.forget();
         match saved? {
             PolicySave::Saved => {

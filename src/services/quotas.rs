@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::audit::ActionContext;
 use super::snapshot::Snapshot;
 use super::{ServiceError, ServiceResult};
 use crate::store::api_keys::ApiKeyRecord;
+use crate::store::audit::AuditAction;
 use crate::store::quotas::QuotaRow;
 use crate::store::users::{Role, User};
 use crate::store::Store;
@@ -111,14 +113,15 @@ impl Quotas {
     }
 
     /// Replaces every quota; applies at once.
-    pub async fn replace(&self, document: &QuotaDocument) -> ServiceResult<Arc<QuotaDocument>> {
+    pub async fn replace(&self, context: &ActionContext, document: &QuotaDocument) -> ServiceResult<Arc<QuotaDocument>> {
         let rows: Vec<QuotaRow> = document
             .roles
             .iter()
             .map(|(role, limits)| limits.row("role", role.as_str().to_owned()))
             .chain(document.users.iter().map(|(id, limits)| limits.row("user", id.to_string())))
             .collect();
-        let saved = self.store.replace_quotas(&rows).await;
+        let event = context.event(AuditAction::QuotasChanged, None, serde_json::to_value(document).unwrap_or_default());
+        let saved = self.store.replace_quotas(&rows, &event).await;
         self.cache.forget();
         saved?;
         self.document().await

@@ -2,6 +2,7 @@ use chrono::NaiveDateTime;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::audit::{self, NewAuditEvent};
 use super::{in_transaction, on_pool, Store, TxEnd};
 
 /// A row of `api_keys`. The key itself is never stored: `key_hash` is its SHA-256 (hex).
@@ -35,7 +36,12 @@ pub enum KeyCreation {
 impl Store {
     /// Adds `key` unless its owner already has `max_per_user` keys that are neither revoked nor
     /// expired (counted and inserted in one transaction).
-    pub async fn create_api_key(&self, key: &ApiKeyRecord, max_per_user: i64) -> Result<KeyCreation, sqlx::Error> {
+    pub async fn create_api_key(
+        &self,
+        key: &ApiKeyRecord,
+        max_per_user: i64,
+        event: &NewAuditEvent,
+    ) -> Result<KeyCreation, sqlx::Error> {
         in_transaction!(self, tx => {
             // Serialises concurrent creations for one owner (a no-op update takes the row lock on
             // PostgreSQL; SQLite writers are serialised anyway).
@@ -66,6 +72,7 @@ impl Store {
             .bind(key.expires_at)
             .execute(&mut *tx)
             .await?;
+            audit::record(&mut *tx, event).await?;
             Ok(TxEnd::Commit(KeyCreation::Created))
         })
     }
@@ -96,11 +103,18 @@ impl Store {
 
     /// Revokes a live key (of `owner` when given); true when this call revoked it. The cached
     /// copy is forgotten, so the key stops working at once in this process.
-    pub async fn revoke_api_key(&self, id: Uuid, owner: Option<Uuid>, at: NaiveDateTime) -> Result<bool, sqlx::Error> {
+    pub async fn revoke_api_key(&self, id: Uuid, owner: Option<Uuid>, event: &NewAuditEvent) -> Result<bool, sqlx::Error> {
         let sql = "UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND ($2 IS NULL OR user_id = $2) AND revoked_at IS NULL \
                    RETURNING key_hash";
-        let revoked: Option<String> =
-            on_pool!(self, pool => sqlx::query_scalar(sql).bind(id).bind(owner).bind(at).fetch_optional(pool).await)?;
+        let revoked: Option<String> = in_transaction!(self, tx => {
+            let revoked: Option<String> =
+                sqlx::query_scalar(sql).bind(id).bind(owner).bind(event.occurred_at).fetch_optional(&mut *tx).await?;
+            if revoked.is_none() {
+                return Ok(TxEnd::Rollback(None));
+            }
+            audit::record(&mut *tx, event).await?;
+            Ok(TxEnd::Commit(revoked))
+        })?;
         if let Some(key_hash) = &revoked {
             self.api_keys.forget(key_hash);
         }

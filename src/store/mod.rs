@@ -6,6 +6,7 @@
 
 pub mod adopt;
 pub mod api_keys;
+pub mod audit;
 pub mod chats;
 pub mod generations;
 pub mod messages;

@@ -2,6 +2,7 @@ use chrono::NaiveDateTime;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::audit::{self, NewAuditEvent};
 use super::{in_transaction, on_pool, TxEnd};
 
 use super::Store;
@@ -103,8 +104,9 @@ impl Store {
         &self,
         policy: &StoredPolicy,
         granted_by: Uuid,
-        at: NaiveDateTime,
+        event: &NewAuditEvent,
     ) -> Result<PolicySave, sqlx::Error> {
+        let at = event.occurred_at;
         in_transaction!(self, tx => {
             for user_id in &policy.user_ids {
                 let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)").bind(user_id).fetch_one(&mut *tx).await?;
@@ -156,6 +158,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            audit::record(&mut *tx, event).await?;
             Ok(TxEnd::Commit(PolicySave::Saved))
         })
     }

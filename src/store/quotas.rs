@@ -1,6 +1,7 @@
 use chrono::NaiveDateTime;
 use uuid::Uuid;
 
+use super::audit::{self, NewAuditEvent};
 use super::{in_transaction, on_pool, Store, TxEnd};
 
 /// A row of `quotas`: the limits of a role (`scope = "role"`) or of one user (`"user"`).
@@ -29,7 +30,7 @@ impl Store {
     }
 
     /// Replaces every quota at once.
-    pub async fn replace_quotas(&self, rows: &[QuotaRow]) -> Result<(), sqlx::Error> {
+    pub async fn replace_quotas(&self, rows: &[QuotaRow], event: &NewAuditEvent) -> Result<(), sqlx::Error> {
         in_transaction!(self, tx => {
             sqlx::query("DELETE FROM quotas").execute(&mut *tx).await?;
             for row in rows {
@@ -44,6 +45,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            audit::record(&mut *tx, event).await?;
             Ok(TxEnd::Commit(()))
         })
     }

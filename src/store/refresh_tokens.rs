@@ -1,6 +1,7 @@
 use chrono::NaiveDateTime;
 use uuid::Uuid;
 
+use super::audit::{self, NewAuditEvent};
 use super::{in_transaction, on_pool, TxEnd};
 
 use super::Store;
@@ -63,16 +64,22 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// Revokes every token of a login's chain.
-    pub async fn revoke_refresh_family(&self, family_id: Uuid, at: NaiveDateTime) -> Result<(), sqlx::Error> {
-        on_pool!(self, pool => {
+    /// Revokes every token of a login's chain (a retired token was presented again), with the
+    /// audit event of the reuse.
+    pub async fn revoke_refresh_family(
+        &self,
+        family_id: Uuid,
+        at: NaiveDateTime,
+        event: &NewAuditEvent,
+    ) -> Result<(), sqlx::Error> {
+        in_transaction!(self, tx => {
             sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
                 .bind(family_id)
                 .bind(at)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(())
+                .execute(&mut *tx)
+                .await?;
+            audit::record(&mut *tx, event).await?;
+            Ok(TxEnd::Commit(()))
+        })
     }
 }

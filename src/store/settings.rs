@@ -1,7 +1,8 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::on_pool;
+use super::audit::{self, NewAuditEvent};
+use super::{in_transaction, on_pool, TxEnd};
 
 use super::Store;
 
@@ -55,8 +56,14 @@ impl Store {
     }
 
     /// Sets only the fields that `changes` names, in one statement, so concurrent updates of
-    /// different fields both hold. `Ok(None)` when the row does not exist.
-    pub async fn update_settings(&self, user_id: Uuid, changes: &SettingsChanges) -> Result<Option<UserSettings>, sqlx::Error> {
+    /// different fields both hold; with the audit event of an audited change (an admin's).
+    /// `Ok(None)` when the row does not exist.
+    pub async fn update_settings(
+        &self,
+        user_id: Uuid,
+        changes: &SettingsChanges,
+        event: Option<&NewAuditEvent>,
+    ) -> Result<Option<UserSettings>, sqlx::Error> {
         let mut assignments = Vec::new();
         let mut push = |column: &str, given: bool| {
             if given {
@@ -71,7 +78,7 @@ impl Store {
             return self.settings(user_id).await;
         }
         let sql = format!("UPDATE user_settings SET {} WHERE user_id = $1 RETURNING {SETTINGS_COLUMNS}", assignments.join(", "));
-        on_pool!(self, pool => {
+        in_transaction!(self, tx => {
             let mut query = sqlx::query_as(&sql).bind(user_id);
             if let Some(value) = &changes.default_model_id {
                 query = query.bind(*value);
@@ -85,14 +92,25 @@ impl Store {
             if let Some(value) = &changes.preferences {
                 query = query.bind(value.clone());
             }
-            query.fetch_optional(pool).await
+            let updated: Option<UserSettings> = query.fetch_optional(&mut *tx).await?;
+            match (&updated, event) {
+                (None, _) => return Ok(TxEnd::Rollback(None)),
+                (Some(_), Some(event)) => audit::record(&mut *tx, event).await?,
+                (Some(_), None) => {}
+            }
+            Ok(TxEnd::Commit(updated))
         })
     }
 
-    pub async fn delete_settings(&self, user_id: Uuid) -> Result<bool, sqlx::Error> {
-        let result = on_pool!(self, pool => {
-            sqlx::query("DELETE FROM user_settings WHERE user_id = $1").bind(user_id).execute(pool).await.map(|r| r.rows_affected())
-        })?;
-        Ok(result > 0)
+    /// Deletes the user's settings with the audit event of the deletion; false when there were none.
+    pub async fn delete_settings(&self, user_id: Uuid, event: &NewAuditEvent) -> Result<bool, sqlx::Error> {
+        in_transaction!(self, tx => {
+            let deleted = sqlx::query("DELETE FROM user_settings WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+            if deleted.rows_affected() == 0 {
+                return Ok(TxEnd::Rollback(false));
+            }
+            audit::record(&mut *tx, event).await?;
+            Ok(TxEnd::Commit(true))
+        })
     }
 }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::{in_transaction, on_pool, TxEnd};
 use crate::names::{is_email_like, name_key};
 
+use super::audit::{self, NewAuditEvent};
 use super::refresh_tokens::REVOKE_USERS_TOKENS;
 use super::Store;
 
@@ -74,9 +75,10 @@ pub struct UserChanges {
 const USER_COLUMNS: &str = "id, username, email, password_hash, role, created_at, last_login, is_active, token_version";
 
 impl Store {
-    /// Inserts the user and their default settings (display name = username) in one
-    /// transaction. Without an explicit role the first account becomes admin.
-    pub async fn create_user(&self, new: NewUser) -> Result<User, sqlx::Error> {
+    /// Inserts the user, their default settings (display name = username) and the audit event
+    /// `audit` makes of the new account, in one transaction. Without an explicit role the first
+    /// account becomes admin.
+    pub async fn create_user(&self, new: NewUser, audit: impl Fn(&User) -> NewAuditEvent) -> Result<User, sqlx::Error> {
         let id = Uuid::new_v4();
         // The role is decided inside the INSERT, which is the transaction's first statement:
         // SQLite then takes the write lock at once instead of failing to upgrade a read.
@@ -112,6 +114,7 @@ impl Store {
                 .bind(name_key(&new.email))
                 .execute(&mut *tx)
                 .await?;
+            audit::record(&mut *tx, &audit(&user)).await?;
             Ok(TxEnd::Commit(user))
         })
     }
@@ -198,10 +201,16 @@ impl Store {
         on_pool!(self, pool => sqlx::query_as(&sql).bind(limit).bind(skip).fetch_all(pool).await)
     }
 
-    /// Applies `changes` unless they would leave no active admin. A new password or a changed
-    /// active flag ends every session of the user in the same transaction: `token_version` moves
-    /// (every token issued so far is refused) and every refresh token is revoked.
-    pub async fn update_user(&self, id: Uuid, changes: UserChanges) -> Result<AdminGuarded<User>, sqlx::Error> {
+    /// Applies `changes` unless they would leave no active admin, with the audit events `audit`
+    /// makes of the changed row. A new password or a changed active flag ends every session of
+    /// the user in the same transaction: `token_version` moves (every token issued so far is
+    /// refused) and every refresh token is revoked.
+    pub async fn update_user(
+        &self,
+        id: Uuid,
+        changes: UserChanges,
+        audit: impl Fn(&User) -> Vec<NewAuditEvent>,
+    ) -> Result<AdminGuarded<User>, sqlx::Error> {
         let revoke =
             format!("{REVOKE_USERS_TOKENS} AND EXISTS (SELECT 1 FROM users WHERE id = $1 AND {})", ends_sessions("$3", "$4"));
         let update = format!(
@@ -261,6 +270,10 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 }
+                // Before the last-admin check: a refused change takes its events back with it.
+                for event in audit(&updated) {
+                    audit::record(&mut *tx, &event).await?;
+                }
                 if may_remove_an_admin {
                     let admins: i64 = sqlx::query_scalar(
                         "SELECT COUNT(*) FROM users WHERE role = 'admin' AND COALESCE(is_active, TRUE)",
@@ -277,28 +290,37 @@ impl Store {
         .await
     }
 
-    pub async fn record_login(&self, id: Uuid, at: NaiveDateTime, new_password_hash: Option<&str>) -> Result<(), sqlx::Error> {
+    /// Records a successful login (and the password hash that replaces a legacy one) with its
+    /// audit event.
+    pub async fn record_login(
+        &self,
+        id: Uuid,
+        at: NaiveDateTime,
+        new_password_hash: Option<&str>,
+        event: &NewAuditEvent,
+    ) -> Result<(), sqlx::Error> {
         self.changing_user(id, async {
-            on_pool!(self, pool => {
+            in_transaction!(self, tx => {
                 sqlx::query("UPDATE users SET last_login = $2, password_hash = COALESCE($3, password_hash) WHERE id = $1")
                     .bind(id)
                     .bind(at)
                     .bind(new_password_hash)
-                    .execute(pool)
-                    .await
-                    .map(|r| r.rows_affected())
+                    .execute(&mut *tx)
+                    .await?;
+                audit::record(&mut *tx, event).await?;
+                Ok(TxEnd::Commit(()))
             })
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Ends every session of the user (logout): every token issued so far is refused.
-    pub async fn end_sessions(&self, id: Uuid) -> Result<(), sqlx::Error> {
+    pub async fn end_sessions(&self, id: Uuid, event: &NewAuditEvent) -> Result<(), sqlx::Error> {
         self.changing_user(id, async {
             in_transaction!(self, tx => {
                 sqlx::query(REVOKE_USERS_TOKENS).bind(id).bind(super::now()).execute(&mut *tx).await?;
                 sqlx::query("UPDATE users SET token_version = token_version + 1 WHERE id = $1").bind(id).execute(&mut *tx).await?;
+                audit::record(&mut *tx, event).await?;
                 Ok(TxEnd::Commit(()))
             })
         })
