@@ -171,7 +171,12 @@ impl IntoResponse for ApiError {
             }
             ApiError::BadRequest(msg) => json!(msg),
             ApiError::Overloaded { detail, .. } => json!(detail),
-            ApiError::Upstream { detail, .. } => json!(detail),
+            ApiError::Upstream { detail, .. } => {
+                if status.is_server_error() {
+                    tracing::warn!(status = status.as_u16(), cause = %detail, "the upstream failed");
+                }
+                json!(detail)
+            }
             ApiError::DatabaseUnavailable(err) => {
                 tracing::error!(error = ?err, "database unavailable");
                 json!("Database unavailable")

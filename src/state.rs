@@ -2,7 +2,9 @@ use std::sync::Arc;
 
 use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
+use crate::frontend::Frontend;
 use crate::guards::RateLimits;
+use crate::metrics::UpstreamHealth;
 use crate::ollama::OllamaClient;
 use crate::services::generation::Generations;
 use crate::store::Store;
@@ -18,6 +20,10 @@ pub struct AppState {
     pub generations: Generations,
     pub rate_limits: RateLimits,
     pub body_limits: BodyLimits,
+    /// Whether the upstream answered its last probe.
+    pub upstream: UpstreamHealth,
+    /// The SPA of `FRONTEND_DIR`, when one is served.
+    pub frontend: Option<Frontend>,
 }
 
 impl axum::extract::FromRef<AppState> for BodyLimits {

@@ -128,6 +128,20 @@ impl LimitKind {
         LimitKind::SettingsWrite,
     ];
 
+    /// Its name in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            LimitKind::Register => "register",
+            LimitKind::Login => "login",
+            LimitKind::Refresh => "refresh",
+            LimitKind::Logout => "logout",
+            LimitKind::ProfileRead => "profile_read",
+            LimitKind::ProfileWrite => "profile_write",
+            LimitKind::SettingsRead => "settings_read",
+            LimitKind::SettingsWrite => "settings_write",
+        }
+    }
+
     fn spec(self, config: &RateLimitConfig) -> RateSpec {
         match self {
             LimitKind::Register => config.register,
@@ -173,7 +187,7 @@ impl RateLimits {
 
     /// The client's address: the peer, or what a trusted proxy says the client is.
     pub fn client_ip(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
-        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|net| net.contains(ip));
+        let trusted = |ip: &IpAddr| self.is_trusted_proxy(ip);
         if !trusted(&peer) {
             return peer;
         }
@@ -191,12 +205,17 @@ impl RateLimits {
             .unwrap_or(peer)
     }
 
+    /// Whether `peer` is one of `TRUSTED_PROXIES`.
+    pub fn is_trusted_proxy(&self, peer: &IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(peer))
+    }
+
     /// Counts one login attempt against the account (whichever name found it) or the unknown name.
     pub fn check_login_attempt(&self, target: LoginTarget<'_>) -> Result<(), ApiError> {
         if !self.enabled {
             return Ok(());
         }
-        self.login_per_account.check(target)
+        self.login_per_account.check(target).inspect_err(|_| crate::metrics::rate_limited("login_per_account"))
     }
 }
 
@@ -218,7 +237,10 @@ pub async fn enforce(
             request.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
         let client = limits.client_ip(request.headers(), peer);
         let limit = &limits.by_kind[&kind];
-        limit.limiter.check_key(&client).map_err(|not_until| too_many(limit.spec, not_until))?;
+        limit.limiter.check_key(&client).map_err(|not_until| {
+            crate::metrics::rate_limited(kind.label());
+            too_many(limit.spec, not_until)
+        })?;
     }
     Ok(next.run(request).await)
 }

@@ -177,6 +177,7 @@ pub struct Generation {
     pub model: String,
     /// The user message this generation answers, when the request stored one.
     pub user_message_id: Option<Uuid>,
+    started: std::time::Instant,
     produced: Mutex<Produced>,
     published: watch::Sender<()>,
     cancel: CancellationToken,
@@ -193,6 +194,7 @@ impl Generation {
             user_id: request.user_id,
             model: request.upstream.model.clone(),
             user_message_id: request.question.as_ref().map(|q| q.id),
+            started: std::time::Instant::now(),
             produced: Mutex::default(),
             published: watch::channel(()).0,
             cancel: CancellationToken::new(),
@@ -207,7 +209,12 @@ impl Generation {
     }
 
     fn publish(&self, message: ChunkMessage) {
-        self.produced().push(message);
+        let mut produced = self.produced();
+        if produced.pieces == 0 {
+            crate::metrics::first_token(&self.model, self.started.elapsed());
+        }
+        produced.push(message);
+        drop(produced);
         self.published.send_replace(());
     }
 
@@ -215,6 +222,7 @@ impl Generation {
     fn publish_end(&self, ending: Ending) {
         let mut produced = self.produced();
         if produced.end.is_none() {
+            crate::metrics::generation_ended(&self.model, &ending, produced.pieces);
             produced.end = Some(Arc::new(ending));
             drop(produced);
             self.published.send_replace(());
