@@ -541,7 +541,10 @@ impl Config {
         };
         let frontend_dir = match vars.get(var::FRONTEND_DIR) {
             Some(dir) if !Path::new(dir).join("index.html").is_file() => {
-                return Err(ConfigError::new(var::FRONTEND_DIR, format!("{dir:?} is not a folder with an index.html (a built SPA)")))
+                return Err(ConfigError::new(
+                    var::FRONTEND_DIR,
+                    format!("{dir:?} is not a folder with an index.html (a built SPA)"),
+                ))
             }
             Some(dir) => Some(PathBuf::from(dir)),
             None => None,

@@ -48,7 +48,9 @@ pub async fn check(config: &Config) -> bool {
                 report(found(true, "database", format!("{} at {location} reachable", store.backend_name())));
                 report(match store.pending_migrations().await {
                     0 => found(true, "migrations", "none pending"),
-                    n => found(true, "migrations", format!("{n} pending; applied at the next start (or by `rovertchat migrate`)")),
+                    n => {
+                        found(true, "migrations", format!("{n} pending; applied at the next start (or by `rovertchat migrate`)"))
+                    }
                 });
                 store.close().await;
             }
@@ -60,7 +62,11 @@ pub async fn check(config: &Config) -> bool {
         Ok(ollama) => match tokio::time::timeout(config.ollama.connect_timeout * 2, ollama.model_names()).await {
             Ok(Ok(models)) => found(true, upstream, format!("reachable at {} ({} models)", ollama.address(), models.len())),
             Ok(Err(err)) => found(false, upstream, format!("{err} ({})", ollama.address())),
-            Err(_) => found(false, upstream, format!("no answer at {} within {:?}", ollama.address(), config.ollama.connect_timeout * 2)),
+            Err(_) => found(
+                false,
+                upstream,
+                format!("no answer at {} within {:?}", ollama.address(), config.ollama.connect_timeout * 2),
+            ),
         },
         Err(err) => found(false, upstream, format!("{err:#}")),
     });

@@ -79,7 +79,11 @@ pub fn install() -> &'static PrometheusHandle {
 
 fn describe() {
     describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by method, matched route and status.");
-    describe_histogram!(HTTP_DURATION, Unit::Seconds, "Time to answer an HTTP request (to its first byte for streams), by route.");
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "Time to answer an HTTP request (to its first byte for streams), by route."
+    );
     describe_gauge!(GENERATIONS_ACTIVE, "Model answers being generated now.");
     describe_histogram!(TIME_TO_FIRST_TOKEN, Unit::Seconds, "Time from a generation's start to its first token, by model.");
     describe_counter!(GENERATION_TOKENS, "Tokens of ended generations, by model and kind (prompt or completion).");
@@ -120,7 +124,12 @@ impl UpstreamHealth {
         match answer {
             Ok(names) => {
                 if before != UP {
-                    tracing::info!(provider = DEFAULT_PROVIDER, address = ollama.address(), models = names.len(), "upstream reachable");
+                    tracing::info!(
+                        provider = DEFAULT_PROVIDER,
+                        address = ollama.address(),
+                        models = names.len(),
+                        "upstream reachable"
+                    );
                 }
                 know_models(names);
             }
@@ -234,7 +243,8 @@ fn method_label(method: &Method) -> &'static str {
 
 /// `GET /metrics`: the Prometheus text format, for the allowed callers only.
 pub async fn render(State(state): State<AppState>, request: Request) -> Response {
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    let peer =
+        request.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
     if let Err(refusal) = admit(&state, request.headers(), peer) {
         return refusal;
     }

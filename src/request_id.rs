@@ -30,8 +30,10 @@ impl RequestId {
 
 /// Gives the request its id and returns it on the response, whatever the response is.
 pub async fn assign(State(limits): State<RateLimits>, mut request: Request, next: Next) -> Response {
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
-    let forwarded = request.headers().get(&X_REQUEST_ID).filter(|id| limits.is_trusted_proxy(&peer) && is_plain_token(id.as_bytes()));
+    let peer =
+        request.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    let forwarded =
+        request.headers().get(&X_REQUEST_ID).filter(|id| limits.is_trusted_proxy(&peer) && is_plain_token(id.as_bytes()));
     let id = match forwarded {
         Some(id) => id.clone(),
         None => HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a header value"),

@@ -144,7 +144,10 @@ impl OllamaClient {
     pub async fn model_names(&self) -> Result<Vec<String>, OllamaError> {
         let tags = self.json(Method::GET, "/api/tags", None).await?;
         let models = tags.get("models").and_then(Value::as_array).cloned().unwrap_or_default();
-        Ok(models.iter().filter_map(|m| m.get("name").or_else(|| m.get("model")).and_then(Value::as_str).map(str::to_owned)).collect())
+        Ok(models
+            .iter()
+            .filter_map(|m| m.get("name").or_else(|| m.get("model")).and_then(Value::as_str).map(str::to_owned))
+            .collect())
     }
 
     /// Installed models, each with its `capabilities` (from `/api/show`, fetched concurrently).
