@@ -13,16 +13,15 @@ use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use serde_json::json;
 
 use crate::background::BackgroundTasks;
 use crate::config::MetricsAccess;
+use crate::error::ApiError;
 use crate::ollama::OllamaClient;
 use crate::services::generation::{EndStatus, Ending};
 use crate::state::AppState;
@@ -246,7 +245,7 @@ pub async fn render(State(state): State<AppState>, request: Request) -> Response
     let peer =
         request.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
     if let Err(refusal) = admit(&state, request.headers(), peer) {
-        return refusal;
+        return refusal.into_response();
     }
     gauge!(GENERATIONS_ACTIVE).set(state.generations.running_count() as f64);
     gauge!(UPSTREAM_UP, "provider" => DEFAULT_PROVIDER).set(if state.upstream.is_up() == Some(true) { 1.0 } else { 0.0 });
@@ -264,16 +263,14 @@ pub async fn render(State(state): State<AppState>, request: Request) -> Response
 /// With a token, its holders; else the allowed client addresses, reached directly or through a
 /// trusted proxy (a request forwarded by any other proxy is refused: to a proxy on the same
 /// host, every client would look like loopback).
-fn admit(state: &AppState, headers: &HeaderMap, peer: IpAddr) -> Result<(), Response> {
+fn admit(state: &AppState, headers: &HeaderMap, peer: IpAddr) -> Result<(), ApiError> {
     match &state.config.metrics_access {
         MetricsAccess::Token(token) => {
             let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
             if sent.is_some_and(|sent| same_secret(sent.trim().as_bytes(), token.expose().as_bytes())) {
                 return Ok(());
             }
-            let mut refusal = (StatusCode::UNAUTHORIZED, Json(json!({"detail": "Not authenticated"}))).into_response();
-            refusal.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(refusal)
+            Err(ApiError::NotAuthenticated)
         }
         MetricsAccess::Addresses(allowed) => {
             let forwarded = ["x-forwarded-for", "x-real-ip", "forwarded"].iter().any(|name| headers.contains_key(*name));
@@ -283,7 +280,7 @@ fn admit(state: &AppState, headers: &HeaderMap, peer: IpAddr) -> Result<(), Resp
             if !through_unknown_proxy && allowed.iter().any(|net| net.contains(&client)) {
                 return Ok(());
             }
-            Err((StatusCode::FORBIDDEN, Json(json!({"detail": "Forbidden"}))).into_response())
+            Err(ApiError::Forbidden("Forbidden"))
         }
     }
 }
