@@ -42,6 +42,8 @@ pub async fn check(config: &Config) -> bool {
     let fresh_sqlite = matches!(&config.database, DatabaseConfig::Sqlite { path } if !path.exists());
     if fresh_sqlite {
         report(found(true, "database", format!("sqlite at {location} does not exist yet; it is created at the first start")));
+        let all = crate::store::SQLITE_MIGRATIONS.iter().filter(|m| !m.migration_type.is_down_migration()).count();
+        report(found(true, "migrations", format!("{all} pending; applied at the first start")));
     } else {
         match Store::connect(&config.database, 1).await {
             Ok(store) => {
