@@ -74,7 +74,7 @@ impl Application {
         metrics::spawn_upkeep(&background);
         let upstream = metrics::UpstreamHealth::default();
         // The first probe's line says at startup whether the upstream is reachable.
-        let _ = upstream.probe(&ollama).await;
+        upstream.probe(&ollama).await;
         upstream.spawn_probe(ollama.clone(), &background);
         let state = AppState {
             upstream,
