@@ -11,18 +11,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 backend="${1:?usage: fuzz-api.sh sqlite|postgres}"
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ "$backend" = postgres ] && [ -n "${fuzz_db:-}" ]; then
-    psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$fuzz_db\" WITH (FORCE)" >/dev/null 2>&1 || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
 # schemathesis in a virtualenv of its own, on a Python whose `ast` module is thread-safe: before
 # CPython 3.11.8 and 3.12.2 the AST constructor's recursion counter is shared between threads
 # (python/cpython#106905), and schemathesis' coverage phase, run by several workers, then dies
@@ -52,27 +40,9 @@ fi
 echo "schemathesis $SCHEMATHESIS_VERSION on $("$venv/bin/python" --version)"
 if python_is_fixed "$venv/bin/python"; then workers=2; else workers=1; fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-
-cargo build --locked --quiet -p rovertchat -p ollama-emulator --bins
-ollama_port="$(free_port)"
-target/debug/ollama-emulator --port "$ollama_port" --quiet > "$work/emulator.log" 2>&1 &
-pids+=($!)
-
-export PORT="$(free_port)" HOST=127.0.0.1 RATE_LIMITS=off LOG_LEVEL=warn
-export DATA_DIR="$work/data" LOG_DIR="$work/logs" OLLAMA_BASE_URL="http://127.0.0.1:$ollama_port"
-export JWT_SECRET_KEY="fuzz-access-secret-0123456789abcdef0123" JWT_REFRESH_SECRET_KEY="fuzz-refresh-secret-0123456789abcdef012"
-unset DATABASE_URL
-if [ "$backend" = postgres ]; then
-  fuzz_db="rovertchat_fuzz_$$"
-  psql "$TEST_DATABASE_URL" -qc "CREATE DATABASE \"$fuzz_db\"" >/dev/null
-  export DATABASE_URL="${TEST_DATABASE_URL%/*}/$fuzz_db"
-fi
-target/debug/rovertchat > "$work/server.log" 2>&1 &
-pids+=($!)
-base="http://127.0.0.1:$PORT"
-for _ in $(seq 1 100); do curl -sf "$base/api/v1/health" >/dev/null && break; sleep 0.1; done
-curl -sf "$base/api/v1/health" >/dev/null || { cat "$work/server.log"; echo "server did not start" >&2; exit 1; }
+# The emulator and the server on a database of their own (sets $base, $work, $DATABASE_URL).
+source .ci/stack.sh
+start_stack "$backend"
 
 api="$base/api/v1"
 json() { python3 -c "import sys, json; print(json.load(sys.stdin)$1)"; }
@@ -98,6 +68,8 @@ status=0
 for who in user admin; do
   token_var="${who}_token"
   read -r chat_id message_id < <(seed_chat "${!token_var}")
+  # The OpenAI-compatible API (/v1) takes a personal API key instead of the session.
+  api_key="$(curl -sf -H "Authorization: Bearer ${!token_var}" -H 'content-type: application/json' -d '{"name":"fuzz"}' "$api/api-keys" | json "['key']")"
   cat > "$work/schemathesis-$who.toml" <<EOF
 [cache]
 enabled = false
@@ -106,11 +78,12 @@ enabled = false
 "path.chat_id" = "$chat_id"
 "path.message_id" = "$message_id"
 "path.user_id" = "$user_id"
+"path.model" = "llama3.2:1b"
 EOF
   echo "== schemathesis on $backend as the $who"
   # Logout would revoke the token the run uses; the authorization matrix test covers it. A password
   # change ends it too, but answers with a new one, which the hooks take up (schemathesis_hooks.py).
-  FUZZ_ACCESS_TOKEN="${!token_var}" SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=.ci \
+  FUZZ_ACCESS_TOKEN="${!token_var}" FUZZ_API_KEY="$api_key" SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=.ci \
     "$venv/bin/schemathesis" --config-file "$work/schemathesis-$who.toml" run "$base/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
     --phases examples,coverage,fuzzing \

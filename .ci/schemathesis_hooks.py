@@ -16,6 +16,8 @@ PASSWORD_CHANGING_OPERATION = "PUT /api/v1/users/me"
 
 _lock = threading.Lock()
 _access_token = os.environ["FUZZ_ACCESS_TOKEN"]
+# The OpenAI-compatible API (/v1) is opened by a personal API key, never by the session.
+_api_key = os.environ["FUZZ_API_KEY"]
 
 
 @schemathesis.auth(refresh_interval=None)
@@ -26,7 +28,8 @@ class CurrentAccessToken:
 
     def set(self, case, data, context):
         case.headers = case.headers or {}
-        case.headers["Authorization"] = f"Bearer {data}"
+        token = _api_key if case.operation.path.startswith("/v1/") else data
+        case.headers["Authorization"] = f"Bearer {token}"
 
 
 @schemathesis.hook

@@ -120,6 +120,10 @@ variables! {
          and stored with status \"length\").";
     MAX_NUM_CTX = Value("32768"), "Largest options.num_ctx a request may ask for.";
     GENERATIONS_PER_USER = Value("4"), "Answers one user may have generating at once.";
+    REGISTRATION = Value("open"),
+        "open: anyone may sign up; closed: only admins create accounts (POST /auth/register answers 403 to others, \
+         except for the very first account).";
+    DEFAULT_ROLE = Value("user"), "Role of self-registered accounts: user, or guest (an admin promotes guests to user).";
     RATE_LIMITS = Value("on"), "off switches every rate limit off.";
     RATE_LIMIT_REGISTER = Value("5/minute"), "Registrations per client address (N/second, N/minute or N/hour).";
     RATE_LIMIT_LOGIN = Value("10/minute"), "Logins per client address.";
@@ -130,6 +134,7 @@ variables! {
     RATE_LIMIT_PROFILE_WRITE = Value("15/minute"), "PUT /users/me per client address.";
     RATE_LIMIT_SETTINGS_READ = Value("30/minute"), "GET /user-settings/me and /users/me/settings per client address.";
     RATE_LIMIT_SETTINGS_WRITE = Value("15/minute"), "PUT /user-settings/me and /users/me/settings per client address.";
+    RATE_LIMIT_API_KEY = Value("60/minute"), "Requests to the OpenAI-compatible API (/v1) per API key.";
     TRUSTED_PROXIES = Described("none"),
         "Reverse proxies whose X-Real-IP / X-Forwarded-For are believed: comma-separated addresses or CIDR ranges.";
     REQUEST_TIMEOUT_SECS = Value("30"), "Time limit of non-streaming requests, in seconds.";
@@ -354,6 +359,7 @@ pub struct RateLimitConfig {
     pub profile_write: RateSpec,
     pub settings_read: RateSpec,
     pub settings_write: RateSpec,
+    pub api_key: RateSpec,
     /// Peers whose `X-Real-IP` / `X-Forwarded-For` are believed (reverse proxies).
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
@@ -372,7 +378,7 @@ pub struct Config {
     pub log_level: String,
     pub database: DatabaseConfig,
     pub database_max_connections: u32,
-    /// How long a user row is reused by authenticated requests (see `store::user_cache`):
+    /// How long a user (or API key) row is reused by authenticated requests (see `store::row_cache`):
     /// the delay before a logout, deactivation or role change made through another process
     /// on the same database takes effect here.
     pub user_cache_ttl: Duration,
@@ -385,6 +391,7 @@ pub struct Config {
     /// Interval of the comments that keep an event stream open while a model loads.
     pub heartbeat_interval: Duration,
     pub generation_limits: GenerationLimits,
+    pub registration: RegistrationPolicy,
     pub rate_limits: RateLimitConfig,
     /// Longest time a non-streaming request may take.
     pub request_timeout: Duration,
@@ -516,6 +523,7 @@ impl Config {
         let request_timeout = seconds(var::REQUEST_TIMEOUT_SECS)?.max(Duration::from_secs(1));
 
         let generation_limits = generation_limits(&vars)?;
+        let registration = registration_policy(&vars)?;
         let rate_limits = rate_limits(&vars)?;
         let max_body_bytes: usize = vars.parse(var::MAX_BODY_BYTES, "a number of bytes")?;
         if max_body_bytes < 1024 {
@@ -562,6 +570,7 @@ impl Config {
             shutdown_grace,
             heartbeat_interval,
             generation_limits,
+            registration,
             environment,
             host,
             port,
@@ -619,6 +628,30 @@ impl Vars {
     }
 }
 
+/// Who may sign up, and as what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegistrationPolicy {
+    /// Anyone may register (`REGISTRATION=open`); otherwise only admins create accounts.
+    pub open: bool,
+    /// The role of self-registered accounts (`DEFAULT_ROLE`); the first account is admin.
+    pub default_role: crate::store::users::Role,
+}
+
+fn registration_policy(vars: &Vars) -> Result<RegistrationPolicy, ConfigError> {
+    use crate::store::users::Role;
+    let open = match vars.value(var::REGISTRATION).to_ascii_lowercase().as_str() {
+        "open" => true,
+        "closed" => false,
+        other => return Err(ConfigError::new(var::REGISTRATION, format!("must be open or closed, got {other:?}"))),
+    };
+    let default_role = match vars.value(var::DEFAULT_ROLE).to_ascii_lowercase().as_str() {
+        "user" => Role::User,
+        "guest" => Role::Guest,
+        other => return Err(ConfigError::new(var::DEFAULT_ROLE, format!("must be user or guest, got {other:?}"))),
+    };
+    Ok(RegistrationPolicy { open, default_role })
+}
+
 fn generation_limits(vars: &Vars) -> Result<GenerationLimits, ConfigError> {
     let positive = |variable: Variable| -> Result<u32, ConfigError> {
         match vars.parse::<u32>(variable, "a positive whole number")? {
@@ -655,6 +688,7 @@ fn rate_limits(vars: &Vars) -> Result<RateLimitConfig, ConfigError> {
         profile_write: spec(var::RATE_LIMIT_PROFILE_WRITE)?,
         settings_read: spec(var::RATE_LIMIT_SETTINGS_READ)?,
         settings_write: spec(var::RATE_LIMIT_SETTINGS_WRITE)?,
+        api_key: spec(var::RATE_LIMIT_API_KEY)?,
         trusted_proxies,
     })
 }

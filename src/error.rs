@@ -32,6 +32,8 @@ pub enum ApiError {
     NotAdmin,
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    #[error("model not allowed: {0}")]
+    ModelNotAllowed(String),
     #[error("not found: {0}")]
     NotFound(&'static str),
     #[error("conflict: {0}")]
@@ -68,7 +70,7 @@ impl ApiError {
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotAuthenticated | ApiError::InvalidCredentials | ApiError::IncorrectLogin => StatusCode::UNAUTHORIZED,
             ApiError::InactiveUser | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotAdmin | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotAdmin | ApiError::Forbidden(_) | ApiError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -91,6 +93,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::InactiveUser => ApiError::InactiveUser,
             ServiceError::InvalidCredentials => ApiError::InvalidCredentials,
             ServiceError::Forbidden(detail) => ApiError::Forbidden(detail),
+            ServiceError::ModelNotAllowed(model) => ApiError::ModelNotAllowed(model),
             ServiceError::NotFound(detail) => ApiError::NotFound(detail),
             ServiceError::Conflict(detail) => ApiError::Conflict(detail),
             ServiceError::Limited { limit, retry_after_secs } => ApiError::TooManyRequests { limit, retry_after_secs },
@@ -154,10 +157,10 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let detail = match &self {
+impl ApiError {
+    /// What the answer's `detail` says. 5xx causes go to the log here, never into the answer.
+    fn detail(&self) -> serde_json::Value {
+        match self {
             ApiError::Validation(issues) => serde_json::to_value(issues).unwrap_or_default(),
             ApiError::NotAuthenticated => json!("Not authenticated"),
             ApiError::InvalidCredentials => json!("Could not validate credentials"),
@@ -170,8 +173,9 @@ impl IntoResponse for ApiError {
                 json!(msg)
             }
             ApiError::BadRequest(msg) => json!(msg),
+            ApiError::ModelNotAllowed(model) => json!(format!("You may not use model {model}")),
             ApiError::Overloaded { detail, .. } => json!(detail),
-            ApiError::Upstream { detail, .. } => {
+            ApiError::Upstream { status, detail } => {
                 if status.is_server_error() {
                     tracing::warn!(status = status.as_u16(), cause = %detail, "the upstream failed");
                 }
@@ -185,13 +189,119 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = format!("{err:#}"), cause = ?err.root_cause(), "internal error");
                 json!("Internal server error")
             }
-        };
-        let mut response = (status, Json(json!({ "detail": detail }))).into_response();
-        if let ApiError::TooManyRequests { retry_after_secs, .. } | ApiError::Overloaded { retry_after_secs, .. } = &self {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+    }
+
+    /// When the client may try again (`Retry-After`), for refusals that pass.
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::TooManyRequests { retry_after_secs, .. } | ApiError::Overloaded { retry_after_secs, .. } => {
+                Some(*retry_after_secs)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, Json(json!({ "detail": self.detail() }))).into_response();
+        if let Some(retry_after_secs) = self.retry_after_secs() {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// The one error type of the OpenAI-compatible API (`/v1`): `{"error": {"message", "type",
+/// "param", "code"}}` with the status the official SDKs map to their exception classes. Every
+/// failure the rest of the server reports ([`ApiError`], [`ServiceError`]) converts to it, so
+/// the statuses are decided once; a 422 becomes OpenAI's 400.
+#[derive(Debug)]
+pub struct OpenAiError {
+    status: StatusCode,
+    message: String,
+    param: Option<String>,
+    code: Option<&'static str>,
+    retry_after_secs: Option<u64>,
+}
+
+impl OpenAiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        OpenAiError { status, message: message.into(), param: None, code: None, retry_after_secs: None }
+    }
+
+    pub fn invalid_api_key(message: &str) -> Self {
+        OpenAiError { code: Some("invalid_api_key"), ..Self::new(StatusCode::UNAUTHORIZED, message) }
+    }
+
+    pub fn invalid_request(message: impl Into<String>, param: Option<&str>) -> Self {
+        OpenAiError { param: param.map(str::to_owned), ..Self::new(StatusCode::BAD_REQUEST, message) }
+    }
+
+    pub fn model_not_found(model: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("The model `{model}` does not exist or you do not have access to it."))
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.status.as_u16() {
+            400 | 404 | 409 | 413 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            429 => "rate_limit_error",
+            _ => "api_error",
+        }
+    }
+
+    fn code(&self) -> Option<&'static str> {
+        self.code.or(match self.status.as_u16() {
+            404 => Some("model_not_found"),
+            429 => Some("rate_limit_exceeded"),
+            _ => None,
+        })
+    }
+
+    /// The body, also sent as an event when a stream fails after it began.
+    pub fn body(&self) -> serde_json::Value {
+        json!({ "error": { "message": self.message, "type": self.kind(), "param": self.param, "code": self.code() } })
+    }
+}
+
+impl From<ApiError> for OpenAiError {
+    fn from(err: ApiError) -> Self {
+        if let ApiError::Validation(issues) = &err {
+            let Some(issue) = issues.first() else { return OpenAiError::invalid_request("Invalid request", None) };
+            let param: Vec<String> =
+                issue.loc.iter().skip(1).map(|part| part.as_str().map_or_else(|| part.to_string(), str::to_owned)).collect();
+            return OpenAiError::invalid_request(issue.msg.clone(), (!param.is_empty()).then(|| param.join(".")).as_deref());
+        }
+        let detail = err.detail();
+        let message = detail.as_str().map_or_else(|| detail.to_string(), str::to_owned);
+        OpenAiError { retry_after_secs: err.retry_after_secs(), ..OpenAiError::new(err.status(), message) }
+    }
+}
+
+impl From<ServiceError> for OpenAiError {
+    fn from(err: ServiceError) -> Self {
+        ApiError::from(err).into()
+    }
+}
+
+impl From<GenerationError> for OpenAiError {
+    fn from(err: GenerationError) -> Self {
+        ApiError::from(err).into()
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(retry_after_secs) = self.retry_after_secs {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         response
     }

@@ -42,6 +42,7 @@ use crate::background::BackgroundTasks;
 use crate::config::Config;
 use crate::ollama::OllamaClient;
 use crate::server::Server;
+use crate::services::api_keys::ApiKeyCheck;
 use crate::services::generation::Generations;
 use crate::state::AppState;
 use crate::store::Store;
@@ -64,7 +65,7 @@ impl Application {
     /// picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let store =
-            Store::connect(&config.database, config.database_max_connections).await?.with_user_cache(config.user_cache_ttl);
+            Store::connect(&config.database, config.database_max_connections).await?.with_row_cache(config.user_cache_ttl);
         store.migrate().await?;
         let ollama = OllamaClient::new(&config.ollama)?;
         let background = BackgroundTasks::default();
@@ -83,6 +84,7 @@ impl Application {
             body_limits: BodyLimits::new(config.max_body_bytes, config.max_body_bytes_in_flight, config.request_timeout),
             tokens: Arc::new(TokenKeys::new(&config.jwt)),
             generations: Generations::new(store.clone(), ollama.clone(), config.generation_limits),
+            api_key_check: ApiKeyCheck::new(store.clone()),
             ollama,
             store,
             config: Arc::new(config),

@@ -176,15 +176,13 @@ pub fn model_label(model: &str) -> String {
     OTHER_MODEL.to_owned()
 }
 
-/// A generation's first token, `after` its start.
-pub fn first_token(model: &str, after: Duration) {
-    histogram!(TIME_TO_FIRST_TOKEN, "model" => model_label(model)).record(after.as_secs_f64());
-}
-
 /// Counts a generation's end and its tokens (the upstream's counts; without them, the pieces
-/// it sent), and logs a failure with its cause.
-pub fn generation_ended(model: &str, ending: &Ending, pieces: u64) {
+/// it sent), times its first token, and logs a failure with its cause.
+pub fn generation_ended(model: &str, ending: &Ending, pieces: u64, first_token_after: Option<Duration>) {
     let model = model_label(model);
+    if let Some(after) = first_token_after {
+        histogram!(TIME_TO_FIRST_TOKEN, "model" => model.clone()).record(after.as_secs_f64());
+    }
     let counts = ending.final_chunk.as_ref();
     let prompt = counts.and_then(|c| c.prompt_eval_count).unwrap_or(0);
     let completion = counts.and_then(|c| c.eval_count).unwrap_or(pieces);

@@ -66,7 +66,7 @@ pub struct ServerSentEvent {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "rovertchat", description = "The rovertChat backend: accounts, chats and conversations with local models through Ollama."),
-    components(schemas(ErrorDetail, ValidationError, ValidationIssueDoc, ServerSentEvent, schemas::chats::MessageRole)),
+    components(schemas(ErrorDetail, ValidationError, ValidationIssueDoc, ServerSentEvent, schemas::chats::MessageRole, schemas::openai::OpenAiErrorBody, schemas::openai::OpenAiErrorDetail)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "Register, log in, refresh, log out"),
@@ -76,6 +76,10 @@ pub struct ServerSentEvent {
         (name = "streaming", description = "Server-owned generations: stream, stop, re-attach"),
         (name = "ollama", description = "Models and the SPA's chat call"),
         (name = "health", description = "Liveness and database health"),
+        (name = "api-keys", description = "Personal API keys for the OpenAI-compatible API"),
+        (name = "admin", description = "Administration: API keys, usage"),
+        (name = "usage", description = "What each user spent: generations and tokens"),
+        (name = "openai", description = "The OpenAI-compatible API under /v1, with an API key as the Bearer token"),
     )
 )]
 struct ApiDoc;
@@ -84,6 +88,7 @@ struct ApiDoc;
 pub fn spec() -> OpenApiDoc {
     let mut doc = ApiDoc::openapi();
     doc.merge(routes::api().into_openapi());
+    doc.merge(routes::openai_api().into_openapi());
     SharedResponses.modify(&mut doc);
     doc
 }
@@ -154,6 +159,16 @@ impl Modify for SecuritySchemes {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("rc-...")
+                    .description(Some("A personal API key (POST /api/v1/api-keys), for the OpenAI-compatible API under /v1"))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -194,12 +209,33 @@ pub(crate) fn document_rate_limit(paths: &mut Paths) {
 
 impl Modify for SharedResponses {
     fn modify(&self, openapi: &mut OpenApiDoc) {
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let openai = path.starts_with("/v1/");
             for (method, operation) in operations_mut(item) {
-                add_shared_responses(method, operation);
+                if openai {
+                    add_openai_shared_responses(operation);
+                } else {
+                    add_shared_responses(method, operation);
+                }
             }
         }
     }
+}
+
+/// The OpenAI-compatible API's shared refusals, in its own error shape.
+fn add_openai_shared_responses(operation: &mut Operation) {
+    let has_body = operation.request_body.is_some();
+    let responses = &mut operation.responses.responses;
+    let mut add = |status: &str, description: &str| {
+        responses.entry(status.to_owned()).or_insert_with(|| error_response(description, "OpenAiErrorBody").into());
+    };
+    add("401", "Missing, unknown, revoked or expired API key, or its owner is deactivated");
+    add("429", "Over the key's rate limit (RATE_LIMIT_API_KEY) or the owner's running answers (see Retry-After)");
+    if has_body {
+        add("400", "The request is not valid");
+        add("413", "The request body is too large");
+    }
+    add("503", "The database is unavailable, or the server is shutting down");
 }
 
 fn add_shared_responses(method: &str, operation: &mut Operation) {

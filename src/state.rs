@@ -6,6 +6,7 @@ use crate::frontend::Frontend;
 use crate::guards::RateLimits;
 use crate::metrics::UpstreamHealth;
 use crate::ollama::OllamaClient;
+use crate::services::api_keys::ApiKeyCheck;
 use crate::services::generation::Generations;
 use crate::store::Store;
 use crate::validation::BodyLimits;
@@ -18,6 +19,7 @@ pub struct AppState {
     pub tokens: Arc<TokenKeys>,
     pub ollama: OllamaClient,
     pub generations: Generations,
+    pub api_key_check: ApiKeyCheck,
     pub rate_limits: RateLimits,
     pub body_limits: BodyLimits,
     /// Whether the upstream answered its last probe.

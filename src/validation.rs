@@ -840,7 +840,13 @@ fn too_many_values() -> ApiError {
 
 /// Reads and parses a JSON body for `T`; `None` when the body is empty.
 async fn json_for<T: FromFields>(req: Request, limits: &BodyLimits) -> Result<Option<Value>, ApiError> {
-    let (bytes, _permit) = read_body(req, limits, T::BODY_SIZE).await?;
+    read_json(req, limits, T::BODY_SIZE).await
+}
+
+/// Reads and parses a JSON body of at most `size`'s bytes and [`MAX_JSON_VALUES`] values;
+/// `None` when the body is empty.
+pub async fn read_json(req: Request, limits: &BodyLimits, size: BodySize) -> Result<Option<Value>, ApiError> {
+    let (bytes, _permit) = read_body(req, limits, size).await?;
     if json_values_at_most(&bytes) > MAX_JSON_VALUES {
         return Err(too_many_values());
     }

@@ -20,6 +20,7 @@
 mod base64;
 mod chat;
 mod config;
+pub mod embed;
 mod generate;
 mod generation;
 mod models;

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::state::{RecordedRequest, Shared};
 use crate::wire::{with_content_type, ApiError};
-use crate::{chat, generate, models, pull};
+use crate::{chat, embed, generate, models, pull};
 
 /// Largest request body read (images can be large).
 const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
@@ -34,6 +34,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/delete", delete(models::delete))
         .route("/api/pull", post(pull::pull))
         .route("/api/chat", post(chat::chat))
+        .route("/api/embed", post(embed::embed))
         .route("/api/generate", post(generate::generate))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

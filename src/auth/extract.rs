@@ -1,5 +1,6 @@
 //! Who is calling: `CurrentUser` for any signed-in active user, `AdminUser` for admins,
-//! `MaybeUser` where signing in is optional. Role checks live here, not in handlers.
+//! `MaybeUser` where signing in is optional, and `KeyHolder` on the OpenAI-compatible API (an
+//! API key, never a session). Role checks live here, not in handlers.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -7,8 +8,9 @@ use axum::http::{header, HeaderMap};
 
 use super::cookies::{cookie_value, ACCESS_COOKIE};
 use super::tokens::TokenType;
-use crate::error::ApiError;
+use crate::error::{ApiError, OpenAiError};
 use crate::state::AppState;
+use crate::store::api_keys::ApiKeyRecord;
 use crate::store::users::User;
 
 /// The signed-in user: a valid access token (cookie first, then `Authorization: Bearer`),
@@ -21,15 +23,24 @@ pub struct AdminUser(pub User);
 /// The signed-in user when valid credentials were sent; `None` otherwise (never an error).
 pub struct MaybeUser(pub Option<User>);
 
+/// The owner of the API key a `/v1` request carries (`Authorization: Bearer rc-...`), with the
+/// owner's current role; counted against the key's rate limit.
+pub struct KeyHolder {
+    pub user: User,
+    pub key: ApiKeyRecord,
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 fn access_token(headers: &HeaderMap) -> Option<&str> {
-    cookie_value(headers, ACCESS_COOKIE).or_else(|| {
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-    })
+    cookie_value(headers, ACCESS_COOKIE).or_else(|| bearer_token(headers))
 }
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<User, ApiError> {
@@ -65,6 +76,24 @@ impl FromRequestParts<AppState> for AdminUser {
             return Err(ApiError::NotAdmin);
         }
         Ok(AdminUser(user))
+    }
+}
+
+impl FromRequestParts<AppState> for KeyHolder {
+    type Rejection = OpenAiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let presented = bearer_token(&parts.headers).ok_or_else(|| {
+            OpenAiError::invalid_api_key("You didn't provide an API key: send it as `Authorization: Bearer rc-...`")
+        })?;
+        let (user, key) = state
+            .api_key_check
+            .authenticate(presented)
+            .await?
+            .map_err(|refusal| OpenAiError::invalid_api_key(refusal.message()))?;
+        tracing::Span::current().record("user_id", tracing::field::display(user.id));
+        state.rate_limits.check_api_key(key.id)?;
+        Ok(KeyHolder { user, key })
     }
 }
 

@@ -5,4 +5,4 @@ pub mod extract;
 pub mod passwords;
 pub mod tokens;
 
-pub use extract::{AdminUser, CurrentUser, MaybeUser};
+pub use extract::{AdminUser, CurrentUser, KeyHolder, MaybeUser};

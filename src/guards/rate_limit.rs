@@ -39,6 +39,7 @@ pub struct RateLimits {
     enabled: bool,
     by_kind: Arc<HashMap<LimitKind, Limit>>,
     login_per_account: Arc<LoginLimits>,
+    per_api_key: Arc<(RateSpec, DefaultKeyedRateLimiter<Uuid>)>,
     trusted_proxies: Arc<Vec<IpNet>>,
 }
 
@@ -169,6 +170,7 @@ impl RateLimits {
             enabled: config.enabled,
             by_kind: Arc::new(by_kind),
             login_per_account: Arc::new(LoginLimits::new(config.login_per_account, MAX_UNKNOWN_NAMES)),
+            per_api_key: Arc::new((config.api_key, RateLimiter::keyed(quota(config.api_key)))),
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         }
     }
@@ -182,6 +184,7 @@ impl RateLimits {
             }
             this.login_per_account.by_account.retain_recent();
             this.login_per_account.unknown_names().retain_recent();
+            this.per_api_key.1.retain_recent();
         });
     }
 
@@ -211,6 +214,15 @@ impl RateLimits {
     }
 
     /// Counts one login attempt against the account (whichever name found it) or the unknown name.
+    /// Counts a request made with API key `key_id` against `RATE_LIMIT_API_KEY`.
+    pub fn check_api_key(&self, key_id: Uuid) -> Result<(), ApiError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let (spec, limiter) = &*self.per_api_key;
+        limiter.check_key(&key_id).map_err(|not_until| too_many(*spec, not_until))
+    }
+
     pub fn check_login_attempt(&self, target: LoginTarget<'_>) -> Result<(), ApiError> {
         if !self.enabled {
             return Ok(());
@@ -263,6 +275,7 @@ mod tests {
             profile_write: spec,
             settings_read: spec,
             settings_write: spec,
+            api_key: spec,
             trusted_proxies: trusted.iter().map(|t| t.parse().unwrap()).collect(),
         })
     }

@@ -213,6 +213,15 @@ impl OllamaClient {
         Ok(ndjson_lines(response, self.idle_timeout))
     }
 
+    /// `/api/embed`: one vector per input, and `prompt_eval_count`.
+    pub async fn embed(&self, model: &str, input: &[String], dimensions: Option<u32>) -> Result<Value, OllamaError> {
+        let mut body = json!({ "model": model, "input": input });
+        if let Some(dimensions) = dimensions {
+            body["dimensions"] = json!(dimensions);
+        }
+        self.json(Method::POST, "/api/embed", Some(&body)).await
+    }
+
     /// Starts a streamed chat; yields chunks as they arrive. The request is dropped (and
     /// Ollama stops generating) when the stream is dropped.
     pub async fn chat(

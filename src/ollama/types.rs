@@ -18,6 +18,9 @@ pub struct ChatRequest {
     pub format: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_alive: Option<Value>,
+    /// Functions the model may call (OpenAI's and Ollama's shapes agree).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Value>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

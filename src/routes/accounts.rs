@@ -34,7 +34,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     post, path = "/auth/register", tag = "auth",
     request_body = RegisterRequest,
     responses((status = 201, description = "Account created (the first one is admin)", body = UserResponse),
-              (status = 400, description = "Username or e-mail already registered", body = crate::openapi::ErrorDetail)),
+              (status = 400, description = "Username or e-mail already registered", body = crate::openapi::ErrorDetail),
+              (status = 403, description = "Registration is closed (`REGISTRATION=closed`) and the caller is not an admin", body = crate::openapi::ErrorDetail)),
     security((), ("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn register(
@@ -43,7 +44,7 @@ pub(crate) async fn register(
     MaybeUser(caller): MaybeUser,
     ValidJson(request): ValidJson<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<UserResponse>)> {
-    let user = accounts::register(&state.store, request, caller.as_ref()).await?;
+    let user = accounts::register(&state.store, &state.config.registration, request, caller.as_ref()).await?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 

@@ -5,10 +5,14 @@
 //! [`RouteRules`] attach what else governs the route (its rate limit, no time limit).
 
 pub mod accounts;
+pub mod admin;
+pub mod api_keys;
 pub mod chats;
 pub mod health;
 pub mod ollama;
+pub mod openai;
 pub mod settings;
+pub mod usage;
 pub mod users;
 
 use std::time::Duration;
@@ -65,8 +69,16 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(settings::router())
         .merge(health::router())
         .merge(chats::router())
-        .merge(ollama::router());
+        .merge(ollama::router())
+        .merge(api_keys::router())
+        .merge(usage::router())
+        .merge(admin::router());
     OpenApiRouter::new().nest(API_PREFIX, areas)
+}
+
+/// The OpenAI-compatible API at `/v1` (see [`openai`]), with its documentation.
+pub fn openai_api() -> OpenApiRouter<AppState> {
+    openai::router()
 }
 
 /// Every route under `/api/v1` as `(method, path)`: lower-case methods, paths relative to
@@ -84,9 +96,11 @@ pub fn all_routes() -> Vec<(String, String)> {
 
 pub fn router(state: AppState) -> Router {
     let (api, _) = api().split_for_parts();
+    let (openai_api, _) = openai_api().split_for_parts();
     let cors = cors_layer(&state.config.frontend_origins);
     Router::new()
         .merge(api)
+        .merge(openai_api)
         .merge(openapi::router())
         .route("/metrics", axum::routing::get(crate::metrics::render))
         .fallback(frontend_or_not_found)

@@ -1,8 +1,11 @@
 //! What goes over the wire: request types (validated with [`crate::validation`]) and
 //! response types in the exact JSON shapes of the contract.
 
+pub mod api_keys;
 pub mod chats;
+pub mod openai;
 pub mod settings;
+pub mod usage;
 pub mod users;
 
 use chrono::NaiveDateTime;

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::{ServiceError, ServiceResult};
 use crate::auth::tokens::{IssuedTokens, TokenKeys, TokenType};
+use crate::config::RegistrationPolicy;
 use crate::schemas::users::RegisterRequest;
 use crate::store::refresh_tokens::RefreshTokenRecord;
 use crate::store::users::{NewUser, User};
@@ -51,15 +52,25 @@ pub async fn ensure_available(
 
 /// The first account becomes admin. `role` and `is_active` are honoured only when an admin
 /// creates the account.
-pub async fn register(store: &Store, request: RegisterRequest, caller: Option<&User>) -> ServiceResult<User> {
+pub async fn register(
+    store: &Store,
+    policy: &RegistrationPolicy,
+    request: RegisterRequest,
+    caller: Option<&User>,
+) -> ServiceResult<User> {
+    let by_admin = caller.is_some_and(User::is_admin);
+    // The very first account may always be made: it is the admin who opens the server.
+    if !policy.open && !by_admin && store.has_users().await? {
+        return Err(ServiceError::Forbidden("Registration is closed: ask an admin for an account"));
+    }
     ensure_available(store, Some(&request.username), Some(&request.email), None).await?;
     let password_hash = hash_password(request.password).await?;
-    let by_admin = caller.is_some_and(User::is_admin);
     let new = NewUser {
         username: request.username,
         email: request.email,
         password_hash,
         role: if by_admin { request.role } else { None },
+        default_role: policy.default_role,
         is_active: if by_admin { request.is_active.unwrap_or(true) } else { true },
         created_at: store::now(),
     };

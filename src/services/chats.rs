@@ -132,6 +132,7 @@ fn upstream_request(model: String, messages: Vec<UpstreamMessage>, options: Mode
         options: options.options.map(Value::Object),
         format: options.format,
         keep_alive: options.keep_alive,
+        tools: None,
     }
 }
 
@@ -197,7 +198,8 @@ pub async fn start_completion(
     };
     generations.start(GenerationRequest {
         user_id: user.id,
-        chat_id,
+        chat_id: Some(chat_id),
+        api_key_id: None,
         question: Some(question),
         upstream: upstream_request(request.model, messages, options),
         title_source: Some(title_source),
@@ -232,7 +234,8 @@ pub async fn start_ollama_chat(
         .collect();
     generations.start(GenerationRequest {
         user_id: user.id,
-        chat_id: request.chat_id,
+        chat_id: Some(request.chat_id),
+        api_key_id: None,
         question: None,
         upstream: upstream_request(request.model, messages, options),
         title_source,

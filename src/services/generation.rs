@@ -15,8 +15,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, Shared};
 use futures_util::{FutureExt, StreamExt};
@@ -32,6 +32,7 @@ use crate::ollama::types::ChunkMessage;
 use crate::ollama::{ChatChunk, ChatRequest, OllamaClient, OllamaError};
 use crate::schemas::chats::MessageRole;
 use crate::store::chats::DEFAULT_CHAT_TITLE;
+use crate::store::generations::GenerationRecord;
 use crate::store::messages::{Message, NewMessage};
 use crate::store::{self, Store};
 use chrono::NaiveDateTime;
@@ -172,18 +173,25 @@ fn carries_answer(message: &ChunkMessage) -> bool {
 /// One running (or just finished) generation.
 pub struct Generation {
     pub id: Uuid,
-    pub chat_id: Uuid,
+    /// The chat the answer is stored in; `None` for an answer that is only streamed back (the
+    /// OpenAI-compatible API), which nobody can re-attach to and which ends with its client.
+    pub chat_id: Option<Uuid>,
     pub user_id: Uuid,
+    pub api_key_id: Option<Uuid>,
     pub model: String,
     /// The user message this generation answers, when the request stored one.
     pub user_message_id: Option<Uuid>,
-    started: std::time::Instant,
+    started: Instant,
+    started_at: NaiveDateTime,
+    first_token_after: OnceLock<Duration>,
     produced: Mutex<Produced>,
     published: watch::Sender<()>,
     cancel: CancellationToken,
     /// Set by whoever stores the answer, so that it is stored once even when the task that
     /// was storing it stopped unexpectedly.
     storing_claimed: AtomicBool,
+    /// Set by whoever records the generation's usage row, so that it is written once.
+    usage_claimed: AtomicBool,
 }
 
 impl Generation {
@@ -192,14 +200,28 @@ impl Generation {
             id: Uuid::new_v4(),
             chat_id: request.chat_id,
             user_id: request.user_id,
+            api_key_id: request.api_key_id,
             model: request.upstream.model.clone(),
             user_message_id: request.question.as_ref().map(|q| q.id),
-            started: std::time::Instant::now(),
+            started: Instant::now(),
+            started_at: store::now(),
+            first_token_after: OnceLock::new(),
             produced: Mutex::default(),
             published: watch::channel(()).0,
             cancel: CancellationToken::new(),
             storing_claimed: AtomicBool::new(false),
+            usage_claimed: AtomicBool::new(false),
         }
+    }
+
+    /// Its key among the running generations: its chat, or itself when it has none.
+    fn slot(&self) -> Uuid {
+        self.chat_id.unwrap_or(self.id)
+    }
+
+    /// How long the upstream took to send the first part of the answer.
+    pub fn time_to_first_token(&self) -> Option<Duration> {
+        self.first_token_after.get().copied()
     }
 
     /// What was produced. A panic while the lock was held cannot leave it unusable: at worst
@@ -209,12 +231,8 @@ impl Generation {
     }
 
     fn publish(&self, message: ChunkMessage) {
-        let mut produced = self.produced();
-        if produced.pieces == 0 {
-            crate::metrics::first_token(&self.model, self.started.elapsed());
-        }
-        produced.push(message);
-        drop(produced);
+        self.first_token_after.get_or_init(|| self.started.elapsed());
+        self.produced().push(message);
         self.published.send_replace(());
     }
 
@@ -222,7 +240,7 @@ impl Generation {
     fn publish_end(&self, ending: Ending) {
         let mut produced = self.produced();
         if produced.end.is_none() {
-            crate::metrics::generation_ended(&self.model, &ending, produced.pieces);
+            crate::metrics::generation_ended(&self.model, &ending, produced.pieces, self.time_to_first_token());
             produced.end = Some(Arc::new(ending));
             drop(produced);
             self.published.send_replace(());
@@ -247,6 +265,20 @@ impl Generation {
 
     pub fn stop(&self) {
         self.cancel.cancel();
+    }
+
+    /// A guard that stops the generation when dropped: for a client whose leaving ends it.
+    pub fn stop_on_drop(self: &Arc<Self>) -> StopOnDrop {
+        StopOnDrop(self.clone())
+    }
+}
+
+/// Stops its generation when dropped (see [`Generation::stop_on_drop`]).
+pub struct StopOnDrop(Arc<Generation>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 
@@ -316,7 +348,10 @@ pub struct Question {
 /// What to generate.
 pub struct GenerationRequest {
     pub user_id: Uuid,
-    pub chat_id: Uuid,
+    /// Where the answer is stored; `None`: it is only streamed back (see [`Generation::chat_id`]).
+    pub chat_id: Option<Uuid>,
+    /// The API key the request came with, if any (recorded with the usage).
+    pub api_key_id: Option<Uuid>,
     /// Stored before the answer; already part of `upstream`'s messages.
     pub question: Option<Question>,
     pub upstream: ChatRequest,
@@ -362,7 +397,7 @@ impl Generations {
             return Err(ServiceError::Unavailable("The server is shutting down"));
         }
         let mut running = self.running_map();
-        if running.contains_key(&request.chat_id) {
+        if request.chat_id.is_some_and(|chat_id| running.contains_key(&chat_id)) {
             return Err(ServiceError::Conflict("A reply is already being generated for this chat"));
         }
         let per_user = self.limits.per_user;
@@ -374,7 +409,7 @@ impl Generations {
         }
         limit_answer_length(&mut request.upstream, self.limits.max_answer_tokens);
         let generation = Arc::new(Generation::new(request));
-        running.insert(request.chat_id, generation.clone());
+        running.insert(generation.slot(), generation.clone());
         Ok(generation)
     }
 
@@ -399,14 +434,14 @@ impl Generations {
     /// Frees the chat for a new generation, if `generation` is still the one registered.
     fn unregister(&self, generation: &Arc<Generation>) {
         let mut running = self.running_map();
-        if running.get(&generation.chat_id).is_some_and(|registered| Arc::ptr_eq(registered, generation)) {
-            running.remove(&generation.chat_id);
+        if running.get(&generation.slot()).is_some_and(|registered| Arc::ptr_eq(registered, generation)) {
+            running.remove(&generation.slot());
         }
     }
 
     /// The running generation of a chat of this user.
     pub fn running(&self, user_id: Uuid, chat_id: Uuid) -> Option<Arc<Generation>> {
-        self.running_map().get(&chat_id).filter(|g| g.user_id == user_id).cloned()
+        self.running_map().get(&chat_id).filter(|g| g.user_id == user_id && g.chat_id == Some(chat_id)).cloned()
     }
 
     /// Stops the chat's generation, if any; returns it so the caller can wait for its end.
@@ -478,7 +513,8 @@ impl Generations {
     }
 
     async fn remove_question(&self, generation: &Generation, question_id: Uuid) {
-        let removed = self.store.delete_messages(generation.user_id, generation.chat_id, &[question_id], store::now()).await;
+        let Some(chat_id) = generation.chat_id else { return };
+        let removed = self.store.delete_messages(generation.user_id, chat_id, &[question_id], store::now()).await;
         if let Err(err) = removed {
             tracing::warn!(error = %err, generation_id = %generation.id, "removing the question of a refused request failed");
         }
@@ -494,6 +530,11 @@ impl Generations {
         };
         let produced_anything = answer.produced_anything();
         let mut ending = Ending { status, message: None, chat_title: None, final_chunk, error, produced_anything };
+        self.record_usage(generation, &ending).await;
+        let Some(chat_id) = generation.chat_id else {
+            tracing::info!(generation_id = %generation.id, status = status.as_str(), "generation ended");
+            return ending;
+        };
         // Nothing produced and cut short, there is no answer to keep; and an answer whose
         // storing was begun by a task that then stopped unexpectedly may be stored already.
         let nothing_to_keep = !produced_anything && matches!(status, EndStatus::Stopped | EndStatus::Failed);
@@ -530,13 +571,43 @@ impl Generations {
             tokens_used: counters.and_then(|c| c.eval_count).map_or(0, |n| n.min(i32::MAX as u64) as i32),
             extended_metadata: Some(metadata),
         };
-        ending.message = self.store_answer(generation, &new).await;
+        ending.message = self.store_answer(generation, chat_id, &new).await;
         ending.chat_title = self.chat_title(generation, title_source, ending.message.is_some()).await;
         tracing::info!(
-            generation_id = %generation.id, chat_id = %generation.chat_id, status = status.as_str(),
+            generation_id = %generation.id, %chat_id, status = status.as_str(),
             stored = ending.message.is_some(), "generation ended"
         );
         ending
+    }
+
+    /// Writes the generation's usage row (once): its tokens are Ollama's counters when it
+    /// completed, otherwise the pieces it produced (and no prompt count).
+    async fn record_usage(&self, generation: &Generation, ending: &Ending) {
+        if generation.usage_claimed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let counters = ending.final_chunk.as_ref();
+        let pieces = generation.produced().pieces;
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let record = GenerationRecord {
+            id: generation.id,
+            user_id: generation.user_id,
+            api_key_id: generation.api_key_id,
+            chat_id: generation.chat_id,
+            model: generation.model.clone(),
+            provider: None,
+            status: ending.status.as_str().into(),
+            started_at: generation.started_at,
+            ended_at: Some(store::now()),
+            first_token_ms: generation.time_to_first_token().map(millis),
+            duration_ms: Some(millis(generation.started.elapsed())),
+            prompt_tokens: counters.and_then(|c| c.prompt_eval_count).map_or(0, count),
+            completion_tokens: count(counters.and_then(|c| c.eval_count).unwrap_or(pieces)),
+        };
+        if let Err(err) = self.store.record_generation(&record).await {
+            tracing::error!(error = %err, generation_id = %generation.id, "recording the generation's usage failed");
+        }
     }
 
     /// Writes the user's message in its own task; when it cannot be written, the generation
@@ -545,10 +616,11 @@ impl Generations {
         let store = self.store.clone();
         let generation = generation.clone();
         let written = self.tasks.spawn(async move {
+            let Some(chat_id) = generation.chat_id else { return QuestionFate::NotStored };
             let mut attempt = 1u32;
             let failure = loop {
                 match store
-                    .add_message_with_id(question.id, generation.user_id, generation.chat_id, &question.message, question.at)
+                    .add_message_with_id(question.id, generation.user_id, chat_id, &question.message, question.at)
                     .await
                 {
                     Ok(Some(_)) => return QuestionFate::Stored,
@@ -573,9 +645,9 @@ impl Generations {
     }
 
     /// Writes the answer; retries a few times so a database hiccup does not lose it.
-    async fn store_answer(&self, generation: &Generation, new: &NewMessage) -> Option<Message> {
+    async fn store_answer(&self, generation: &Generation, chat_id: Uuid, new: &NewMessage) -> Option<Message> {
         for attempt in 1..=5u32 {
-            match self.store.add_message(generation.user_id, generation.chat_id, new, store::now()).await {
+            match self.store.add_message(generation.user_id, chat_id, new, store::now()).await {
                 Ok(stored) => return stored, // `None`: the chat was deleted meanwhile.
                 Err(err) => {
                     tracing::error!(error = %err, attempt, generation_id = %generation.id, "storing the answer failed");
@@ -587,9 +659,10 @@ impl Generations {
     }
 
     async fn chat_title(&self, generation: &Generation, title_source: Option<&str>, may_retitle: bool) -> Option<String> {
+        let chat_id = generation.chat_id?;
         let result = match (title_source, may_retitle) {
-            (Some(source), true) => self.store.title_untitled_chat(generation.chat_id, &title_from(source)).await,
-            _ => self.store.user_chat(generation.user_id, generation.chat_id).await.map(|c| c.and_then(|c| c.title)),
+            (Some(source), true) => self.store.title_untitled_chat(chat_id, &title_from(source)).await,
+            _ => self.store.user_chat(generation.user_id, chat_id).await.map(|c| c.and_then(|c| c.title)),
         };
         result.unwrap_or_else(|err| {
             tracing::warn!(error = %err, "reading the chat title failed");
@@ -627,7 +700,7 @@ impl Drop for Supervisor {
         let generation = &self.generation;
         let runtime = tokio::runtime::Handle::try_current();
         if let (true, Ok(runtime)) = (self.may_salvage, runtime) {
-            tracing::error!(generation_id = %generation.id, chat_id = %generation.chat_id, "a generation stopped unexpectedly; storing what it produced");
+            tracing::error!(generation_id = %generation.id, chat_id = ?generation.chat_id, "a generation stopped unexpectedly; storing what it produced");
             let salvage = Supervisor {
                 generations: self.generations.clone(),
                 generation: generation.clone(),
@@ -647,7 +720,7 @@ impl Drop for Supervisor {
             return;
         }
         // Nothing can be stored any more: free the chat and end the streams.
-        tracing::error!(generation_id = %generation.id, chat_id = %generation.chat_id, "a generation stopped unexpectedly; its answer is not stored");
+        tracing::error!(generation_id = %generation.id, chat_id = ?generation.chat_id, "a generation stopped unexpectedly; its answer is not stored");
         self.generations.unregister(generation);
         let produced_anything = generation.answer().produced_anything();
         generation.publish_end(Ending {
@@ -766,6 +839,7 @@ mod tests {
             options: None,
             format: None,
             keep_alive: None,
+            tools: None,
         }
     }
 
@@ -776,7 +850,8 @@ mod tests {
     fn request(user_id: Uuid, chat_id: Uuid, question: Option<Question>) -> GenerationRequest {
         GenerationRequest {
             user_id,
-            chat_id,
+            chat_id: Some(chat_id),
+            api_key_id: None,
             question,
             upstream: empty_request("llama3.2:1b"),
             title_source: Some("What is a lighthouse for?".into()),
@@ -885,6 +960,7 @@ mod tests {
                 email: "bob@example.com".into(),
                 password_hash: "not a hash".into(),
                 role: None,
+                default_role: crate::store::users::Role::User,
                 is_active: true,
                 created_at: store::now(),
             })

@@ -2,9 +2,12 @@
 //! Services answer [`ServiceError`]; `error.rs` decides what each one looks like on the wire.
 
 pub mod accounts;
+pub mod api_keys;
 pub mod chats;
 pub mod generation;
+pub mod openai;
 pub mod settings;
+pub mod usage;
 pub mod users;
 
 use crate::auth::passwords::HashingError;
@@ -29,6 +32,9 @@ pub enum ServiceError {
     InvalidCredentials,
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// The caller (or the API key) may not use this model.
+    #[error("model not allowed: {0}")]
+    ModelNotAllowed(String),
     #[error("not found: {0}")]
     NotFound(&'static str),
     #[error("conflict: {0}")]

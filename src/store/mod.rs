@@ -5,12 +5,14 @@
 //! [`on_pool!`] macro expands one query body for each backend.
 
 pub mod adopt;
+pub mod api_keys;
 pub mod chats;
+pub mod generations;
 pub mod messages;
 pub mod models;
 pub mod refresh_tokens;
+pub mod row_cache;
 pub mod settings;
-pub mod user_cache;
 pub mod users;
 
 use std::str::FromStr;
@@ -24,7 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-use self::user_cache::UserCache;
+use self::row_cache::{ApiKeyCache, UserCache};
 use crate::config::DatabaseConfig;
 
 pub static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -40,6 +42,7 @@ pub enum Pool {
 pub struct Store {
     pool: Pool,
     users: Arc<UserCache>,
+    api_keys: Arc<ApiKeyCache>,
 }
 
 /// Runs `$body` with `$pool` bound to the backend's pool (or any expression derived from it).
@@ -166,12 +169,12 @@ impl Store {
 
     /// A store without a user cache.
     pub fn from_pool(pool: Pool) -> Self {
-        Store { pool, users: Arc::new(UserCache::new(Duration::ZERO)) }
+        Store { pool, users: Arc::new(UserCache::new(Duration::ZERO)), api_keys: Arc::new(ApiKeyCache::new(Duration::ZERO)) }
     }
 
-    /// Keeps user rows for `ttl` (see [`user_cache`]); zero keeps none.
-    pub fn with_user_cache(self, ttl: Duration) -> Self {
-        Store { users: Arc::new(UserCache::new(ttl)), ..self }
+    /// Keeps user and API key rows for `ttl` (see [`row_cache`]); zero keeps none.
+    pub fn with_row_cache(self, ttl: Duration) -> Self {
+        Store { users: Arc::new(UserCache::new(ttl)), api_keys: Arc::new(ApiKeyCache::new(ttl)), ..self }
     }
 
     pub fn pool(&self) -> &Pool {

@@ -54,8 +54,9 @@ pub struct NewUser {
     pub username: String,
     pub email: String,
     pub password_hash: String,
-    /// `None`: admin when this is the first user, otherwise `user`.
+    /// `None`: admin when this is the first user, otherwise `default_role`.
     pub role: Option<Role>,
+    pub default_role: Role,
     pub is_active: bool,
     pub created_at: NaiveDateTime,
 }
@@ -81,7 +82,7 @@ impl Store {
         // SQLite then takes the write lock at once instead of failing to upgrade a read.
         let (role_if_others, role_if_first) = match new.role {
             Some(role) => (role, role),
-            None => (Role::User, Role::Admin),
+            None => (new.default_role, Role::Admin),
         };
         let insert = format!(
             "INSERT INTO users (id, username, email, password_hash, role, created_at, last_login, is_active, token_version) \
@@ -117,14 +118,14 @@ impl Store {
 
     /// The user, from the user cache when it holds a fresh copy.
     pub async fn user_by_id(&self, id: Uuid) -> Result<Option<User>, sqlx::Error> {
-        let ticket = match self.users.get(id) {
+        let ticket = match self.users.get(&id) {
             Ok(user) => return Ok(Some(user)),
             Err(ticket) => ticket,
         };
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
         let user: Option<User> = on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?;
         if let Some(user) = &user {
-            self.users.put(ticket, user);
+            self.users.put(ticket, id, user);
         }
         Ok(user)
     }
@@ -133,7 +134,7 @@ impl Store {
     /// failed commit may still have committed).
     async fn changing_user<T>(&self, id: Uuid, write: impl std::future::Future<Output = T>) -> T {
         let result = write.await;
-        self.users.forget(id);
+        self.users.forget(&id);
         result
     }
 
@@ -306,6 +307,11 @@ impl Store {
 
     /// Whether any account still has one of the original's bcrypt hashes (each is replaced at
     /// its account's next successful login).
+    /// Whether any account exists.
+    pub async fn has_users(&self) -> Result<bool, sqlx::Error> {
+        on_pool!(self, pool => sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)").fetch_one(pool).await)
+    }
+
     pub async fn bcrypt_hashes_remain(&self) -> Result<bool, sqlx::Error> {
         // Served by the partial index `users_bcrypt_hash_idx`.
         let sql = "SELECT COUNT(*) FROM (SELECT 1 FROM users WHERE password_hash LIKE '$2%' LIMIT 1) AS legacy";

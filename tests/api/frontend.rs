@@ -85,7 +85,7 @@ async fn the_spa_is_served_with_its_pages_and_caching() {
 async fn missing_files_and_the_servers_own_paths_are_never_answered_by_the_spa() {
     let (app, _dir) = spa_app().await;
     let not_found = json!({"detail": "Not Found"});
-    for path in ["/assets/missing-Zz9Yy8Xx.js", "/api", "/api/v1/no/such", "/v1/models", "/v1", "/redoc/nothing", "/metrics/x"] {
+    for path in ["/assets/missing-Zz9Yy8Xx.js", "/api", "/api/v1/no/such", "/v1/no/such", "/v1", "/redoc/nothing", "/metrics/x"] {
         let response = get(&app, path, &[]).await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
         assert_eq!(response.json::<Value>().await.unwrap(), not_found, "{path}");

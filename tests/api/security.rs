@@ -79,6 +79,13 @@ const MATRIX: &[(&str, &str, [u16; 6])] = &[
     ("delete", "/ollama/delete", [401, 403, 403, 403, 400, 200]),
     ("post", "/ollama/cache/clear", [401, 403, 403, 403, 400, 200]),
     ("post", "/ollama/chat", [401, 404, 200, 404, 400, 404]),
+    ("post", "/api-keys", [401, 201, 201, 201, 400, 201]),
+    ("get", "/api-keys", [401, 200, 200, 200, 400, 200]),
+    ("delete", "/api-keys/{key_id}", [401, 404, 204, 404, 400, 404]),
+    ("get", "/admin/api-keys", [401, 403, 403, 403, 400, 200]),
+    ("delete", "/admin/api-keys/{key_id}", [401, 403, 403, 403, 400, 204]),
+    ("get", "/usage/me", [401, 200, 200, 200, 400, 200]),
+    ("get", "/admin/usage", [401, 403, 403, 403, 400, 200]),
 ];
 
 /// A valid body for the route, so that only authorization decides the status.
@@ -88,6 +95,7 @@ fn body_for(method: &str, path: &str, actor: &str) -> Option<Value> {
             json!({"username": format!("new_{actor}"), "email": format!("new_{actor}@example.com"), "password": PASSWORD})
         }
         ("put", _) => json!({}),
+        ("post", "/api-keys") => json!({"name": format!("{actor}'s key")}),
         ("patch", "/chats/chat/{chat_id}") => json!({"title": "renamed"}),
         ("patch", _) => json!({"content": "edited"}),
         ("post", "/chats/{chat_id}/messages") | ("post", "/chat/conversations/{chat_id}/messages") => {
@@ -141,7 +149,17 @@ async fn every_route_answers_each_kind_of_caller_as_intended(app: TestApp) {
         if *template == "/ollama/delete" {
             app.post("/ollama/pull").session(&admin).json(&json!({"model": "tinyllama:latest"})).send().await;
         }
-        let path = template.replace("{chat_id}", &chat).replace("{message_id}", &message).replace("{user_id}", &target);
+        // The owner's key, in the key routes' paths.
+        let key = if template.contains("{key_id}") {
+            app.api_key(&owner, json!({"name": "owned"})).await["id"].as_str().unwrap().to_owned()
+        } else {
+            String::new()
+        };
+        let path = template
+            .replace("{chat_id}", &chat)
+            .replace("{message_id}", &message)
+            .replace("{user_id}", &target)
+            .replace("{key_id}", &key);
         for (index, actor) in ACTORS.iter().enumerate() {
             let mut request = app.request(method.to_uppercase().parse().unwrap(), &path);
             if let Some(body) = body_for(method, template, actor) {

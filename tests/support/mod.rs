@@ -216,6 +216,19 @@ impl TestApp {
         format!("{}/api/v1{}", self.address, path)
     }
 
+    /// A request to the OpenAI-compatible API (`/v1{path}`) with an API key.
+    pub fn openai(&self, method: Method, path: &str, key: &str) -> TestRequest<'_> {
+        let builder = self.client.request(method, format!("{}/v1{path}", self.address));
+        TestRequest { _app: self, builder }.bearer(key)
+    }
+
+    /// Makes an API key for the session's user (asserting 201) and returns the answer.
+    pub async fn api_key(&self, session: &Session, body: Value) -> Value {
+        let response = self.post("/api-keys").session(session).json(&body).send().await;
+        assert_eq!(response.status, StatusCode::CREATED, "create API key: {}", response.body);
+        response.body
+    }
+
     pub fn request(&self, method: Method, path: &str) -> TestRequest<'_> {
         TestRequest { _app: self, builder: self.client.request(method, self.url(path)) }
     }
