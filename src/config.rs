@@ -155,6 +155,13 @@ variables! {
     AUDIT_RETENTION_DAYS = Value("180"), "Days audit events are kept (at most 36500); older ones are deleted hourly (0: kept forever).";
     LOG_LEVEL = Value("info"), "A level (debug, info, warn) or a tracing filter.";
     LOG_DIR = Value("./logs"), "Where app.log is written, rotated daily.";
+    LOG_FORMAT = Value("text"), "text (one readable line per event) or json (one JSON object per line).";
+    METRICS_TOKEN = Described("none"),
+        "When set, GET /metrics needs Authorization: Bearer <this token> (and METRICS_ALLOW is not consulted).";
+    METRICS_ALLOW = Value("127.0.0.0/8,::1"),
+        "Without METRICS_TOKEN, the client addresses (comma-separated addresses or CIDR ranges) GET /metrics answers.";
+    FRONTEND_DIR = Described("none"),
+        "A built SPA (a folder with index.html) served at /, with index.html for unknown non-API paths.";
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,6 +199,19 @@ pub enum DatabaseConfig {
     Postgres {
         url: Secret,
     },
+}
+
+impl DatabaseConfig {
+    /// Where the data is, fit for a log: the file, or the server and database (no password).
+    pub fn location(&self) -> String {
+        match self {
+            DatabaseConfig::Sqlite { path } => path.display().to_string(),
+            DatabaseConfig::Postgres { url } => match url::Url::parse(url.expose()) {
+                Ok(url) => format!("{}:{}{}", url.host_str().unwrap_or("localhost"), url.port().unwrap_or(5432), url.path()),
+                Err(_) => "(an unreadable URL)".to_owned(),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -313,6 +333,19 @@ impl RateSpec {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Who may read `/metrics`: the holders of a token, or else these client addresses.
+#[derive(Clone, Debug)]
+pub enum MetricsAccess {
+    Token(Secret),
+    Addresses(Vec<ipnet::IpNet>),
+}
+
 /// Per-client limits of the routes the original limited (its defaults), and per account name
 /// for login.
 #[derive(Clone, Debug)]
@@ -335,6 +368,10 @@ pub struct RateLimitConfig {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub environment: Environment,
+    pub log_format: LogFormat,
+    pub metrics_access: MetricsAccess,
+    /// The built SPA to serve at `/` (holds an `index.html`).
+    pub frontend_dir: Option<PathBuf>,
     pub host: IpAddr,
     pub port: u16,
     pub data_dir: PathBuf,
@@ -510,7 +547,30 @@ impl Config {
         }
         let audit_retention = (audit_retention_days > 0).then(|| Duration::from_secs(audit_retention_days * 24 * 3600));
 
+        let log_format = match vars.value(var::LOG_FORMAT).to_ascii_lowercase().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(ConfigError::new(var::LOG_FORMAT, format!("must be text or json, got {other:?}"))),
+        };
+        let metrics_access = match vars.get(var::METRICS_TOKEN) {
+            Some(token) => MetricsAccess::Token(Secret::new(token)),
+            None => MetricsAccess::Addresses(address_list(vars.value(var::METRICS_ALLOW), var::METRICS_ALLOW)?),
+        };
+        let frontend_dir = match vars.get(var::FRONTEND_DIR) {
+            Some(dir) if !Path::new(dir).join("index.html").is_file() => {
+                return Err(ConfigError::new(
+                    var::FRONTEND_DIR,
+                    format!("{dir:?} is not a folder with an index.html (a built SPA)"),
+                ))
+            }
+            Some(dir) => Some(PathBuf::from(dir)),
+            None => None,
+        };
+
         Ok(Config {
+            log_format,
+            metrics_access,
+            frontend_dir,
             rate_limits,
             request_timeout,
             max_body_bytes,
@@ -626,14 +686,7 @@ fn rate_limits(vars: &Vars) -> Result<RateLimitConfig, ConfigError> {
         let raw = vars.value(variable);
         RateSpec::parse(raw).ok_or_else(|| ConfigError::new(variable, format!("expected a rate like 10/minute, got {raw:?}")))
     };
-    let mut trusted_proxies = Vec::new();
-    for item in vars.get(var::TRUSTED_PROXIES).unwrap_or_default().split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let net = item
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
-            .map_err(|_| ConfigError::new(var::TRUSTED_PROXIES, format!("{item:?} is not an IP address or CIDR range")))?;
-        trusted_proxies.push(net);
-    }
+    let trusted_proxies = address_list(vars.get(var::TRUSTED_PROXIES).unwrap_or_default(), var::TRUSTED_PROXIES)?;
     Ok(RateLimitConfig {
         enabled,
         register: spec(var::RATE_LIMIT_REGISTER)?,
@@ -648,6 +701,19 @@ fn rate_limits(vars: &Vars) -> Result<RateLimitConfig, ConfigError> {
         api_key: spec(var::RATE_LIMIT_API_KEY)?,
         trusted_proxies,
     })
+}
+
+/// Comma-separated addresses or CIDR ranges.
+fn address_list(raw: &str, variable: Variable) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| ConfigError::new(variable, format!("{item:?} is not an IP address or CIDR range")))
+        })
+        .collect()
 }
 
 fn connection_limits(vars: &Vars) -> Result<ConnectionLimits, ConfigError> {
@@ -811,6 +877,9 @@ mod tests {
             ("MAX_CONNECTIONS", "0"),
             ("AUDIT_RETENTION_DAYS", "36501"),
             ("AUDIT_RETENTION_DAYS", "-1"),
+            ("LOG_FORMAT", "xml"),
+            ("METRICS_ALLOW", "everyone"),
+            ("FRONTEND_DIR", "/nonexistent/dist"),
         ];
         for (name, value) in cases {
             let mut v = vars(&SECRETS);

@@ -175,7 +175,12 @@ impl ApiError {
             ApiError::BadRequest(msg) => json!(msg),
             ApiError::ModelNotAllowed(model) => json!(format!("You may not use model {model}")),
             ApiError::Overloaded { detail, .. } => json!(detail),
-            ApiError::Upstream { detail, .. } => json!(detail),
+            ApiError::Upstream { status, detail } => {
+                if status.is_server_error() {
+                    tracing::warn!(status = status.as_u16(), cause = %detail, "the upstream failed");
+                }
+                json!(detail)
+            }
             ApiError::DatabaseUnavailable(err) => {
                 tracing::error!(error = ?err, "database unavailable");
                 json!("Database unavailable")

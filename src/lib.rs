@@ -7,12 +7,16 @@ pub mod auth;
 pub mod background;
 pub mod cli;
 pub mod config;
+pub mod diagnostics;
 pub mod error;
+pub mod frontend;
 pub mod guards;
 pub mod lifetime;
+pub mod metrics;
 pub mod names;
 pub mod ollama;
 pub mod openapi;
+pub mod request_id;
 pub mod routes;
 pub mod schemas;
 pub mod server;
@@ -74,7 +78,15 @@ impl Application {
         if let Some(retention) = config.audit_retention {
             services::audit::spawn_pruning(&background, store.clone(), retention);
         }
+        metrics::install();
+        metrics::spawn_upkeep(&background);
+        let upstream = metrics::UpstreamHealth::default();
+        // The first probe's line says at startup whether the upstream is reachable.
+        upstream.probe(&ollama).await;
+        upstream.spawn_probe(ollama.clone(), &background);
         let state = AppState {
+            upstream,
+            frontend: config.frontend_dir.as_deref().map(frontend::Frontend::new),
             rate_limits,
             body_limits: BodyLimits::new(config.max_body_bytes, config.max_body_bytes_in_flight, config.request_timeout),
             tokens: Arc::new(TokenKeys::new(&config.jwt)),
@@ -99,6 +111,24 @@ impl Application {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// What a newcomer needs to know once the server listens (the version, and whether the
+    /// upstream is reachable, were logged while it was built).
+    pub fn log_startup(&self) {
+        let config = &self.state.config;
+        let address = self.local_addr();
+        let host = if address.ip().is_unspecified() { "localhost".to_owned() } else { address.ip().to_string() };
+        let host = if address.is_ipv6() && !address.ip().is_unspecified() { format!("[{host}]") } else { host };
+        let url = format!("http://{host}:{}", address.port());
+        let backend = self.state.store.backend_name();
+        tracing::info!(backend, location = %config.database.location(), "database ready");
+        tracing::info!(%address, %url, "rovertchat listening");
+        tracing::info!(url = format!("{url}/docs"), "API documentation");
+        match &config.frontend_dir {
+            Some(folder) => tracing::info!(folder = %folder.display(), %url, "web UI served"),
+            None => tracing::info!("no web UI served (FRONTEND_DIR is unset)"),
+        }
     }
 
     /// Serves until `shutdown` completes; then stops accepting, lets requests in progress and

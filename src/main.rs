@@ -15,7 +15,7 @@ fn keep_large_blocks_out_of_the_heap() {
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use rovertchat::config::{Config, VARIABLES};
 use rovertchat::store::Store;
-use rovertchat::{telemetry, Application};
+use rovertchat::{diagnostics, telemetry, Application};
 
 #[derive(Parser)]
 #[command(name = "rovertchat", version, about = "The rovertChat backend: accounts, chats and Ollama")]
@@ -48,6 +48,8 @@ enum Command {
         #[command(subcommand)]
         command: rovertchat::cli::UserCommand,
     },
+    /// Check the configuration, the database, pending migrations and the upstream (exit 1 if one fails).
+    Check,
 }
 
 fn main() -> ExitCode {
@@ -55,8 +57,13 @@ fn main() -> ExitCode {
     // Process variables win over `.env`, which sets only those not already set.
     let _ = dotenvy::dotenv();
     let (cli, matches) = Cli::parse_with_configuration();
+    let checking = matches!(cli.command, Some(Command::Check));
     let config = match Config::from_arg_matches(&matches) {
         Ok(config) => config,
+        Err(err) if checking => {
+            println!("{}", diagnostics::bad_configuration(err));
+            return ExitCode::FAILURE;
+        }
         Err(err) => {
             eprintln!("configuration error: {err}");
             return ExitCode::from(2);
@@ -69,10 +76,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if checking {
+        return if runtime.block_on(diagnostics::check(&config)) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
     let result = runtime.block_on(async move {
         let _log_guard = telemetry::init(&config)?;
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(config).await,
+            Command::Check => unreachable!("checked before logging starts"),
             Command::Migrate => {
                 let store = Store::connect(&config.database, 1).await?;
                 store.migrate().await?;
@@ -93,8 +104,9 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "rovertchat starting");
     let app = Application::build(config).await?;
-    tracing::info!(address = %app.local_addr(), backend = app.state().store.backend_name(), "rovertchat listening");
+    app.log_startup();
     app.run(shutdown_signal()).await
 }
 

@@ -2,7 +2,9 @@ use std::sync::Arc;
 
 use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
+use crate::frontend::Frontend;
 use crate::guards::RateLimits;
+use crate::metrics::UpstreamHealth;
 use crate::ollama::OllamaClient;
 use crate::services::admission::Admission;
 use crate::services::api_keys::ApiKeyCheck;
@@ -22,6 +24,10 @@ pub struct AppState {
     pub admission: Admission,
     pub rate_limits: RateLimits,
     pub body_limits: BodyLimits,
+    /// Whether the upstream answered its last probe.
+    pub upstream: UpstreamHealth,
+    /// The SPA of `FRONTEND_DIR`, when one is served.
+    pub frontend: Option<Frontend>,
 }
 
 impl axum::extract::FromRef<AppState> for BodyLimits {

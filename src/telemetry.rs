@@ -12,7 +12,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter};
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 
 /// Installs the global subscriber. Keep the guard alive until exit so the file is flushed.
 pub fn init(config: &Config) -> anyhow::Result<WorkerGuard> {
@@ -22,11 +22,18 @@ pub fn init(config: &Config) -> anyhow::Result<WorkerGuard> {
     let (file_writer, guard) = tracing_appender::non_blocking(appender);
     // sqlx logs every statement at info; keep it quiet unless asked for.
     let filter = EnvFilter::try_new(format!("sqlx=warn,{}", config.log_level))?;
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt::layer().with_target(false).fmt_fields(EscapedFields))
-        .with(fmt::layer().with_ansi(false).fmt_fields(EscapedFieldsForFile).with_writer(file_writer))
-        .try_init()?;
+    let registry = tracing_subscriber::registry().with(filter);
+    match config.log_format {
+        LogFormat::Text => registry
+            .with(fmt::layer().with_target(false).fmt_fields(EscapedFields))
+            .with(fmt::layer().with_ansi(false).fmt_fields(EscapedFieldsForFile).with_writer(file_writer))
+            .try_init()?,
+        // JSON escapes what it writes; the span's fields (request id, route, user) are in `span`.
+        LogFormat::Json => registry
+            .with(fmt::layer().json().with_target(false).with_current_span(true).with_span_list(false))
+            .with(fmt::layer().json().with_current_span(true).with_span_list(false).with_writer(file_writer))
+            .try_init()?,
+    }
     Ok(guard)
 }
 

@@ -131,6 +131,20 @@ impl LimitKind {
         LimitKind::SettingsWrite,
     ];
 
+    /// Its name in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            LimitKind::Register => "register",
+            LimitKind::Login => "login",
+            LimitKind::Refresh => "refresh",
+            LimitKind::Logout => "logout",
+            LimitKind::ProfileRead => "profile_read",
+            LimitKind::ProfileWrite => "profile_write",
+            LimitKind::SettingsRead => "settings_read",
+            LimitKind::SettingsWrite => "settings_write",
+        }
+    }
+
     fn spec(self, config: &RateLimitConfig) -> RateSpec {
         match self {
             LimitKind::Register => config.register,
@@ -178,7 +192,7 @@ impl RateLimits {
 
     /// The client's address: the peer, or what a trusted proxy says the client is.
     pub fn client_ip(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
-        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|net| net.contains(ip));
+        let trusted = |ip: &IpAddr| self.is_trusted_proxy(ip);
         if !trusted(&peer) {
             return peer;
         }
@@ -196,6 +210,11 @@ impl RateLimits {
             .unwrap_or(peer)
     }
 
+    /// Whether `peer` is one of `TRUSTED_PROXIES`.
+    pub fn is_trusted_proxy(&self, peer: &IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(peer))
+    }
+
     /// Counts one login attempt against the account (whichever name found it) or the unknown name.
     /// Counts a request made with API key `key_id` against `RATE_LIMIT_API_KEY`.
     pub fn check_api_key(&self, key_id: Uuid) -> Result<(), ApiError> {
@@ -210,7 +229,7 @@ impl RateLimits {
         if !self.enabled {
             return Ok(());
         }
-        self.login_per_account.check(target)
+        self.login_per_account.check(target).inspect_err(|_| crate::metrics::rate_limited("login_per_account"))
     }
 }
 
@@ -231,7 +250,10 @@ pub async fn enforce(
         let peer = peer(request.extensions()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let client = limits.client_ip(request.headers(), peer);
         let limit = &limits.by_kind[&kind];
-        limit.limiter.check_key(&client).map_err(|not_until| too_many(limit.spec, not_until))?;
+        limit.limiter.check_key(&client).map_err(|not_until| {
+            crate::metrics::rate_limited(kind.label());
+            too_many(limit.spec, not_until)
+        })?;
     }
     Ok(next.run(request).await)
 }

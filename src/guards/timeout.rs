@@ -44,7 +44,7 @@ pub async fn limit_duration(State(limit): State<Duration>, mut request: Request,
     if time_limit.is_lifted() {
         return Ok(response.await);
     }
-    tracing::warn!(%path, ?limit, "request timed out");
+    tracing::warn!(%path, limit_ms = limit.as_millis() as u64, "request timed out");
     Err(ApiError::Unavailable("Request timed out"))
 }
 

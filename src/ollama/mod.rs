@@ -83,6 +83,11 @@ impl OllamaClient {
         })
     }
 
+    /// The upstream's address as the log names it (without credentials).
+    pub fn address(&self) -> &str {
+        &self.logged_address
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
     }
@@ -133,6 +138,16 @@ impl OllamaClient {
 
     pub async fn version(&self) -> Result<Value, OllamaError> {
         self.json(Method::GET, "/api/version", None).await
+    }
+
+    /// The names of the installed models (`name:tag`), uncached: a cheap probe of the upstream.
+    pub async fn model_names(&self) -> Result<Vec<String>, OllamaError> {
+        let tags = self.json(Method::GET, "/api/tags", None).await?;
+        let models = tags.get("models").and_then(Value::as_array).cloned().unwrap_or_default();
+        Ok(models
+            .iter()
+            .filter_map(|m| m.get("name").or_else(|| m.get("model")).and_then(Value::as_str).map(str::to_owned))
+            .collect())
     }
 
     /// Installed models, each with its `capabilities` (from `/api/show`, fetched concurrently).

@@ -15,10 +15,11 @@ use crate::auth::{CurrentUser, MaybeUser};
 use crate::error::ApiResult;
 use crate::guards::cross_site::SameSiteOrigin;
 use crate::guards::rate_limit::{ClientAddress, LimitKind, LoginTarget};
+use crate::metrics;
 use crate::schemas::users::{LoginForm, RegisterRequest, TokenResponse, UserResponse};
 use crate::schemas::DetailMessage;
-use crate::services::accounts;
 use crate::services::audit::ActionContext;
+use crate::services::{accounts, ServiceError};
 use crate::state::AppState;
 use crate::validation::{ValidForm, ValidJson};
 
@@ -87,8 +88,15 @@ pub(crate) async fn login(
         Some(user) => LoginTarget::Account(user.id),
         None => LoginTarget::UnknownName(&form.username),
     };
-    state.rate_limits.check_login_attempt(target)?;
-    let user = accounts::login(&state.store, &ActionContext::anonymous(address), account, form.password).await?;
+    state.rate_limits.check_login_attempt(target).inspect_err(|_| metrics::login("rate_limited"))?;
+    let user = accounts::login(&state.store, &ActionContext::anonymous(address), account, form.password).await;
+    metrics::login(match &user {
+        Ok(_) => "success",
+        Err(ServiceError::IncorrectLogin) => "incorrect",
+        Err(ServiceError::InactiveUser) => "inactive",
+        Err(_) => "error",
+    });
+    let user = user?;
     let tokens = accounts::start_session(&state.store, &state.tokens, &user).await?;
     Ok(session_response(&state, &headers, tokens))
 }

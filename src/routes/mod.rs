@@ -17,7 +17,7 @@ pub mod users;
 
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +30,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter, UtoipaMethodRouterE
 use crate::guards;
 use crate::guards::rate_limit::LimitKind;
 use crate::openapi;
+use crate::request_id::{self, RequestId};
 use crate::state::AppState;
 use tower_http::trace::TraceLayer;
 use tracing::Instrument;
@@ -116,16 +117,19 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(openai_api)
         .merge(openapi::router())
-        .fallback(not_found)
+        .route("/metrics", axum::routing::get(crate::metrics::render))
+        .fallback(frontend_or_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(run_to_completion))
         .layer(middleware::from_fn_with_state(state.config.request_timeout, guards::timeout::limit_duration))
         .layer(middleware::from_fn_with_state(state.clone(), guards::cross_site::refuse_cross_site))
         // For the rate-limited routes' layers (`RouteRules::rate_limited`).
         .layer(Extension(state.rate_limits.clone()))
+        .layer(middleware::from_fn(crate::metrics::track_requests))
         .layer(TraceLayer::new_for_http().make_span_with(request_span).on_request(()).on_response(log_response).on_failure(()))
         .layer(cors)
         .layer(CatchPanicLayer::custom(|_| internal_error()))
+        .layer(middleware::from_fn_with_state(state.rate_limits.clone(), request_id::assign))
         .with_state(state)
 }
 
@@ -143,6 +147,16 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
         .allow_methods([Method::DELETE, Method::GET, Method::HEAD, Method::OPTIONS, Method::PATCH, Method::POST, Method::PUT])
         .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
         .max_age(Duration::from_secs(600))
+}
+
+/// The SPA's file or page (`FRONTEND_DIR`), or else the JSON 404.
+async fn frontend_or_not_found(State(state): State<AppState>, request: Request) -> Response {
+    if let Some(frontend) = &state.frontend {
+        if let Some(response) = frontend.serve(request).await {
+            return response;
+        }
+    }
+    not_found().await
 }
 
 async fn not_found() -> Response {
@@ -180,11 +194,19 @@ async fn run_to_completion(request: Request, next: Next) -> Response {
 /// the status and the latency. Never the query string, headers or body, where secrets could be.
 fn request_span(request: &Request) -> tracing::Span {
     let route = request.extensions().get::<MatchedPath>().map_or("(no route)", MatchedPath::as_str);
-    tracing::info_span!("request", method = %request.method(), route = %route, user_id = tracing::field::Empty)
+    let id = request.extensions().get::<RequestId>().map_or("", RequestId::as_str);
+    tracing::info_span!("request", method = %request.method(), route = %route, request_id = %id, user_id = tracing::field::Empty)
 }
 
+/// A 5xx is a warning: its cause was logged in the same span where it arose.
 fn log_response(response: &Response, latency: Duration, _span: &tracing::Span) {
-    tracing::info!(status = response.status().as_u16(), latency_us = latency.as_micros() as u64, "request");
+    let status = response.status().as_u16();
+    let latency_us = latency.as_micros() as u64;
+    if response.status().is_server_error() {
+        tracing::warn!(status, latency_us, "request");
+    } else {
+        tracing::info!(status, latency_us, "request");
+    }
 }
 
 /// Adds `Set-Cookie` headers to a response.

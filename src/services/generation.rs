@@ -240,6 +240,7 @@ impl Generation {
     fn publish_end(&self, ending: Ending) {
         let mut produced = self.produced();
         if produced.end.is_none() {
+            crate::metrics::generation_ended(&self.model, &ending, produced.pieces, self.time_to_first_token());
             produced.end = Some(Arc::new(ending));
             drop(produced);
             self.published.send_replace(());

@@ -214,6 +214,19 @@ impl Store {
         Ok(())
     }
 
+    /// How many migrations `migrate` would apply (all of them to a database it never touched).
+    pub async fn pending_migrations(&self) -> usize {
+        let migrator = match self.pool {
+            Pool::Postgres(_) => &POSTGRES_MIGRATIONS,
+            Pool::Sqlite(_) => &SQLITE_MIGRATIONS,
+        };
+        let applied: Vec<i64> = on_pool!(self, pool => sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await)
+        .unwrap_or_default();
+        migrator.iter().filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version)).count()
+    }
+
     /// Round-trip time of a trivial query.
     pub async fn ping(&self) -> Result<Duration, sqlx::Error> {
         let started = Instant::now();

@@ -98,7 +98,9 @@ async fn slow_non_streaming_requests_are_cut_off(app: TestApp) {
     .await;
     let (_, session) = stuck.signed_up("bob_user").await;
     let started = std::time::Instant::now();
-    stuck.get("/ollama/version").session(&session).send().await.assert_detail(503, "Request timed out");
+    let timed_out = stuck.get("/ollama/version").session(&session).send().await;
+    timed_out.assert_detail(503, "Request timed out");
+    assert!(timed_out.header("x-request-id").is_some(), "a timed-out request has its id too");
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 
     // Streaming routes are not cut: the answer's length is the model's.

@@ -102,10 +102,11 @@ impl ServerProcess {
             _database: options.database,
         };
         let listening = server.wait_for_log("rovertchat listening");
+        // `address=…` in a text line, `"address":"…"` in a JSON one.
         server.address = listening
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("address="))
-            .and_then(|address| address.parse().ok())
+            .split([' ', ','])
+            .find_map(|field| field.strip_prefix("address=").or_else(|| field.strip_prefix("\"address\":")))
+            .and_then(|address| address.trim_matches('"').parse().ok())
             .unwrap_or_else(|| panic!("no address in {listening:?}"));
         server
     }

@@ -1,0 +1,76 @@
+//! `rovertchat check`: one line per thing the server needs (its configuration, the database,
+//! its migrations, the upstream), each `ok` or `FAIL` with what was found.
+
+use std::fmt::Display;
+
+use crate::config::{Config, DatabaseConfig};
+use crate::metrics::DEFAULT_PROVIDER;
+use crate::ollama::OllamaClient;
+use crate::store::Store;
+
+/// One checked thing and what was found.
+pub struct Finding {
+    pub ok: bool,
+    pub what: String,
+    pub detail: String,
+}
+
+impl Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:<4} {}: {}", if self.ok { "ok" } else { "FAIL" }, self.what, self.detail)
+    }
+}
+
+fn found(ok: bool, what: impl Into<String>, detail: impl Into<String>) -> Finding {
+    Finding { ok, what: what.into(), detail: detail.into() }
+}
+
+/// The line of a configuration that could not be read.
+pub fn bad_configuration(err: impl Display) -> Finding {
+    found(false, "config", err.to_string())
+}
+
+/// Checks everything, printing each line as it is known; true when all are fine.
+pub async fn check(config: &Config) -> bool {
+    let mut all_ok = true;
+    let mut report = |finding: Finding| {
+        all_ok &= finding.ok;
+        println!("{finding}");
+    };
+    report(found(true, "config", format!("valid ({:?} environment)", config.environment).to_lowercase()));
+    let location = config.database.location();
+    let fresh_sqlite = matches!(&config.database, DatabaseConfig::Sqlite { path } if !path.exists());
+    if fresh_sqlite {
+        report(found(true, "database", format!("sqlite at {location} does not exist yet; it is created at the first start")));
+        let all = crate::store::SQLITE_MIGRATIONS.iter().filter(|m| !m.migration_type.is_down_migration()).count();
+        report(found(true, "migrations", format!("{all} pending; applied at the first start")));
+    } else {
+        match Store::connect(&config.database, 1).await {
+            Ok(store) => {
+                report(found(true, "database", format!("{} at {location} reachable", store.backend_name())));
+                report(match store.pending_migrations().await {
+                    0 => found(true, "migrations", "none pending"),
+                    n => {
+                        found(true, "migrations", format!("{n} pending; applied at the next start (or by `rovertchat migrate`)"))
+                    }
+                });
+                store.close().await;
+            }
+            Err(err) => report(found(false, "database", format!("{err:#}"))),
+        }
+    }
+    let upstream = format!("upstream {DEFAULT_PROVIDER}");
+    report(match OllamaClient::new(&config.ollama) {
+        Ok(ollama) => match tokio::time::timeout(config.ollama.connect_timeout * 2, ollama.model_names()).await {
+            Ok(Ok(models)) => found(true, upstream, format!("reachable at {} ({} models)", ollama.address(), models.len())),
+            Ok(Err(err)) => found(false, upstream, format!("{err} ({})", ollama.address())),
+            Err(_) => found(
+                false,
+                upstream,
+                format!("no answer at {} within {:?}", ollama.address(), config.ollama.connect_timeout * 2),
+            ),
+        },
+        Err(err) => found(false, upstream, format!("{err:#}")),
+    });
+    all_ok
+}
