@@ -222,7 +222,10 @@ impl RateLimits {
             return Ok(());
         }
         let (spec, limiter) = &*self.per_api_key;
-        limiter.check_key(&key_id).map_err(|not_until| too_many(*spec, not_until))
+        limiter.check_key(&key_id).map_err(|not_until| {
+            crate::metrics::rate_limited("api_key");
+            too_many(*spec, not_until)
+        })
     }
 
     pub fn check_login_attempt(&self, target: LoginTarget<'_>) -> Result<(), ApiError> {

@@ -17,7 +17,8 @@ use crate::schemas::usage::{UsageQuery, UsageReport};
 use crate::services::audit::ActionContext;
 use crate::services::model_access::PolicyUpdate;
 use crate::services::quotas::QuotaDocument;
-use crate::services::{api_keys, audit, usage};
+use crate::services::stats::Stats;
+use crate::services::{api_keys, audit, stats, usage};
 use crate::state::AppState;
 use crate::store::audit::AuditFilter;
 use crate::validation::ValidJson;
@@ -26,6 +27,7 @@ use crate::validation::{ValidPath, ValidQuery};
 pub fn router() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(audit_log))
+        .routes(routes!(overview))
         .routes(routes!(list_api_keys))
         .routes(routes!(revoke_api_key))
         .routes(routes!(all_usage))
@@ -108,6 +110,17 @@ pub(crate) async fn all_usage(
     ValidQuery(query): ValidQuery<UsageQuery>,
 ) -> ApiResult<Json<UsageReport>> {
     Ok(Json(usage::report(&state.store, &query, query.user_id, true).await?))
+}
+
+/// Accounts by role and state, chats, messages, answers and tokens today and in the last 30
+/// days by model, the answers running on this instance, and the upstream's health.
+#[utoipa::path(
+    get, path = "/admin/stats", tag = "admin",
+    responses((status = 200, body = Stats), (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail)),
+    security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn overview(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Stats>> {
+    Ok(Json(stats::stats(&state.store, state.generations.running_count(), state.upstream.is_up()).await?))
 }
 
 /// The audit log, newest first.

@@ -13,6 +13,7 @@ pub mod openai;
 pub mod quotas;
 pub mod settings;
 pub mod snapshot;
+pub mod stats;
 pub mod usage;
 pub mod users;
 

@@ -157,6 +157,7 @@ impl Quotas {
 
 /// 429 until the next UTC midnight.
 fn daily_limit(limit: &str, midnight: NaiveDateTime) -> ServiceError {
+    crate::metrics::rate_limited("daily_quota");
     let next = midnight + Days::new(1);
     let seconds = (next - Utc::now().naive_utc()).num_seconds().max(1) as u64;
     ServiceError::Limited { limit: format!("{limit}; it resets at 00:00 UTC"), retry_after_secs: seconds }
@@ -164,6 +165,7 @@ fn daily_limit(limit: &str, midnight: NaiveDateTime) -> ServiceError {
 
 /// 429 for the number of answers running at once.
 pub fn too_many_at_once(limit: usize) -> ServiceError {
+    crate::metrics::rate_limited("concurrent_generations");
     ServiceError::Limited {
         limit: format!("{limit} replies generating at once per user"),
         retry_after_secs: RETRY_AFTER_BUSY_SECS,

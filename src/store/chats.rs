@@ -140,3 +140,11 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// How many chats and messages are stored, of everyone.
+    pub async fn chat_and_message_counts(&self) -> Result<(i64, i64), sqlx::Error> {
+        let sql = "SELECT (SELECT COUNT(*) FROM chats), (SELECT COUNT(*) FROM messages)";
+        on_pool!(self, pool => sqlx::query_as(sql).fetch_one(pool).await)
+    }
+}

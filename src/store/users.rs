@@ -517,3 +517,18 @@ mod tests {
         assert!(plan_name_keys(&accounts).is_empty());
     }
 }
+
+/// How many accounts have a role and an active flag.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AccountCount {
+    pub role: Option<Role>,
+    pub active: bool,
+    pub count: i64,
+}
+
+impl Store {
+    pub async fn account_counts(&self) -> Result<Vec<AccountCount>, sqlx::Error> {
+        let sql = "SELECT role, COALESCE(is_active, TRUE) AS active, COUNT(*) AS count FROM users GROUP BY role, COALESCE(is_active, TRUE)";
+        on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await)
+    }
+}

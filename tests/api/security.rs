@@ -91,6 +91,7 @@ const MATRIX: &[(&str, &str, [u16; 6])] = &[
     ("get", "/admin/quotas", [401, 403, 403, 403, 400, 200]),
     ("put", "/admin/quotas", [401, 403, 403, 403, 400, 200]),
     ("get", "/admin/audit", [401, 403, 403, 403, 400, 200]),
+    ("get", "/admin/stats", [401, 403, 403, 403, 400, 200]),
 ];
 
 /// A valid body for the route, so that only authorization decides the status.

@@ -13,6 +13,7 @@ on_both_databases!(
     every_answer_leaves_one_usage_row_however_it_ended,
     usage_reports_sum_per_day_model_and_user,
     usage_periods_are_validated,
+    admins_see_the_overview,
 );
 
 const ROWS: &str = "SELECT COUNT(*) FROM generations";
@@ -153,4 +154,46 @@ async fn usage_periods_are_validated(app: TestApp) {
         let issue: &Value = &response.body["detail"][0];
         assert_eq!(issue["loc"][0], "query", "{query}");
     }
+}
+
+async fn admins_see_the_overview(app: TestApp) {
+    let (_, admin) = app.signed_up("ann_admin").await;
+    let (_, s) = app.signed_up("bob_user").await;
+    let guest = app
+        .post("/auth/register")
+        .session(&admin)
+        .json(&json!({"username": "gina_guest", "email": "gina@example.com", "password": crate::support::PASSWORD, "role": "guest", "is_active": false}))
+        .send()
+        .await;
+    assert_eq!(guest.status, 201);
+    for content in ["one", "two three"] {
+        let chat = app.new_chat(&s, None).await;
+        let done = StreamReader::open(
+            app.post(&format!("/chats/{chat}/completions"))
+                .session(&s)
+                .json(&json!({"model": "llama3.2:1b", "content": content})),
+        )
+        .await
+        .rest()
+        .await;
+        assert_eq!(done.last().unwrap().event, "done");
+    }
+    app.new_chat(&admin, None).await;
+    app.wait_for_count(ROWS, 2).await;
+
+    let stats = app.get("/admin/stats").session(&admin).send().await;
+    assert_eq!(stats.status, 200, "{}", stats.body);
+    let body = &stats.body;
+    assert_eq!(
+        body["users"],
+        json!({"total": 3, "guest": {"active": 0, "inactive": 1}, "user": {"active": 1, "inactive": 0}, "admin": {"active": 1, "inactive": 0}})
+    );
+    assert_eq!((body["chats"].as_i64(), body["messages"].as_i64()), (Some(3), Some(4)));
+    assert_eq!(body["today"]["requests"], 2);
+    assert_eq!(body["today"]["completion_tokens"], 2 + 3);
+    assert_eq!(body["today"]["by_model"][0]["model"], "llama3.2:1b");
+    assert_eq!(body["last_30_days"]["requests"], 2);
+    assert_eq!(body["running_generations"], 0);
+    assert_eq!(body["upstream_up"], true);
+    app.get("/admin/stats").session(&s).send().await.assert_detail(403, "Not an admin user");
 }
