@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::on_both_databases;
-use crate::support::{Session, StreamReader, TestApp, PASSWORD};
+use crate::support::{Session, StreamReader, TestApp};
 
 on_both_databases!(
     quotas_have_defaults_and_are_replaced_whole,
@@ -130,12 +130,7 @@ async fn a_key_can_have_its_own_daily_tokens(app: TestApp) {
 
 async fn guests_run_one_answer_at_once(app: TestApp) {
     let (_, admin) = app.signed_up("ann_admin").await;
-    app.post("/auth/register")
-        .session(&admin)
-        .json(&json!({"username": "gina_guest", "email": "gina@example.com", "password": PASSWORD, "role": "guest"}))
-        .send()
-        .await;
-    let gina = app.login("gina_guest", PASSWORD).await;
+    let (_, gina) = app.guest_made_by(&admin, "gina_guest").await;
     let policy =
         app.put("/admin/models/llama3.2:1b").session(&admin).json(&json!({"allowed_roles": ["user", "guest"]})).send().await;
     assert_eq!(policy.status, 200);

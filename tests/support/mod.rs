@@ -269,6 +269,15 @@ impl TestApp {
         }
     }
 
+    /// An account with the role `guest`, made by `admin`, and its session.
+    pub async fn guest_made_by(&self, admin: &Session, username: &str) -> (Value, Session) {
+        let body =
+            json!({"username": username, "email": format!("{username}@example.com"), "password": PASSWORD, "role": "guest"});
+        let response = self.post("/auth/register").session(admin).json(&body).send().await;
+        assert_eq!(response.status, StatusCode::CREATED, "register {username}: {}", response.body);
+        (response.body, self.login(username, PASSWORD).await)
+    }
+
     /// Registers and logs in.
     pub async fn signed_up(&self, username: &str) -> (Value, Session) {
         let user = self.register(username).await;
