@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod chats;
 pub mod health;
 pub mod ollama;
+pub mod search;
 pub mod settings;
 pub mod users;
 
@@ -64,6 +65,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(settings::router())
         .merge(health::router())
         .merge(chats::router())
+        .merge(search::router())
         .merge(ollama::router());
     OpenApiRouter::new().nest(API_PREFIX, areas)
 }

@@ -2,6 +2,7 @@
 //! response types in the exact JSON shapes of the contract.
 
 pub mod chats;
+pub mod search;
 pub mod settings;
 pub mod users;
 

@@ -3,7 +3,10 @@
 
 pub mod accounts;
 pub mod chats;
+pub mod export;
+pub mod search;
 pub mod generation;
+pub mod import;
 pub mod settings;
 pub mod users;
 

@@ -5,10 +5,12 @@
 //! [`on_pool!`] macro expands one query body for each backend.
 
 pub mod adopt;
+pub mod chat_imports;
 pub mod chats;
 pub mod messages;
 pub mod models;
 pub mod refresh_tokens;
+pub mod search;
 pub mod settings;
 pub mod user_cache;
 pub mod users;
