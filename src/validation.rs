@@ -928,7 +928,9 @@ fn form_boundary(headers: &HeaderMap) -> Option<String> {
 }
 
 fn invalid_form(err: multer::Error) -> ApiError {
-    ApiError::Validation(vec![Problem::new("multipart_invalid", format!("The form could not be read: {err}")).at(vec![json!("body")], &Value::Null)])
+    ApiError::Validation(vec![
+        Problem::new("multipart_invalid", format!("The form could not be read: {err}")).at(vec![json!("body")], &Value::Null)
+    ])
 }
 
 impl<S: Send + Sync> FromRequest<S> for UploadedFile
@@ -954,7 +956,9 @@ where
                 return Ok(UploadedFile { bytes, _in_flight: permit });
             }
         }
-        Err(ApiError::Validation(vec![Problem::new("missing", "Field required").at(vec![json!("body"), json!(UPLOAD_FIELD)], &Value::Null)]))
+        Err(ApiError::Validation(vec![
+            Problem::new("missing", "Field required").at(vec![json!("body"), json!(UPLOAD_FIELD)], &Value::Null)
+        ]))
     }
 }
 

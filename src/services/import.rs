@@ -135,9 +135,12 @@ fn split_items(text: &str) -> ServiceResult<Vec<Result<&RawValue, ItemError>>> {
 
 fn too_many_chats(total: usize) -> ServiceError {
     let problem = too_long_list(MAX_IMPORT_CHATS, total);
-    ServiceError::Invalid(vec![Problem::new(problem.kind, format!("The file holds {total} chats; at most {MAX_IMPORT_CHATS} can be imported at once"))
-        .with_ctx(problem.ctx.unwrap_or_default())
-        .at(vec![json!("body")], &Value::Null)])
+    ServiceError::Invalid(vec![Problem::new(
+        problem.kind,
+        format!("The file holds {total} chats; at most {MAX_IMPORT_CHATS} can be imported at once"),
+    )
+    .with_ctx(problem.ctx.unwrap_or_default())
+    .at(vec![json!("body")], &Value::Null)])
 }
 
 /// The elements of a JSON list, borrowed from the text; past [`MAX_IMPORT_CHATS`] they are only
@@ -214,18 +217,22 @@ fn read_chat(item: &RawValue) -> Result<ImportedChat, ItemError> {
     };
     let probe: Probe = serde_json::from_str(item.get()).map_err(|_| unknown())?;
     let read = if probe.format.as_deref() == Some(CHAT_EXPORT_FORMAT) {
-        serde_json::from_str::<OurChat>(item.get()).map_err(|e| format!("Not a valid rovertchat export: {e}")).and_then(OurChat::draft)
+        serde_json::from_str::<OurChat>(item.get())
+            .map_err(|e| format!("Not a valid rovertchat export: {e}"))
+            .and_then(OurChat::draft)
     } else if probe.mapping.is_some() {
         serde_json::from_str::<GptConversation>(item.get())
             .map_err(|e| format!("Not a valid ChatGPT conversation: {e}"))
             .and_then(GptConversation::draft)
     } else if probe.chat.is_some() {
-        serde_json::from_str::<WebuiRecord>(item.get()).map_err(|e| format!("Not a valid Open WebUI chat: {e}")).and_then(WebuiRecord::draft)
+        serde_json::from_str::<WebuiRecord>(item.get())
+            .map_err(|e| format!("Not a valid Open WebUI chat: {e}"))
+            .and_then(WebuiRecord::draft)
     } else if probe.history.is_some() && probe.title.is_some() {
         // An older Open WebUI export: the chat itself, without its record.
-        serde_json::from_str::<WebuiChat>(item.get())
-            .map_err(|e| format!("Not a valid Open WebUI chat: {e}"))
-            .and_then(|chat| WebuiRecord { id: None, title: None, created_at: None, updated_at: None, archived: None, chat }.draft())
+        serde_json::from_str::<WebuiChat>(item.get()).map_err(|e| format!("Not a valid Open WebUI chat: {e}")).and_then(|chat| {
+            WebuiRecord { id: None, title: None, created_at: None, updated_at: None, archived: None, chat }.draft()
+        })
     } else {
         return Err(unknown());
     };

@@ -4,9 +4,9 @@
 pub mod accounts;
 pub mod chats;
 pub mod export;
-pub mod search;
 pub mod generation;
 pub mod import;
+pub mod search;
 pub mod settings;
 pub mod users;
 

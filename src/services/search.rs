@@ -55,7 +55,11 @@ pub fn snippet(text: &str, terms: &SearchTerms) -> String {
         if budget == 0 || !push_plain(&mut out, &text[at..*offset], &mut budget) {
             return finish(out, true);
         }
-        // A word longer than what is left of the snippet is cut too.
+        // A word longer than what is left of the snippet ends it; only a first word is cut.
+        let fits = word.chars().count() <= budget;
+        if !fits && budget < SNIPPET_CHARS {
+            return finish(out, true);
+        }
         let shown = word.char_indices().nth(budget).map_or(*word, |(end, _)| &word[..end]);
         if marked[index] {
             out.push_str("<mark>");
@@ -122,6 +126,7 @@ fn push_plain(out: &mut String, text: &str, budget: &mut usize) -> bool {
         }
         if space && !out.is_empty() && !out.ends_with(' ') {
             out.push(' ');
+            *budget = budget.saturating_sub(1);
         }
         space = false;
         push_escaped(out, c.encode_utf8(&mut [0; 4]));
@@ -129,6 +134,7 @@ fn push_plain(out: &mut String, text: &str, budget: &mut usize) -> bool {
     }
     if space && !out.is_empty() && !out.ends_with(' ') && !out.ends_with('…') {
         out.push(' ');
+        *budget = budget.saturating_sub(1);
     }
     true
 }

@@ -75,5 +75,4 @@ impl Store {
             Ok(TxEnd::Commit(Some(chat_id)))
         })
     }
-
 }

@@ -72,12 +72,9 @@ impl Store {
 
     /// Up to `limit` of the user's chats with ids after `after`, by id: the pages of an export.
     pub async fn chats_by_id(&self, user_id: Uuid, after: Option<Uuid>, limit: i64) -> Result<Vec<Chat>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {CHAT_COLUMNS} FROM chats WHERE user_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3"
-        );
+        let sql = format!("SELECT {CHAT_COLUMNS} FROM chats WHERE user_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3");
         on_pool!(self, pool => sqlx::query_as(&sql).bind(user_id).bind(after).bind(limit).fetch_all(pool).await)
     }
-
 
     /// Renames and/or (un)archives a chat of `user_id`, moving its `updated_at`.
     pub async fn update_chat(

@@ -23,7 +23,9 @@ pub enum SearchTerm {
 /// The words of a text as the search sees them: runs of letters and digits, everything else
 /// separates them (as FTS5's `unicode61` tokenizer does).
 pub fn words(text: &str) -> impl Iterator<Item = (usize, &str)> + '_ {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(move |w| (w.as_ptr() as usize - text.as_ptr() as usize, w))
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(move |w| (w.as_ptr() as usize - text.as_ptr() as usize, w))
 }
 
 /// A word as compared: lower case, accents removed (`Zürich` -> `zurich`).

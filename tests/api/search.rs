@@ -39,7 +39,8 @@ async fn titles_and_messages_are_found_best_first_with_snippets(app: TestApp) {
     let question = app.post_message(&bob, &bread, "user", "My sourdough starter smells like acetone.").await;
     app.post_message(&bob, &bread, "assistant", "Feed the starter; a sourdough sourdough starter loves <b>rye</b>.").await;
     let other = app.new_chat(&bob, Some("Weekend")).await;
-    let long = format!("{} The sourdough is ready. {}", "Lorem ipsum dolor sit amet. ".repeat(20), "More filler text here. ".repeat(20));
+    let long =
+        format!("{} The sourdough is ready. {}", "Lorem ipsum dolor sit amet. ".repeat(20), "More filler text here. ".repeat(20));
     app.post_message(&bob, &other, "user", &long).await;
 
     let body = search(&app, &bob, "q=sourdough").await;
@@ -68,7 +69,10 @@ async fn titles_and_messages_are_found_best_first_with_snippets(app: TestApp) {
     assert!(cut.chars().count() < 260, "{cut}");
 
     let both = search(&app, &bob, "q=sourdough%20rye").await;
-    assert_eq!(found(&both), [("assistant".to_owned(), results[1]["snippet"].as_str().unwrap().replace("rye", "<mark>rye</mark>"))]);
+    assert_eq!(
+        found(&both),
+        [("assistant".to_owned(), results[1]["snippet"].as_str().unwrap().replace("rye", "<mark>rye</mark>"))]
+    );
 }
 
 async fn words_match_by_prefix_in_any_case_and_phrases_in_order(app: TestApp) {
@@ -78,10 +82,7 @@ async fn words_match_by_prefix_in_any_case_and_phrases_in_order(app: TestApp) {
     app.post_message(&bob, &chat, "user", "York is new to me.").await;
 
     let snippets = |body: Value| found(&body).into_iter().map(|(_, s)| s).collect::<Vec<_>>();
-    assert_eq!(
-        snippets(search(&app, &bob, "q=WEEK").await),
-        ["A <mark>weekend</mark> in Zürich by train, then New York."]
-    );
+    assert_eq!(snippets(search(&app, &bob, "q=WEEK").await), ["A <mark>weekend</mark> in Zürich by train, then New York."]);
     assert_eq!(snippets(search(&app, &bob, "q=z%C3%BCr").await).len(), 1, "accented words match themselves");
     assert_eq!(
         snippets(search(&app, &bob, "q=%22new%20york%22").await),

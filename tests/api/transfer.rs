@@ -36,15 +36,22 @@ fn form(field: &str, content: &[u8]) -> Vec<u8> {
 }
 
 async fn upload(app: &TestApp, session: &Session, file: Vec<u8>) -> TestResponse {
-    app.post("/chats/import").session(session).raw(&format!("multipart/form-data; boundary={BOUNDARY}"), form("file", &file)).send().await
+    app.post("/chats/import")
+        .session(session)
+        .raw(&format!("multipart/form-data; boundary={BOUNDARY}"), form("file", &file))
+        .send()
+        .await
 }
 
 async fn import_raw(app: &TestApp, session: &Session, content_type: &str, file: Vec<u8>) -> TestResponse {
     app.post("/chats/import").session(session).raw(content_type, file).send().await
 }
 
-/// Each chat of the user with its messages (role, content, created_at), newest activity first.
-async fn chats_of(app: &TestApp, session: &Session) -> Vec<(Value, Vec<(String, String, String)>)> {
+/// A message as compared: role, content, created_at.
+type Said = (String, String, String);
+
+/// Each chat of the user with its messages, newest activity first.
+async fn chats_of(app: &TestApp, session: &Session) -> Vec<(Value, Vec<Said>)> {
     let list = app.get("/chats/my?include_archived=true&limit=100").session(session).send().await;
     let mut out = Vec::new();
     for chat in list.body["chats"].as_array().unwrap() {
@@ -54,7 +61,11 @@ async fn chats_of(app: &TestApp, session: &Session) -> Vec<(Value, Vec<(String, 
             .unwrap()
             .iter()
             .map(|m| {
-                (m["role"].as_str().unwrap().to_owned(), m["content"].as_str().unwrap().to_owned(), m["created_at"].as_str().unwrap().to_owned())
+                (
+                    m["role"].as_str().unwrap().to_owned(),
+                    m["content"].as_str().unwrap().to_owned(),
+                    m["created_at"].as_str().unwrap().to_owned(),
+                )
             })
             .collect();
         out.push((chat.clone(), messages));
@@ -72,14 +83,17 @@ async fn one_chat_exports_as_json_and_markdown(app: TestApp) {
     let json = app.get(&format!("/chats/{chat}/export")).session(&bob).send().await;
     assert_eq!(json.status, 200);
     assert_eq!(json.header("content-type"), Some("application/json"));
-    assert_eq!(json.header("content-disposition"), Some("attachment; filename=\"Zurich-weekend.json\""));
-    assert_eq!(json.body, json!({"format": "rovertchat.chat.v1", "chat": shown.body["chat"], "messages": shown.body["messages"]}));
+    assert_eq!(json.header("content-disposition"), Some("attachment; filename=\"zurich-weekend.json\""));
+    assert_eq!(
+        json.body,
+        json!({"format": "rovertchat.chat.v1", "chat": shown.body["chat"], "messages": shown.body["messages"]})
+    );
     assert_eq!(app.get(&format!("/chats/{chat}/export?format=json")).session(&bob).send().await.body, json.body);
 
     let markdown = app.get(&format!("/chats/{chat}/export?format=markdown")).session(&bob).send().await;
     assert_eq!(markdown.status, 200);
     assert_eq!(markdown.header("content-type"), Some("text/markdown; charset=utf-8"));
-    assert_eq!(markdown.header("content-disposition"), Some("attachment; filename=\"Zurich-weekend.md\""));
+    assert_eq!(markdown.header("content-disposition"), Some("attachment; filename=\"zurich-weekend.md\""));
     let times: Vec<&str> = shown.body["messages"].as_array().unwrap().iter().map(|m| m["created_at"].as_str().unwrap()).collect();
     assert_eq!(
         markdown.body.as_str().unwrap(),
@@ -155,8 +169,8 @@ async fn an_export_imported_into_another_account_gives_the_same_chats(app: TestA
     assert_eq!(imported.body["failed"], json!([]));
     assert_eq!(imported.body["chat_ids"].as_array().unwrap().len(), 3);
 
-    let strip = |chats: Vec<(Value, Vec<(String, String, String)>)>| {
-        let mut kept: Vec<(Value, Value, Vec<(String, String, String)>)> =
+    let strip = |chats: Vec<(Value, Vec<Said>)>| {
+        let mut kept: Vec<(Value, Value, Vec<Said>)> =
             chats.into_iter().map(|(c, m)| (c["title"].clone(), c["is_archived"].clone(), m)).collect();
         kept.sort_by_key(|(title, _, _)| title.to_string());
         kept
@@ -266,7 +280,8 @@ async fn one_broken_chat_does_not_stop_the_others(app: TestApp) {
     let response = import_raw(&app, &bob, "application/x-ndjson", ndjson.into_bytes()).await;
     assert_eq!(response.body["imported"], 2);
     assert_eq!(response.body["failed"][0]["index"], 1);
-    let bad_role = json!([{"format": "rovertchat.chat.v1", "chat": {"title": "x"}, "messages": [{"role": "robot", "content": "hi"}]}]);
+    let bad_role =
+        json!([{"format": "rovertchat.chat.v1", "chat": {"title": "x"}, "messages": [{"role": "robot", "content": "hi"}]}]);
     let response = app.post("/chats/import").session(&bob).json(&bad_role).send().await;
     assert_eq!(response.body["failed"][0]["detail"], "Unknown message role 'robot'");
 }
