@@ -47,19 +47,14 @@ pub async fn import(store: &Store, user: &User, file: &[u8]) -> ServiceResult<Im
     let file = file.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(file);
     let text = std::str::from_utf8(file).map_err(|_| invalid_file("import_format", "The file is not UTF-8 text"))?;
     let items = split_items(text)?;
-    let read: Vec<Result<ImportedChat, ItemError>> = items
-        .into_iter()
-        .map(|item| match item {
-            Ok(item) => read_chat(item),
-            Err(err) => Err(err),
-        })
-        .collect();
-    if !read.is_empty() && read.iter().all(|r| matches!(r, Err(ItemError { unknown: true, .. }))) {
+    // Refuse a file of which nothing is a chat before storing any; then read and store one chat
+    // at a time, so memory holds the file and one chat.
+    if !items.is_empty() && !items.iter().any(|item| item.as_ref().is_ok_and(|item| format_of(item).is_some())) {
         return Err(unknown_format());
     }
     let mut report = ImportReport { imported: 0, skipped: 0, failed: Vec::new(), chat_ids: Vec::new() };
-    for (index, chat) in read.into_iter().enumerate() {
-        let chat = match chat {
+    for (index, item) in items.into_iter().enumerate() {
+        let chat = match item.and_then(read_chat) {
             Ok(chat) => chat,
             Err(err) => {
                 report.failed.push(ImportFailure { index, title: err.title, detail: err.detail });
@@ -178,13 +173,11 @@ impl<'de> Visitor<'de> for LimitedList {
 struct ItemError {
     title: Option<String>,
     detail: String,
-    /// Not a chat of any format we know (when every item is, the file is refused).
-    unknown: bool,
 }
 
 impl ItemError {
     fn new(detail: impl Into<String>) -> Self {
-        ItemError { title: None, detail: detail.into(), unknown: false }
+        ItemError { title: None, detail: detail.into() }
     }
 }
 
@@ -192,7 +185,7 @@ const OURS: &str = "rovertchat:";
 const CHATGPT: &str = "chatgpt:";
 const OPEN_WEBUI: &str = "open-webui:";
 
-/// Which format an item is in, from the fields it has.
+/// The fields that tell the formats apart.
 #[derive(Deserialize)]
 struct Probe {
     format: Option<String>,
@@ -209,37 +202,56 @@ struct Titled {
     chat: Option<Box<Titled>>,
 }
 
-fn read_chat(item: &RawValue) -> Result<ImportedChat, ItemError> {
-    let unknown = || ItemError {
-        title: None,
-        detail: "Not a chat of a known export format (rovertchat, ChatGPT, Open WebUI)".into(),
-        unknown: true,
-    };
-    let probe: Probe = serde_json::from_str(item.get()).map_err(|_| unknown())?;
-    let read = if probe.format.as_deref() == Some(CHAT_EXPORT_FORMAT) {
-        serde_json::from_str::<OurChat>(item.get())
-            .map_err(|e| format!("Not a valid rovertchat export: {e}"))
-            .and_then(OurChat::draft)
+/// The export formats a chat can be in.
+#[derive(Clone, Copy)]
+enum Format {
+    Ours,
+    ChatGpt,
+    OpenWebui,
+    /// An older Open WebUI export: the chat itself, without its record.
+    OpenWebuiChat,
+}
+
+/// Which format an item is in, from the fields it has.
+fn format_of(item: &RawValue) -> Option<Format> {
+    let probe: Probe = serde_json::from_str(item.get()).ok()?;
+    if probe.format.as_deref() == Some(CHAT_EXPORT_FORMAT) {
+        Some(Format::Ours)
     } else if probe.mapping.is_some() {
-        serde_json::from_str::<GptConversation>(item.get())
-            .map_err(|e| format!("Not a valid ChatGPT conversation: {e}"))
-            .and_then(GptConversation::draft)
+        Some(Format::ChatGpt)
     } else if probe.chat.is_some() {
-        serde_json::from_str::<WebuiRecord>(item.get())
-            .map_err(|e| format!("Not a valid Open WebUI chat: {e}"))
-            .and_then(WebuiRecord::draft)
+        Some(Format::OpenWebui)
     } else if probe.history.is_some() && probe.title.is_some() {
-        // An older Open WebUI export: the chat itself, without its record.
-        serde_json::from_str::<WebuiChat>(item.get()).map_err(|e| format!("Not a valid Open WebUI chat: {e}")).and_then(|chat| {
-            WebuiRecord { id: None, title: None, created_at: None, updated_at: None, archived: None, chat }.draft()
-        })
+        Some(Format::OpenWebuiChat)
     } else {
-        return Err(unknown());
+        None
+    }
+}
+
+fn read_chat(item: &RawValue) -> Result<ImportedChat, ItemError> {
+    let format =
+        format_of(item).ok_or_else(|| ItemError::new("Not a chat of a known export format (rovertchat, ChatGPT, Open WebUI)"))?;
+    let text = item.get();
+    let read = match format {
+        Format::Ours => serde_json::from_str::<OurChat>(text)
+            .map_err(|e| format!("Not a valid rovertchat export: {e}"))
+            .and_then(OurChat::draft),
+        Format::ChatGpt => serde_json::from_str::<GptConversation>(text)
+            .map_err(|e| format!("Not a valid ChatGPT conversation: {e}"))
+            .and_then(GptConversation::draft),
+        Format::OpenWebui => serde_json::from_str::<WebuiRecord>(text)
+            .map_err(|e| format!("Not a valid Open WebUI chat: {e}"))
+            .and_then(WebuiRecord::draft),
+        Format::OpenWebuiChat => {
+            serde_json::from_str::<WebuiChat>(text).map_err(|e| format!("Not a valid Open WebUI chat: {e}")).and_then(|chat| {
+                WebuiRecord { id: None, title: None, created_at: None, updated_at: None, archived: None, chat }.draft()
+            })
+        }
     };
     let mut draft = read.map_err(|detail| {
         let titled: Option<Titled> = serde_json::from_str(item.get()).ok();
         let title = titled.and_then(|t| t.title.or_else(|| t.chat.and_then(|c| c.title)));
-        ItemError { title, detail, unknown: false }
+        ItemError { title, detail }
     })?;
     if draft.source_id.as_ref().is_none_or(|id| id.is_empty() || id.chars().count() > SOURCE_ID_MAX_CHARS) {
         draft.source_id = Some(format!("sha:{:016x}", fingerprint(item.get())));
