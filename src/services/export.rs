@@ -67,36 +67,26 @@ pub fn file_name(title: Option<&str>, extension: &str) -> String {
     format!("{name}.{extension}")
 }
 
-/// Every chat of the user as NDJSON, one chat per line, read a page of chats at a time: memory
-/// holds one page of chats and one chat's messages, however many there are.
+/// Every chat of the user as NDJSON, one chat per line, read a page of chats (and their messages)
+/// at a time: memory holds one page, however many chats there are.
 pub fn all_chats(store: Store, user_id: Uuid) -> impl Stream<Item = anyhow::Result<Bytes>> {
-    struct Cursor {
-        store: Store,
-        user_id: Uuid,
-        after: Option<Uuid>,
-        page: std::vec::IntoIter<Chat>,
-        last_page: bool,
-    }
-    let cursor = Cursor { store, user_id, after: None, page: Vec::new().into_iter(), last_page: false };
-    futures_util::stream::try_unfold(cursor, |mut cursor| async move {
-        let chat = match cursor.page.next() {
-            Some(chat) => chat,
-            None if cursor.last_page => return Ok(None),
-            None => {
-                let page = cursor.store.chats_by_id(cursor.user_id, cursor.after, EXPORT_PAGE_CHATS).await?;
-                cursor.last_page = page.len() < EXPORT_PAGE_CHATS as usize;
-                cursor.page = page.into_iter();
-                match cursor.page.next() {
-                    Some(chat) => chat,
-                    None => return Ok(None),
-                }
+    // (where the next page starts, whether there is one)
+    futures_util::stream::try_unfold((None, true), move |(after, more): (Option<Uuid>, bool)| {
+        let store = store.clone();
+        async move {
+            if !more {
+                return Ok(None);
             }
-        };
-        cursor.after = Some(chat.id);
-        let messages = cursor.store.chat_messages(chat.id).await?;
-        let mut line = serde_json::to_vec(&export_of(chat, messages))?;
-        line.push(b'\n');
-        Ok(Some((Bytes::from(line), cursor)))
+            let page = store.chats_with_messages_by_id(user_id, after, EXPORT_PAGE_CHATS).await?;
+            let Some((last, _)) = page.last() else { return Ok(None) };
+            let next = (Some(last.id), page.len() == EXPORT_PAGE_CHATS as usize);
+            let mut lines = Vec::new();
+            for (chat, messages) in page {
+                serde_json::to_writer(&mut lines, &export_of(chat, messages))?;
+                lines.push(b'\n');
+            }
+            Ok(Some((Bytes::from(lines), next)))
+        }
     })
 }
 

@@ -3,7 +3,7 @@
 use chrono::NaiveDateTime;
 use uuid::Uuid;
 
-use super::messages::{NewMessage, INSERT_MESSAGE};
+use super::messages::{NewMessage, INSERT_MESSAGE_INTO};
 use super::{in_transaction, Store, TxEnd};
 
 /// A chat read from an export file, ready to be stored for a user.
@@ -18,6 +18,9 @@ pub struct ImportedChat {
     /// Oldest first, with strictly increasing times (the chat's order is by time).
     pub messages: Vec<(NewMessage, NaiveDateTime)>,
 }
+
+/// Messages written by one statement (11 values each, far below both databases' limits).
+const MESSAGES_PER_INSERT: usize = 200;
 
 impl Store {
     /// Stores an imported chat for `user_id` under a new id, with its messages and its source,
@@ -56,21 +59,22 @@ impl Store {
             if recorded.rows_affected() == 0 {
                 return Ok(TxEnd::Rollback(None));
             }
-            for (message, at) in &chat.messages {
-                sqlx::query(INSERT_MESSAGE)
-                    .bind(Uuid::new_v4())
-                    .bind(chat_id)
-                    .bind(&message.role)
-                    .bind(&message.content)
-                    .bind(&message.thinking)
-                    .bind(&message.tool_calls)
-                    .bind(&message.images)
-                    .bind(message.model_id)
-                    .bind(*at)
-                    .bind(message.tokens_used)
-                    .bind(&message.extended_metadata)
-                    .execute(&mut *tx)
-                    .await?;
+            for rows in chat.messages.chunks(MESSAGES_PER_INSERT) {
+                let mut insert = sqlx::QueryBuilder::new(INSERT_MESSAGE_INTO);
+                insert.push_values(rows, |mut row, (message, at)| {
+                    row.push_bind(Uuid::new_v4())
+                        .push_bind(chat_id)
+                        .push_bind(&message.role)
+                        .push_bind(&message.content)
+                        .push_bind(&message.thinking)
+                        .push_bind(&message.tool_calls)
+                        .push_bind(&message.images)
+                        .push_bind(message.model_id)
+                        .push_bind(*at)
+                        .push_bind(message.tokens_used)
+                        .push_bind(&message.extended_metadata);
+                });
+                insert.build().execute(&mut *tx).await?;
             }
             Ok(TxEnd::Commit(Some(chat_id)))
         })

@@ -39,7 +39,8 @@ impl SearchTerms {
     pub fn parse(query: &str) -> Option<SearchTerms> {
         let mut terms = Vec::new();
         for (index, part) in query.split('"').enumerate() {
-            let part_words: Vec<String> = words(part).map(|(_, w)| w.to_owned()).collect();
+            // A "word" of combining marks alone folds to nothing: no engine indexes it.
+            let part_words: Vec<String> = words(part).filter(|(_, w)| !fold(w).is_empty()).map(|(_, w)| w.to_owned()).collect();
             if index % 2 == 1 {
                 if !part_words.is_empty() {
                     terms.push(SearchTerm::Phrase(part_words));
@@ -199,6 +200,7 @@ mod tests {
         assert_eq!(SearchTerms::parse(r#"a "b c"#).unwrap().fts5(), r#""a"* "b c""#);
         assert_eq!(SearchTerms::parse(r#"a "b c"#).unwrap().tsquery(), "'a':* & ('b' <-> 'c')");
         assert_eq!(SearchTerms::parse(r#" "" -- ' : * & | ! "#), None);
+        assert_eq!(SearchTerms::parse("\u{345}"), None);
     }
 
     #[test]
