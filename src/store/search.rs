@@ -123,16 +123,18 @@ const POSTGRES_HITS: &str = "
           AND c.user_id = $1 AND ($3 OR NOT COALESCE(c.is_archived, FALSE))
     )";
 
-/// As [`POSTGRES_HITS`]; FTS5's `bm25` is lower for better matches.
+/// As [`POSTGRES_HITS`]; FTS5's `bm25` is lower for better matches. Messages are looked up with
+/// their owner's id, a word of the `owner` column (weight 0 in the score).
 const SQLITE_HITS: &str = "
     WITH hits AS (
         SELECT c.id AS chat_id, NULL AS message_id, 0 AS kind, -bm25(chats_search) AS score, c.created_at AS created_at
         FROM chats_search JOIN chats c ON c.rowid = chats_search.rowid
         WHERE chats_search MATCH $2 AND c.user_id = $1 AND ($3 OR NOT COALESCE(c.is_archived, FALSE))
         UNION ALL
-        SELECT m.chat_id, m.id, 1, -bm25(messages_search), m.created_at
+        SELECT m.chat_id, m.id, 1, -bm25(messages_search, 1.0, 0.0), m.created_at
         FROM messages_search JOIN messages m ON m.rowid = messages_search.rowid JOIN chats c ON c.id = m.chat_id
-        WHERE messages_search MATCH $2 AND c.user_id = $1 AND ($3 OR NOT COALESCE(c.is_archived, FALSE))
+        WHERE messages_search MATCH '{content} : (' || $2 || ') AND {owner} : \"' || lower(hex($1)) || '\"'
+          AND c.user_id = $1 AND ($3 OR NOT COALESCE(c.is_archived, FALSE))
     )";
 
 /// One page of the hits, best first, with the text each was found in. `$4` limit, `$5` skip.
