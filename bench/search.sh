@@ -96,12 +96,12 @@ PY
 load_started=$(date +%s.%N)
 if [ "$BACKEND" = postgres ]; then
   PG_DB="${PG_DB:?PG_DB=<database of the server>}"
-  index_def=$(psql -d "$PG_DB" -Atc "select indexdef from pg_indexes where indexname = 'messages_content_search_idx'")
-  [ -n "$index_def" ] || { echo "search: no messages_content_search_idx" >&2; exit 1; }
+  index_def=$(psql -d "$PG_DB" -Atc "select indexdef from pg_indexes where indexname = 'message_words_idx'")
+  [ -n "$index_def" ] || { echo "search: no message_words_idx" >&2; exit 1; }
   psql -q -v ON_ERROR_STOP=1 -d "$PG_DB" <<SQL
 CREATE TEMP TABLE sentences (s int PRIMARY KEY, text text);
 \copy sentences FROM '$dir/sentences.tsv'
-DROP INDEX messages_content_search_idx;
+DROP INDEX message_words_idx;
 CREATE TEMP TABLE owners AS SELECT '$owner'::uuid AS user_id, $USER_MESSAGES AS messages
   UNION ALL SELECT '$others'::uuid, $MESSAGES - $USER_MESSAGES;
 INSERT INTO chats (id, user_id, title, created_at, updated_at, is_archived)
@@ -117,6 +117,7 @@ SET maintenance_work_mem = '512MB';
 $index_def;
 VACUUM ANALYZE chats;
 VACUUM ANALYZE messages;
+VACUUM ANALYZE message_words;
 SQL
 else
   SQLITE_DB="${SQLITE_DB:?SQLITE_DB=<DATA_DIR>/rovertchat.db of the server}"

@@ -107,9 +107,12 @@ pub struct SearchPage {
 }
 
 /// The matches, as `(chat_id, message_id, kind, score, created_at)`: titles (kind 0) before
-/// messages (kind 1), then by relevance. `$1` user, `$2` query, `$3` include archived.
+/// messages (kind 1), then by relevance. `$1` user, `$2` query, `$3` include archived. Messages
+/// are looked up with their owner's word (`owner<user id>`, weight D: no part of the score).
 const POSTGRES_HITS: &str = "
-    WITH query AS (SELECT to_tsquery('simple', $2) AS q),
+    WITH query AS (
+        SELECT to_tsquery('simple', $2) AS q, ('owner' || replace($1::text, '-', ''))::tsquery AS owner
+    ),
     hits AS (
         SELECT c.id AS chat_id, NULL::uuid AS message_id, 0 AS kind,
                ts_rank(to_tsvector('simple', coalesce(c.title, '')), query.q, 1) AS score, c.created_at AS created_at
@@ -117,9 +120,9 @@ const POSTGRES_HITS: &str = "
         WHERE to_tsvector('simple', coalesce(c.title, '')) @@ query.q
           AND c.user_id = $1 AND ($3 OR NOT COALESCE(c.is_archived, FALSE))
         UNION ALL
-        SELECT m.chat_id, m.id, 1, ts_rank(to_tsvector('simple', left(m.content, 100000)), query.q, 1), m.created_at
-        FROM messages m JOIN chats c ON c.id = m.chat_id, query
-        WHERE to_tsvector('simple', left(m.content, 100000)) @@ query.q
+        SELECT m.chat_id, m.id, 1, ts_rank('{0, 0, 0, 1}', w.words, query.q, 1), m.created_at
+        FROM message_words w JOIN messages m ON m.id = w.message_id JOIN chats c ON c.id = m.chat_id, query
+        WHERE w.words @@ (query.q && query.owner)
           AND c.user_id = $1 AND ($3 OR NOT COALESCE(c.is_archived, FALSE))
     )";
 
