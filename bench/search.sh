@@ -11,8 +11,9 @@
 # server needs RATE_LIMITS=off. The messages are written straight into the database (the API
 # would take hours for a million): sentences of 10 words drawn from a 20,000-word vocabulary with
 # a Zipf-like law, two sentences per message. The search indexes are built by the database as in
-# production (PostgreSQL: the GIN index is dropped for the load and created again from its own
-# definition; SQLite: FTS5's 'rebuild' after the load, then the triggers as the migration made them).
+# production (PostgreSQL: the trigger fills message_words, whose GIN index is dropped for the load
+# and created again from its own definition; SQLite: the triggers are dropped for the load, then
+# FTS5's 'rebuild', then the triggers again as the migration made them). Needs python3.
 #
 # Queries (QUERY_RUNS times each, one at a time, after one warm-up): a word of frequency rank 3
 # (in most messages), rank 100, rank 3,000 and rank 18,000 (rare), the first 3 letters of the rank
