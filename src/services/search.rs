@@ -6,7 +6,7 @@ use crate::store::search::{fold, words, SearchTerm, SearchTerms};
 use crate::store::users::User;
 use crate::store::Store;
 
-use super::ServiceResult;
+use super::{ServiceError, ServiceResult};
 
 /// Characters of a snippet, about.
 const SNIPPET_CHARS: usize = 200;
@@ -17,18 +17,23 @@ const SNIPPET_SCAN_BYTES: usize = 1 << 20;
 
 pub async fn search(store: &Store, user: &User, query: &SearchQuery) -> ServiceResult<SearchResults> {
     let page = store.search(user.id, &query.q, query.include_archived, query.skip, query.limit).await?;
-    let results = page
-        .hits
-        .into_iter()
-        .map(|hit| SearchResult {
-            snippet: snippet(&hit.text, &query.q),
-            chat_id: hit.chat_id,
-            chat_title: hit.chat_title,
-            message_id: hit.message_id,
-            role: hit.role,
-            created_at: hit.created_at,
-        })
-        .collect();
+    let terms = query.q.clone();
+    // Long messages take a while to scan: off the threads that serve requests.
+    let results = tokio::task::spawn_blocking(move || {
+        page.hits
+            .into_iter()
+            .map(|hit| SearchResult {
+                snippet: snippet(&hit.text, &terms),
+                chat_id: hit.chat_id,
+                chat_title: hit.chat_title,
+                message_id: hit.message_id,
+                role: hit.role,
+                created_at: hit.created_at,
+            })
+            .collect()
+    })
+    .await
+    .map_err(|err| ServiceError::Internal(err.into()))?;
     Ok(SearchResults { results, total: page.total })
 }
 

@@ -177,6 +177,13 @@ async fn queries_and_pages_are_validated(app: TestApp) {
         .send()
         .await
         .assert_validation(&[("too_many_words", json!(["query", "q"]))]);
+    // Odd words never reach the engines as syntax: an answer, never an error.
+    for odd in ["1e5", "0x1F", "ǅemal", "Ⅻ", "٣٤", "𝔘𝔫𝔦", "ー", "a\u{301}", "x_y", "e-mail@host.org", "'a'", "\\", "%25"]
+    {
+        let q: String = url::form_urlencoded::byte_serialize(odd.as_bytes()).collect();
+        let response = app.get(&format!("/chats/search?q={q}")).session(&bob).send().await;
+        assert!(matches!(response.status.as_u16(), 200 | 422), "{odd}: {} {}", response.status, response.body);
+    }
     refused("q=apple&limit=0").await.assert_validation(&[("greater_than_equal", json!(["query", "limit"]))]);
     refused("q=apple&skip=-1").await.assert_validation(&[("greater_than_equal", json!(["query", "skip"]))]);
 }
