@@ -254,7 +254,7 @@ fn read_chat(item: &RawValue) -> Result<ImportedChat, ItemError> {
         ItemError { title, detail }
     })?;
     if draft.source_id.as_ref().is_none_or(|id| id.is_empty() || id.chars().count() > SOURCE_ID_MAX_CHARS) {
-        draft.source_id = Some(format!("sha:{:016x}", fingerprint(item.get())));
+        draft.source_id = Some(format!("fnv:{:016x}", fingerprint(item.get())));
     }
     Ok(draft.finish())
 }
