@@ -14,7 +14,9 @@
 #   6. time to first token, through rovertchat vs directly against the emulator
 #   7. 1,000 concurrent SSE completions at 20 tokens/s: server CPU, peak RSS, answers stored
 #   8. worst-case request bodies (bench/bodies.sh): 16 at once on each route, peak RSS against 300 MB
-#   9. optional: pool-size sweep, perf profile of the server
+#   9. search over SEARCH_MESSAGES messages (p50/p99), NDJSON export MB/s and RSS, import of a ChatGPT
+#      file of 1,000 conversations (bench/search.sh), on PostgreSQL and on SQLite
+#  10. optional: pool-size sweep, perf profile of the server
 # Server CPU/RSS come from /proc (bench/loadgen monitor), sampled every 100 ms.
 #
 # Environment (defaults):
@@ -26,6 +28,8 @@
 #   SWEEP_DURATION=10
 #   TTFT_N=200 STREAMS=1000 STREAM_TOKENS=20 STREAM_TOKEN_DELAY_MS=50 STARTUP_RUNS=11
 #   BODIES_PARALLEL=16               worst-case bodies sent at once on each route (8 MiB each)
+#   SEARCH_BACKENDS="postgres sqlite" SEARCH_MESSAGES=1000000 SEARCH_USER_MESSAGES=100000
+#                                    search/export/import step (bench/search.sh; "" = skip)
 #   PERF=1                           perf profile of the server under /users/me and POST message (if perf exists)
 #   MALLOC_DIAG=0                    1: also run the login scenario with glibc's mmap threshold fixed at 1 MiB (GLIBC_TUNABLES)
 #   NODELAY_DIAG=0                   1: also measure TTFT with TCP_NODELAY forced on by an LD_PRELOAD shim (needs cc)
@@ -49,6 +53,8 @@ POOL="${POOL:-4}"; POOL_SWEEP="${POOL_SWEEP-10 32}"; SWEEP_DURATION="${SWEEP_DUR
 TTFT_N="${TTFT_N:-200}"; STREAMS="${STREAMS:-1000}"; STREAM_TOKENS="${STREAM_TOKENS:-20}"
 STREAM_TOKEN_DELAY_MS="${STREAM_TOKEN_DELAY_MS:-50}"; STARTUP_RUNS="${STARTUP_RUNS:-11}"
 BODIES_PARALLEL="${BODIES_PARALLEL:-16}"
+SEARCH_BACKENDS="${SEARCH_BACKENDS-postgres sqlite}"
+SEARCH_MESSAGES="${SEARCH_MESSAGES:-1000000}"; SEARCH_USER_MESSAGES="${SEARCH_USER_MESSAGES:-100000}"
 PERF="${PERF:-1}"; NODELAY_DIAG="${NODELAY_DIAG:-0}"; MALLOC_DIAG="${MALLOC_DIAG:-0}"
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
 BENCH_DB="${BENCH_DB:-rovertchat_bench}"; PG_URL_PARAMS="${PG_URL_PARAMS:-}"
@@ -167,7 +173,7 @@ start_server() {  # name, emulator port, pool, [LD_PRELOAD], [GLIBC_TUNABLES]
   local dir="$OUT_DIR/server-$name"; mkdir -p "$dir"
   # cwd = a scratch dir, so no stray .env is read
   (cd "$dir" && exec env ${preload:+LD_PRELOAD=$preload} ${tunables:+GLIBC_TUNABLES=$tunables} \
-      DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$BENCH_DB$PG_URL_PARAMS" \
+      $([ "${SERVER_BACKEND:-postgres}" = postgres ] && echo "DATABASE_URL=postgres://$PGUSER@$PGHOST:$PGPORT/$BENCH_DB$PG_URL_PARAMS") \
       HOST=127.0.0.1 PORT="$PORT" ENVIRONMENT=production LOG_LEVEL=warn RATE_LIMITS=off \
       GENERATIONS_PER_USER=100000 \
       JWT_SECRET_KEY="$JWT_A" JWT_REFRESH_SECRET_KEY="$JWT_R" \
@@ -406,7 +412,34 @@ done
 log "bodies: peak RSS $(get bodies.peak_rss_mib) MiB = $(get bodies.peak_rss_mb) MB (limit $(get bodies.limit_mb) MB: met $(get bodies.met)); unexpected answers $(get bodies.unexpected)"
 stop_server
 
-# 11. pool-size sweep (optional)
+# 11. search, export and import at scale (bench/search.sh), on PostgreSQL and on SQLite, each on a
+#     fresh server and an empty database
+for backend in $SEARCH_BACKENDS; do
+  if [ "$backend" = postgres ]; then
+    dropdb --if-exists -f "${BENCH_DB}_search" 2>/dev/null || dropdb --if-exists "${BENCH_DB}_search"
+    createdb "${BENCH_DB}_search"
+    BENCH_DB="${BENCH_DB}_search" start_server search-postgres "$EMU_PORT" "$POOL"
+  else
+    SERVER_BACKEND=sqlite start_server search-sqlite "$EMU_PORT" "$POOL"
+  fi
+  log "search: $SEARCH_MESSAGES messages ($SEARCH_USER_MESSAGES of one user) on $backend; export; ChatGPT import"
+  echo "API=$API SERVER_PID=<server> BACKEND=$backend MESSAGES=$SEARCH_MESSAGES USER_MESSAGES=$SEARCH_USER_MESSAGES bench/search.sh" >>"$OUT_DIR/commands.txt"
+  API="$API" SERVER_PID="$SERVER_PID" OUT_DIR="$OUT_DIR" BACKEND="$backend" PG_DB="${BENCH_DB}_search" \
+    SQLITE_DB="$OUT_DIR/server-search-sqlite/data/rovertchat.db" MESSAGES="$SEARCH_MESSAGES" USER_MESSAGES="$SEARCH_USER_MESSAGES" \
+    "$HERE/search.sh" >"$OUT_DIR/search-$backend.txt" 2>"$OUT_DIR/search-$backend.log" || cat "$OUT_DIR/search-$backend.log" >&2
+  for k in messages user_messages load_s errors search_p50_ms search_p99_ms p99_rank3_ms p99_rank100_ms p99_rank3000_ms \
+           p99_rank18000_ms p99_prefix_ms p99_phrase_ms export_mb export_s export_mb_s rss_before_export_mib \
+           rss_peak_export_mib import_conversations import_messages import_status import_s imported import_again_s skipped; do
+    metric "search_$backend.$k" "$(kv "$OUT_DIR/search-$backend.txt" "$k")"
+  done
+  log "search on $backend: p50 $(get "search_$backend.search_p50_ms") ms, p99 $(get "search_$backend.search_p99_ms") ms" \
+      "(rank 3 $(get "search_$backend.p99_rank3_ms"), rank 18000 $(get "search_$backend.p99_rank18000_ms"));" \
+      "export $(get "search_$backend.export_mb_s") MB/s (RSS $(get "search_$backend.rss_before_export_mib") -> $(get "search_$backend.rss_peak_export_mib") MiB);" \
+      "import of $(get "search_$backend.import_conversations") conversations $(get "search_$backend.import_s") s"
+  stop_server
+done
+
+# 12. pool-size sweep (optional)
 SWEPT=()
 for pool in $POOL_SWEEP; do
   [ "$pool" = "$POOL" ] && continue

@@ -13,7 +13,7 @@ use axum::extract::{FromRef, FromRequest, FromRequestParts, RawPathParams, Reque
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use bytes::BytesMut;
-use futures_util::StreamExt;
+use futures_util::{stream, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -738,6 +738,8 @@ pub enum BodySize {
     Medium,
     /// What carries a message or a conversation (text and base64 images): `MAX_BODY_BYTES`.
     Message,
+    /// An uploaded file of up to `MAX_BODY_BYTES`, with room for a form's envelope.
+    Upload,
 }
 
 pub const SMALL_BODY_BYTES: usize = 16 * 1024;
@@ -767,6 +769,7 @@ impl BodyLimits {
             BodySize::Small => SMALL_BODY_BYTES.min(self.max_bytes),
             BodySize::Medium => MEDIUM_BODY_BYTES.min(self.max_bytes),
             BodySize::Message => self.max_bytes,
+            BodySize::Upload => self.max_bytes.saturating_add(SMALL_BODY_BYTES),
         }
     }
 }
@@ -785,7 +788,7 @@ async fn read_body(req: Request, limits: &BodyLimits, size: BodySize) -> Result<
         return Err(ApiError::PayloadTooLarge);
     }
     let reading = async {
-        let permit = if size == BodySize::Message {
+        let permit = if matches!(size, BodySize::Message | BodySize::Upload) {
             let kib = (declared.unwrap_or(limit) / 1024 + 1) as u32;
             Some(
                 limits
@@ -920,6 +923,57 @@ where
         let whole = if map.is_empty() { Value::Null } else { Value::Object(map) };
         refuse_nul("body", &whole)?;
         finish(vec![json!("body")], &whole).map(ValidForm)
+    }
+}
+
+/// An uploaded file: the field `file` of a `multipart/form-data` body, or else the whole body.
+/// It may have `MAX_BODY_BYTES` (413 beyond) and counts against `MAX_BODY_BYTES_IN_FLIGHT`
+/// while it is held.
+pub struct UploadedFile {
+    pub bytes: Bytes,
+    _in_flight: Option<OwnedSemaphorePermit>,
+}
+
+/// The name of the form field that carries an uploaded file.
+pub const UPLOAD_FIELD: &str = "file";
+
+fn form_boundary(headers: &HeaderMap) -> Option<String> {
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    content_type.to_ascii_lowercase().starts_with("multipart/form-data").then(|| multer::parse_boundary(content_type).ok())?
+}
+
+fn invalid_form(err: multer::Error) -> ApiError {
+    ApiError::Validation(vec![
+        Problem::new("multipart_invalid", format!("The form could not be read: {err}")).at(vec![json!("body")], &Value::Null)
+    ])
+}
+
+impl<S: Send + Sync> FromRequest<S> for UploadedFile
+where
+    BodyLimits: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limits = BodyLimits::from_ref(state);
+        let Some(boundary) = form_boundary(req.headers()) else {
+            let (bytes, permit) = read_body(req, &limits, BodySize::Message).await?;
+            return Ok(UploadedFile { bytes, _in_flight: permit });
+        };
+        let (body, permit) = read_body(req, &limits, BodySize::Upload).await?;
+        let mut form = multer::Multipart::new(stream::once(async move { Ok::<_, std::convert::Infallible>(body) }), boundary);
+        while let Some(field) = form.next_field().await.map_err(invalid_form)? {
+            if field.name() == Some(UPLOAD_FIELD) {
+                let bytes = field.bytes().await.map_err(invalid_form)?;
+                if bytes.len() > limits.bytes_for(BodySize::Message) {
+                    return Err(ApiError::PayloadTooLarge);
+                }
+                return Ok(UploadedFile { bytes, _in_flight: permit });
+            }
+        }
+        Err(ApiError::Validation(vec![
+            Problem::new("missing", "Field required").at(vec![json!("body"), json!(UPLOAD_FIELD)], &Value::Null)
+        ]))
     }
 }
 

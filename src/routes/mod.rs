@@ -11,6 +11,7 @@ pub mod chats;
 pub mod health;
 pub mod ollama;
 pub mod openai;
+pub mod search;
 pub mod settings;
 pub mod usage;
 pub mod users;
@@ -84,6 +85,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(settings::router())
         .merge(health::router())
         .merge(chats::router())
+        .merge(search::router())
         .merge(ollama::router())
         .merge(api_keys::router())
         .merge(usage::router())

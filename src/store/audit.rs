@@ -37,6 +37,7 @@ crate::text_enum! {
         ApiKeyRevoked = "api_key.revoked",
         ModelPolicyChanged = "model.policy_changed",
         QuotasChanged = "quotas.changed",
+        ChatsImported = "chats.imported",
     }
 }
 

@@ -1,8 +1,11 @@
+use std::collections::HashMap;
+
 use chrono::NaiveDateTime;
 use uuid::Uuid;
 
 use super::{in_transaction, on_pool, TxEnd};
 
+use super::messages::{Message, MESSAGE_COLUMNS};
 use super::Store;
 
 /// A row of `chats`.
@@ -68,6 +71,38 @@ impl Store {
                 .await?;
             Ok(ChatPage { total, chats })
         })
+    }
+
+    /// Up to `limit` of the user's chats with ids after `after`, by id, each with its messages
+    /// (oldest first): the pages of an export. Two queries, whatever the number of chats.
+    pub async fn chats_with_messages_by_id(
+        &self,
+        user_id: Uuid,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<(Chat, Vec<Message>)>, sqlx::Error> {
+        let page = "SELECT id FROM chats WHERE user_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3";
+        let chats_sql = format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id IN ({page}) ORDER BY id");
+        let messages_sql =
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id IN ({page}) ORDER BY chat_id, created_at, id");
+        let (chats, messages): (Vec<Chat>, Vec<Message>) = on_pool!(self, pool => {
+            let chats = sqlx::query_as(&chats_sql).bind(user_id).bind(after).bind(limit).fetch_all(pool).await?;
+            let messages = sqlx::query_as(&messages_sql).bind(user_id).bind(after).bind(limit).fetch_all(pool).await?;
+            (chats, messages)
+        });
+        let mut by_chat: HashMap<Uuid, Vec<Message>> = HashMap::new();
+        for message in messages {
+            if let Some(chat_id) = message.chat_id {
+                by_chat.entry(chat_id).or_default().push(message);
+            }
+        }
+        Ok(chats
+            .into_iter()
+            .map(|chat| {
+                let messages = by_chat.remove(&chat.id).unwrap_or_default();
+                (chat, messages)
+            })
+            .collect())
     }
 
     /// Renames and/or (un)archives a chat of `user_id`, moving its `updated_at`.

@@ -35,8 +35,13 @@ pub struct NewMessage {
     pub extended_metadata: Option<Value>,
 }
 
-const MESSAGE_COLUMNS: &str =
+pub(super) const MESSAGE_COLUMNS: &str =
     "id, chat_id, role, content, thinking, tool_calls, images, model_id, created_at, tokens_used, extended_metadata";
+
+/// Followed by the values: id, chat_id, role, content, thinking, tool_calls, images, model_id,
+/// created_at, tokens_used, extended_metadata.
+pub(super) const INSERT_MESSAGE_INTO: &str =
+    "INSERT INTO messages (id, chat_id, role, content, thinking, tool_calls, images, model_id, created_at, tokens_used, extended_metadata) ";
 
 /// Moves the chat's `updated_at`, only when it belongs to the user: zero rows means "not yours".
 const TOUCH_USER_CHAT: &str = "UPDATE chats SET updated_at = $3 WHERE id = $1 AND user_id = $2";
@@ -63,10 +68,8 @@ impl Store {
         new: &NewMessage,
         at: NaiveDateTime,
     ) -> Result<Option<Message>, sqlx::Error> {
-        let insert = format!(
-            "INSERT INTO messages (id, chat_id, role, content, thinking, tool_calls, images, model_id, created_at, tokens_used, extended_metadata) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {MESSAGE_COLUMNS}"
-        );
+        let insert =
+            format!("{INSERT_MESSAGE_INTO} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {MESSAGE_COLUMNS}");
         in_transaction!(self, tx => {
             // Write first: on SQLite this takes the write lock at once instead of upgrading later.
             let touched = sqlx::query(TOUCH_USER_CHAT).bind(chat_id).bind(user_id).bind(at).execute(&mut *tx).await?;

@@ -7,6 +7,7 @@
 pub mod adopt;
 pub mod api_keys;
 pub mod audit;
+pub mod chat_imports;
 pub mod chats;
 pub mod generations;
 pub mod messages;
@@ -14,6 +15,7 @@ pub mod models;
 pub mod quotas;
 pub mod refresh_tokens;
 pub mod row_cache;
+pub mod search;
 pub mod settings;
 pub mod users;
 

@@ -108,6 +108,7 @@ async fn adoption_keeps_every_row_and_adds_only_indexes() {
     assert_eq!(original_rows(&database.url).await, rows_before, "adoption rewrote no data");
     let after = snapshot(&database.url).await;
     assert!(after.contains("users_email_lower_key"), "our indexes were added");
+    assert!(after.contains("message_words_idx"), "the search index is built");
     assert!(after.contains("== _sqlx_migrations"), "the baseline is recorded");
 }
 
@@ -187,6 +188,13 @@ async fn fixture_users_log_in_and_find_everything_as_it_was() {
     assert_eq!(messages[1]["tokens_used"], 17);
     assert_eq!(messages[1]["extended_metadata"]["eval_count"], 17);
     assert_eq!(messages[0]["created_at"], "2026-11-24T11:40:22.362146Z");
+
+    // The original's messages are found (the migration built their index).
+    let found = app.get("/chats/search?q=trains&include_archived=true").session(&bob).send().await;
+    assert_eq!(found.body["total"], 2, "{}", found.body);
+    assert_eq!(found.body["results"][0]["chat_id"], "df2a0ee4-dd45-4135-8bda-57671b014f79");
+    assert!(found.body["results"][0]["snippet"].as_str().unwrap().contains("We prefer <mark>trains</mark>"));
+    assert_eq!(app.get("/chats/search?q=admin").session(&bob).send().await.body["total"], 0, "only bob's chats");
 
     let first = app.get("/chats/chat/45c654e7-0e86-45de-986c-72eab8232079").session(&bob).send().await;
     let roles: Vec<&str> = first.body["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();

@@ -342,4 +342,14 @@ async fn keys_model_policies_and_quotas_are_recorded(app: TestApp) {
     assert_eq!(app.put("/admin/quotas").session(&admin).json(&quotas).send().await.status, 200);
     let event = log.one_new("quotas.changed").await;
     assert_eq!(event.details.0["roles"]["guest"]["tokens_per_day"], 10);
+
+    let file = std::fs::read("tests/fixtures/imports/chatgpt-conversations.json").unwrap();
+    let imported = app.post("/chats/import").session(&bob_s).raw("application/json", file.clone()).send().await;
+    assert_eq!(imported.status, 200, "{}", imported.body);
+    let event = log.one_new("chats.imported").await;
+    assert_eq!(event.details.0["imported"], imported.body["imported"]);
+    assert_eq!(event.target_id, Some(id(&bob).to_string()));
+    let again = app.post("/chats/import").session(&bob_s).raw("application/json", file).send().await;
+    assert_eq!(again.body["imported"], 0);
+    log.nothing_new("an import that stored nothing").await;
 }

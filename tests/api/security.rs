@@ -56,6 +56,11 @@ const MATRIX: &[(&str, &str, [u16; 6])] = &[
     ("post", "/chats/my", [401, 201, 201, 201, 400, 201]),
     ("delete", "/chats/my", [401, 200, 200, 200, 400, 200]),
     ("get", "/chats/models", [401, 200, 200, 200, 400, 200]),
+    // Without `q`: the caller is checked before the query.
+    ("get", "/chats/search", [401, 422, 422, 422, 400, 422]),
+    ("get", "/chats/export", [401, 200, 200, 200, 400, 200]),
+    ("post", "/chats/import", [401, 200, 200, 200, 400, 200]),
+    ("get", "/chats/{chat_id}/export", [401, 404, 200, 404, 400, 404]),
     ("get", "/chats/chat/{chat_id}", [401, 404, 200, 404, 400, 404]),
     ("patch", "/chats/chat/{chat_id}", [401, 404, 200, 404, 400, 404]),
     ("delete", "/chats/chat/{chat_id}", [401, 404, 200, 404, 400, 404]),
@@ -110,6 +115,7 @@ fn body_for(method: &str, path: &str, actor: &str) -> Option<Value> {
         ("delete", "/chats/{chat_id}/messages/bulk") => json!({"message_ids": [uuid::Uuid::new_v4()]}),
         ("post", "/chats/{chat_id}/completions") => json!({"model": "llama3.2:1b", "content": "hi"}),
         ("post", "/ollama/show") => json!({"model": "llama3.2:1b"}),
+        ("post", "/chats/import") => json!([]),
         ("post", "/ollama/pull") => json!({"model": "tinyllama:latest"}),
         ("delete", "/ollama/delete") => json!({"model": "tinyllama:latest"}),
         ("post", "/ollama/chat") => {
