@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # rovertchat benchmark harness: one command, everything measured on this machine.
 #
-#   bench/run.sh                      # full run (~7-8 min), writes BENCHMARKS.md (generated block)
+#   bench/run.sh                      # full run (~8-9 min), writes BENCHMARKS.md (generated block)
 #   DURATION=3 bench/run.sh           # quick smoke run (does not touch BENCHMARKS.md unless WRITE_BENCHMARKS=1)
 #
 # What it does (details in bench/README.md):
@@ -363,7 +363,7 @@ log "TTFT direct p50/p99 $(get ttft.direct_p50_ms)/$(get ttft.direct_p99_ms) ms;
 #     GET /v1/models (API key) against GET /users/me (session) in turn
 if [ "$OPENAI" = 1 ]; then
   log "OpenAI-compatible API (bench/openai.sh): $TTFT_N streamed completions each way, $OPENAI_ROUNDS x (/users/me, /v1/models) for $OPENAI_DURATION s"
-  echo "BASE=$BASE EMULATOR=http://127.0.0.1:$EMU_PORT SERVER_PID=<server> TTFT_N=$TTFT_N DURATION=$OPENAI_DURATION ROUNDS=$OPENAI_ROUNDS CONNS=$CONNS bench/openai.sh" >>"$OUT_DIR/commands.txt"
+  echo "BASE=$BASE EMULATOR=http://127.0.0.1:$EMU_PORT SERVER_PID=<server> TTFT_N=$TTFT_N DURATION=$OPENAI_DURATION WARMUP=$WARMUP COOLDOWN=$COOLDOWN ROUNDS=$OPENAI_ROUNDS CONNS=$CONNS bench/openai.sh" >>"$OUT_DIR/commands.txt"
   BASE="$BASE" EMULATOR="http://127.0.0.1:$EMU_PORT" LOADGEN="$LOADGEN" OUT_DIR="$OUT_DIR" SERVER_PID="$SERVER_PID"     TTFT_N="$TTFT_N" DURATION="$OPENAI_DURATION" WARMUP="$WARMUP" COOLDOWN="$COOLDOWN" CONNS="$CONNS" THREADS="$THREADS"     TIMEOUT="$TIMEOUT" ROUNDS="$OPENAI_ROUNDS" "$HERE/openai.sh" >"$OUT_DIR/openai.txt" 2>"$OUT_DIR/openai.log"     || cat "$OUT_DIR/openai.log" >&2
   for k in ttft_n ttft_errors ttft_direct_p50_ms ttft_direct_p99_ms ttft_server_p50_ms ttft_server_p99_ms ttft_added_p50_ms \
            ttft_added_p99_ms ttft_paired_diff_p50_ms ttft_paired_diff_p99_ms ttft_met users_me_rps users_me_rps_runs \
