@@ -759,8 +759,10 @@ fn monitor(groups: Vec<String>, skip_s: f64, window_s: f64, interval_ms: u64, wh
     let started = Instant::now();
     let (skip, end) = (Duration::from_secs_f64(skip_s), Duration::from_secs_f64(skip_s + window_s));
     let every = Duration::from_millis(interval_ms);
-    let mut first: Option<(Instant, (u64, u64), Vec<BTreeMap<u32, u64>>)> = None;
-    let mut last: Option<(Instant, (u64, u64), Vec<BTreeMap<u32, u64>>)> = None;
+    // (when, machine (busy, total) ticks, per group: ticks by pid)
+    type Snapshot = (Instant, (u64, u64), Vec<BTreeMap<u32, u64>>);
+    let mut first: Option<Snapshot> = None;
+    let mut last: Option<Snapshot> = None;
     let mut rss_max = vec![0u64; groups.len()];
     let mut threads_max = vec![0u64; groups.len()];
     let mut rss_lines = String::new();
