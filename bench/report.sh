@@ -106,6 +106,26 @@ write_report() {
       printf '| diagnostic: added, with TCP_NODELAY | | | %s | %s | | |\n' "$(get ttft_nodelay.added_p50_ms)" "$(get ttft_nodelay.added_p99_ms)"
     fi
     echo
+    if [ "$(get openai.models_rps)" != n/a ] || [ "$(get openai.ttft_n)" != n/a ]; then
+      echo "### The OpenAI-compatible API (/v1)"
+      echo
+      echo "\`bench/openai.sh\` on the same server and emulator, as a user with an API key (\`POST /api/v1/api-keys\`). Time to first"
+      echo "token: $(get openai.ttft_n) sequential requests each way, interleaved, after 20 unrecorded: the emulator's \`POST /api/chat\`"
+      echo "vs \`POST /v1/chat/completions\` with \`stream: true\` (time to the first \`data:\` chunk with content; nothing is stored)."
+      echo "Then wrk -t$THREADS -c$CONNS, $OPENAI_DURATION s after a ${WARMUP} s warm-up, $OPENAI_ROUNDS rounds in turn: \`GET /api/v1/users/me\` (session"
+      echo "cookie) and \`GET /v1/models\` (\`Authorization: Bearer rc-…\`), same user; req/s = mean of the rounds."
+      echo
+      echo "| path | conns | req/s | p50 ms | p99 ms | errors | rounds (req/s) |"
+      echo "|---|---|---|---|---|---|---|"
+      printf '| directly to the emulator | 1 | - | %s | %s | %s | - |\n' "$(get openai.ttft_direct_p50_ms)" "$(get openai.ttft_direct_p99_ms)" "$(get openai.ttft_errors)"
+      printf '| through POST /v1/chat/completions | 1 | - | %s | %s | %s | - |\n' "$(get openai.ttft_server_p50_ms)" "$(get openai.ttft_server_p99_ms)" "$(get openai.ttft_errors)"
+      printf '| **added by rovertchat (/v1)** | | | **%s** | **%s** | | |\n' "$(get openai.ttft_added_p50_ms)" "$(get openai.ttft_added_p99_ms)"
+      printf '| GET /api/v1/users/me (session) | %s | %s | %s | %s | %s | %s |\n' "$CONNS" "$(get openai.users_me_rps)" "$(get openai.users_me_p50_ms_runs)" "$(get openai.users_me_p99_ms_runs)" "$(get openai.users_me_errors)" "$(get openai.users_me_rps_runs)"
+      printf '| GET /v1/models (API key) | %s | %s | %s | %s | %s | %s |\n' "$CONNS" "$(get openai.models_rps)" "$(get openai.models_p50_ms_runs)" "$(get openai.models_p99_ms_runs)" "$(get openai.models_errors)" "$(get openai.models_rps_runs)"
+      echo
+      echo "Server cores per round: /users/me $(get openai.users_me_server_cores_runs), /v1/models $(get openai.models_server_cores_runs); other processes $(get openai.users_me_other_cores_runs) / $(get openai.models_other_cores_runs)."
+      echo
+    fi
     echo "### $(get streams.n) concurrent streams at 20 tokens/s"
     echo
     echo "A freshly started server; emulator \`--token-delay-ms $STREAM_TOKEN_DELAY_MS --tokens $STREAM_TOKENS\`. $(get streams.n) chats are created"
@@ -210,6 +230,10 @@ write_report() {
     echo "| login: argon2id m=19 MiB, t=2, p=1, as many logins/s as the cores allow (≥ 80% of $ncpu threads doing nothing but argon2id verifications: $(get argon2.ceiling_per_s)/s; one takes $(get argon2.t1_ms_each) ms) | $(get login.rps) logins/s = $login_pct% | $(yesno "$(num login.rps) >= 0.8 * $(num argon2.ceiling_per_s)") |"
     echo "| during a login flood, GET /users/me p99 < 2× its idle p99 (same $LOW_CONNS connections) | $(get users_me_low_flood.p99_ms) ms vs $(get users_me_low.p99_ms) ms idle = ${flood_x}× | $(yesno "$(num users_me_low_flood.p99_ms) < 2 * $(num users_me_low.p99_ms)") |"
     echo "| added time to first token < 1 ms at p99 | p99 $(get ttft.added_p99_ms) ms (p50 $(get ttft.added_p50_ms) ms) | $(yesno "$(num ttft.added_p99_ms) < 1") |"
+    if [ "$(get openai.ttft_n)" != n/a ]; then
+      echo "| /v1: added time to first token through POST /v1/chat/completions (stream) < 1 ms at p50 | p50 $(get openai.ttft_added_p50_ms) ms (p99 $(get openai.ttft_added_p99_ms) ms) | $(yesno "$(num openai.ttft_added_p50_ms) < 1") |"
+      echo "| /v1: GET /v1/models with a key at least as fast as GET /users/me | $(get openai.models_rps) vs $(get openai.users_me_rps) req/s = $(calc "$(num openai.models_vs_users_me) * 100" "%.0f")% | $(yesno "$(num openai.models_rps) >= $(num openai.users_me_rps)") |"
+    fi
     echo "| $(get streams.n) concurrent streams: server under 1 core | $(get streams.server_cores) cores ($(get streams.server_cpu_s) CPU s over $(get streams.wall_s) s) | $(yesno "$(num streams.server_cores) < 1") |"
     echo "| $(get streams.n) concurrent streams: server under 200 MB RSS | $(get streams.rss_max_mib) MiB = $(calc "$(num streams.rss_max_mib) * 1.048576" "%.0f") MB | $(yesno "$(num streams.rss_max_mib) * 1.048576 < 200") |"
     echo "| $(get streams.n) concurrent streams: every answer stored | $(get streams.stored) assistant rows in $(get streams.stored_chats) chats; $(get streams.ok) streams complete | $(yesno "$(num streams.stored) == $(num streams.n) && $(num streams.stored_chats) == $(num streams.n) && $(num streams.ok) == $(num streams.n)") |"
@@ -278,11 +302,12 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   calc() { awk "BEGIN { x = $1; if (x != x) print \"n/a\"; else printf \"${2:-%.2f}\", x }" 2>/dev/null || echo n/a; }
   while IFS= read -r line; do
     case "${line%%=*}" in
-      DURATION|WARMUP|COOLDOWN|CONNS|THREADS|LOGIN_DURATION|LOGIN_CONNS|LOW_CONNS|FLOOD_CONNS|POOL|POOL_SWEEP|TTFT_N|STREAMS|STREAM_TOKENS|STREAM_TOKEN_DELAY_MS|STARTUP_RUNS|SWEEP_DURATION|BODIES_PARALLEL)
+      DURATION|WARMUP|COOLDOWN|CONNS|THREADS|LOGIN_DURATION|LOGIN_CONNS|LOW_CONNS|FLOOD_CONNS|POOL|POOL_SWEEP|TTFT_N|STREAMS|STREAM_TOKENS|STREAM_TOKEN_DELAY_MS|STARTUP_RUNS|SWEEP_DURATION|BODIES_PARALLEL|OPENAI_DURATION|OPENAI_ROUNDS)
         printf -v "${line%%=*}" '%s' "${line#*=}" ;;
     esac
   done < "$OUT_DIR/run-info.txt"
   STARTUP_RUNS="${STARTUP_RUNS:-11}"; SWEEP_DURATION="${SWEEP_DURATION:-10}"; BODIES_PARALLEL="${BODIES_PARALLEL:-16}"
+  OPENAI_DURATION="${OPENAI_DURATION:-10}"; OPENAI_ROUNDS="${OPENAI_ROUNDS:-2}"
   SWEPT=(); for p in $POOL_SWEEP; do [ "$p" = "$POOL" ] || SWEPT+=("$p"); done
   write_report "$OUT_DIR/BENCHMARKS.generated.md"
   [ "${2:-}" = --write ] && update_benchmarks_md "$ROOT/BENCHMARKS.md" "$OUT_DIR/BENCHMARKS.generated.md"

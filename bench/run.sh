@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # rovertchat benchmark harness: one command, everything measured on this machine.
 #
-#   bench/run.sh                      # full run (~7-8 min), writes BENCHMARKS.md (generated block)
+#   bench/run.sh                      # full run (~8-9 min), writes BENCHMARKS.md (generated block)
 #   DURATION=3 bench/run.sh           # quick smoke run (does not touch BENCHMARKS.md unless WRITE_BENCHMARKS=1)
 #
 # What it does (details in bench/README.md):
@@ -12,6 +12,7 @@
 #   4. /users/me at a low connection count, idle and during a login flood
 #   5. pgbench with the server's SQL for /users/me and POST message (same clients, same duration): the ceiling
 #   6. time to first token, through rovertchat vs directly against the emulator
+#   6b. the OpenAI-compatible API (bench/openai.sh): TTFT through /v1/chat/completions, GET /v1/models vs /users/me
 #   7. 1,000 concurrent SSE completions at 20 tokens/s: server CPU, peak RSS, answers stored
 #   8. worst-case request bodies (bench/bodies.sh): 16 at once on each route, peak RSS against 300 MB
 #   9. search over SEARCH_MESSAGES messages (p50/p99), NDJSON export MB/s and RSS, import of a ChatGPT
@@ -30,6 +31,7 @@
 #   BODIES_PARALLEL=16               worst-case bodies sent at once on each route (8 MiB each)
 #   SEARCH_BACKENDS="postgres sqlite" SEARCH_MESSAGES=1000000 SEARCH_USER_MESSAGES=100000
 #                                    search/export/import step (bench/search.sh; "" = skip)
+#   OPENAI=1 OPENAI_DURATION=10 OPENAI_ROUNDS=2   the /v1 step (0 skips): wrk seconds per run, /users/me + /v1/models rounds
 #   PERF=1                           perf profile of the server under /users/me and POST message (if perf exists)
 #   MALLOC_DIAG=0                    1: also run the login scenario with glibc's mmap threshold fixed at 1 MiB (GLIBC_TUNABLES)
 #   NODELAY_DIAG=0                   1: also measure TTFT with TCP_NODELAY forced on by an LD_PRELOAD shim (needs cc)
@@ -55,6 +57,7 @@ STREAM_TOKEN_DELAY_MS="${STREAM_TOKEN_DELAY_MS:-50}"; STARTUP_RUNS="${STARTUP_RU
 BODIES_PARALLEL="${BODIES_PARALLEL:-16}"
 SEARCH_BACKENDS="${SEARCH_BACKENDS-postgres sqlite}"
 SEARCH_MESSAGES="${SEARCH_MESSAGES:-1000000}"; SEARCH_USER_MESSAGES="${SEARCH_USER_MESSAGES:-100000}"
+OPENAI="${OPENAI:-1}"; OPENAI_DURATION="${OPENAI_DURATION:-$(( DURATION < 10 ? DURATION : 10 ))}"; OPENAI_ROUNDS="${OPENAI_ROUNDS:-2}"
 PERF="${PERF:-1}"; NODELAY_DIAG="${NODELAY_DIAG:-0}"; MALLOC_DIAG="${MALLOC_DIAG:-0}"
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
 BENCH_DB="${BENCH_DB:-rovertchat_bench}"; PG_URL_PARAMS="${PG_URL_PARAMS:-}"
@@ -114,7 +117,7 @@ psql -d postgres -Atc 'select 1' >/dev/null || { echo "bench: PostgreSQL at $PGH
   echo "wrk=$(wrk --version 2>&1 | head -1 | awk '{print $2}')"
   echo "pgbench=$(pgbench --version)"
   echo "command=$(printf '%q ' "$0" "$@")"
-  for v in DURATION WARMUP COOLDOWN CONNS THREADS LOGIN_DURATION LOGIN_CONNS LOW_CONNS FLOOD_CONNS POOL POOL_SWEEP SWEEP_DURATION TTFT_N STREAMS STREAM_TOKENS STREAM_TOKEN_DELAY_MS STARTUP_RUNS BODIES_PARALLEL PG_URL_PARAMS; do
+  for v in DURATION WARMUP COOLDOWN CONNS THREADS LOGIN_DURATION LOGIN_CONNS LOW_CONNS FLOOD_CONNS POOL POOL_SWEEP SWEEP_DURATION TTFT_N STREAMS STREAM_TOKENS STREAM_TOKEN_DELAY_MS STARTUP_RUNS BODIES_PARALLEL OPENAI OPENAI_DURATION OPENAI_ROUNDS PG_URL_PARAMS; do
     echo "$v=${!v}"
   done
 } > "$OUT_DIR/run-info.txt"
@@ -361,6 +364,22 @@ for k in direct_p50_ms direct_p99_ms server_p50_ms server_p99_ms added_p50_ms ad
   metric "ttft.$k" "$(kv "$OUT_DIR/ttft.txt" "$k")"
 done
 log "TTFT direct p50/p99 $(get ttft.direct_p50_ms)/$(get ttft.direct_p99_ms) ms; through rovertchat $(get ttft.server_p50_ms)/$(get ttft.server_p99_ms) ms; added $(get ttft.added_p50_ms)/$(get ttft.added_p99_ms) ms"
+
+# 8b. the OpenAI-compatible API, same server and emulator: TTFT through /v1/chat/completions,
+#     GET /v1/models (API key) against GET /users/me (session) in turn
+if [ "$OPENAI" = 1 ]; then
+  log "OpenAI-compatible API (bench/openai.sh): $TTFT_N streamed completions each way, $OPENAI_ROUNDS x (/users/me, /v1/models) for $OPENAI_DURATION s"
+  echo "BASE=$BASE EMULATOR=http://127.0.0.1:$EMU_PORT SERVER_PID=<server> TTFT_N=$TTFT_N DURATION=$OPENAI_DURATION WARMUP=$WARMUP COOLDOWN=$COOLDOWN ROUNDS=$OPENAI_ROUNDS CONNS=$CONNS bench/openai.sh" >>"$OUT_DIR/commands.txt"
+  BASE="$BASE" EMULATOR="http://127.0.0.1:$EMU_PORT" LOADGEN="$LOADGEN" OUT_DIR="$OUT_DIR" SERVER_PID="$SERVER_PID"     TTFT_N="$TTFT_N" DURATION="$OPENAI_DURATION" WARMUP="$WARMUP" COOLDOWN="$COOLDOWN" CONNS="$CONNS" THREADS="$THREADS"     TIMEOUT="$TIMEOUT" ROUNDS="$OPENAI_ROUNDS" "$HERE/openai.sh" >"$OUT_DIR/openai.txt" 2>"$OUT_DIR/openai.log"     || cat "$OUT_DIR/openai.log" >&2
+  for k in ttft_n ttft_errors ttft_direct_p50_ms ttft_direct_p99_ms ttft_server_p50_ms ttft_server_p99_ms ttft_added_p50_ms \
+           ttft_added_p99_ms ttft_paired_diff_p50_ms ttft_paired_diff_p99_ms ttft_met users_me_rps users_me_rps_runs \
+           users_me_p50_ms_runs users_me_p99_ms_runs users_me_errors users_me_server_cores_runs users_me_other_cores_runs \
+           models_rps models_rps_runs models_p50_ms_runs models_p99_ms_runs models_errors models_server_cores_runs \
+           models_other_cores_runs models_vs_users_me models_met; do
+    metric "openai.$k" "$(kv "$OUT_DIR/openai.txt" "$k")"
+  done
+  log "/v1: added TTFT p50/p99 $(get openai.ttft_added_p50_ms)/$(get openai.ttft_added_p99_ms) ms (target p50 < 1 ms: $(get openai.ttft_met)); GET /v1/models $(get openai.models_rps) req/s vs /users/me $(get openai.users_me_rps) (met: $(get openai.models_met))"
+fi
 stop_server
 
 if [ -n "$SHIM" ]; then

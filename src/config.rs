@@ -119,7 +119,8 @@ variables! {
         "Longest answer, in tokens: sent to Ollama as num_predict and enforced while streaming (a longer answer is cut \
          and stored with status \"length\").";
     MAX_NUM_CTX = Value("32768"), "Largest options.num_ctx a request may ask for.";
-    GENERATIONS_PER_USER = Value("4"), "Answers one user may have generating at once.";
+    GENERATIONS_PER_USER = Value("4"),
+        "Answers a user (role user) may have generating at once unless an admin sets the quota; one more gets 429 with Retry-After.";
     REGISTRATION = Value("open"),
         "open: anyone may sign up; closed: only admins create accounts (POST /auth/register answers 403 to others, \
          except for the very first account).";

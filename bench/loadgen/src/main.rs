@@ -2,6 +2,8 @@
 //!
 //! - `ttft`: time to first token, directly against the Ollama emulator and through rovertchat
 //!   (`POST /api/v1/chats/{id}/completions`, first `event: delta`), interleaved.
+//! - `openai-ttft`: the same through the OpenAI-compatible API (`POST /v1/chat/completions`,
+//!   `stream: true`, with an API key; first `data:` chunk carrying content).
 //! - `streams`: N concurrent SSE completions (one chat each), with the server's CPU time and RSS
 //!   read from /proc before, during (every 100 ms) and after.
 //! - `monitor`: CPU time and RSS of groups of processes over a window, from /proc (used around
@@ -43,6 +45,31 @@ enum Command {
         /// access_token cookie value of the user whose chats are used
         #[arg(long, env = "TOKEN")]
         token: String,
+        #[arg(long, default_value = "llama3.2:1b")]
+        model: String,
+        /// measured requests of each kind
+        #[arg(short, default_value_t = 200)]
+        n: usize,
+        /// unrecorded requests of each kind first
+        #[arg(long, default_value_t = 20)]
+        warmup: usize,
+        #[arg(long, default_value = "Hello there, how are you today?")]
+        content: String,
+        /// write every measured pair (direct_ms,server_ms) here as CSV
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+    /// Time to first token: emulator directly vs through `POST /v1/chat/completions` (stream: true).
+    OpenaiTtft {
+        /// rovertchat root, e.g. http://127.0.0.1:18080
+        #[arg(long)]
+        server: String,
+        /// Ollama emulator root, e.g. http://127.0.0.1:18434
+        #[arg(long)]
+        emulator: String,
+        /// API key (rc-...), sent as `Authorization: Bearer`
+        #[arg(long, env = "API_KEY")]
+        key: String,
         #[arg(long, default_value = "llama3.2:1b")]
         model: String,
         /// measured requests of each kind
@@ -143,7 +170,10 @@ fn main() {
     let cli = Cli::parse();
     match cli.command {
         Command::Ttft { server, emulator, token, model, n, warmup, content, csv } => {
-            runtime().block_on(ttft(server, emulator, token, model, n, warmup, content, csv))
+            runtime().block_on(ttft(server, emulator, Through::Chats { token }, model, n, warmup, content, csv))
+        }
+        Command::OpenaiTtft { server, emulator, key, model, n, warmup, content, csv } => {
+            runtime().block_on(ttft(server, emulator, Through::OpenAi { key }, model, n, warmup, content, csv))
         }
         Command::Streams {
             server,
@@ -432,14 +462,65 @@ async fn server_completion(
     out
 }
 
+/// Through rovertchat's OpenAI-compatible API: time to the first `data:` chunk with `"content"`
+/// (the server holds the status line until the first token), then read to `data: [DONE]`.
+async fn openai_completion(http: &reqwest::Client, server: &str, key: &str, model: &str, content: &str) -> StreamOutcome {
+    let started = Instant::now();
+    let mut out = StreamOutcome::default();
+    let body = json!({"model": model, "messages": [{"role": "user", "content": content}], "stream": true});
+    let resp = http.post(format!("{server}/v1/chat/completions")).bearer_auth(key).json(&body).send().await;
+    let mut resp = match resp {
+        Ok(r) => r,
+        Err(e) => {
+            out.error = Some(format!("send: {e}"));
+            out.total_ms = started.elapsed().as_secs_f64() * 1000.0;
+            return out;
+        }
+    };
+    out.status = resp.status().as_u16();
+    let mut buf = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                buf.extend_from_slice(&chunk);
+                if out.first_token_ms.is_none() && contains(&buf, b"\"content\":") {
+                    out.first_token_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                out.error = Some(format!("read: {e}"));
+                break;
+            }
+        }
+    }
+    out.total_ms = started.elapsed().as_secs_f64() * 1000.0;
+    out.deltas = count(&buf, b"\"content\":");
+    out.done = contains(&buf, b"data: [DONE]");
+    if out.status != 200 {
+        out.error.get_or_insert_with(|| format!("HTTP {}: {}", out.status, String::from_utf8_lossy(&buf)));
+    } else if contains(&buf, b"\"error\":") {
+        out.error.get_or_insert_with(|| format!("error chunk: {}", String::from_utf8_lossy(&buf)));
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // ttft
+
+/// The rovertchat path a `ttft` run measures.
+enum Through {
+    /// `POST /api/v1/chats/{id}/completions` as the SPA does (a fresh chat each), with a session token.
+    Chats { token: String },
+    /// `POST /v1/chat/completions`, `stream: true`, with an API key.
+    OpenAi { key: String },
+}
 
 #[allow(clippy::too_many_arguments)]
 async fn ttft(
     server: String,
     emulator: String,
-    token: String,
+    through: Through,
     model: String,
     n: usize,
     warmup: usize,
@@ -447,17 +528,32 @@ async fn ttft(
     csv: Option<PathBuf>,
 ) {
     let http = client();
-    let chats = create_chats(&http, &server, &token, n + warmup, 4).await;
-    let (mut direct, mut through, mut errors) = (Vec::new(), Vec::new(), 0usize);
+    let chats = match &through {
+        Through::Chats { token } => create_chats(&http, &server, token, n + warmup, 4).await,
+        Through::OpenAi { .. } => Vec::new(),
+    };
+    let via_server = |i: usize| {
+        let (http, server, model, content) = (&http, &server, &model, &content);
+        let (through, chats) = (&through, &chats);
+        async move {
+            match through {
+                Through::Chats { token } => {
+                    server_completion(http, server, token, &chats[i], model, content, Instant::now()).await
+                }
+                Through::OpenAi { key } => openai_completion(http, server, key, model, content).await,
+            }
+        }
+    };
+    let (mut direct, mut through_ms, mut errors) = (Vec::new(), Vec::new(), 0usize);
     let mut pairs = String::from("direct_ms,server_ms\n");
-    for (i, chat) in chats.iter().enumerate() {
+    for i in 0..n + warmup {
         // Alternate which goes first so drift (other load, caches) hits both alike.
         let (d, s) = if i % 2 == 0 {
             let d = direct_chat(&http, &emulator, &model, &content).await;
-            let s = server_completion(&http, &server, &token, chat, &model, &content, Instant::now()).await;
+            let s = via_server(i).await;
             (d, s)
         } else {
-            let s = server_completion(&http, &server, &token, chat, &model, &content, Instant::now()).await;
+            let s = via_server(i).await;
             let d = direct_chat(&http, &emulator, &model, &content).await;
             (d, s)
         };
@@ -472,15 +568,15 @@ async fn ttft(
         if i >= warmup {
             let (dm, sm) = (d.first_token_ms.unwrap(), s.first_token_ms.unwrap());
             direct.push(dm);
-            through.push(sm);
+            through_ms.push(sm);
             let _ = writeln!(pairs, "{dm:.3},{sm:.3}");
         }
     }
     if let Some(path) = csv {
         std::fs::write(&path, pairs).unwrap_or_else(|e| die(format!("cannot write {}: {e}", path.display())));
     }
-    let paired: Vec<f64> = direct.iter().zip(&through).map(|(d, s)| s - d).collect();
-    let (direct, through, paired) = (sorted(direct), sorted(through), sorted(paired));
+    let paired: Vec<f64> = direct.iter().zip(&through_ms).map(|(d, s)| s - d).collect();
+    let (direct, through, paired) = (sorted(direct), sorted(through_ms), sorted(paired));
     let mut f = BTreeMap::new();
     f.insert("n", direct.len().to_string());
     f.insert("errors", errors.to_string());
@@ -663,8 +759,10 @@ fn monitor(groups: Vec<String>, skip_s: f64, window_s: f64, interval_ms: u64, wh
     let started = Instant::now();
     let (skip, end) = (Duration::from_secs_f64(skip_s), Duration::from_secs_f64(skip_s + window_s));
     let every = Duration::from_millis(interval_ms);
-    let mut first: Option<(Instant, (u64, u64), Vec<BTreeMap<u32, u64>>)> = None;
-    let mut last: Option<(Instant, (u64, u64), Vec<BTreeMap<u32, u64>>)> = None;
+    // (when, machine (busy, total) ticks, per group: ticks by pid)
+    type Snapshot = (Instant, (u64, u64), Vec<BTreeMap<u32, u64>>);
+    let mut first: Option<Snapshot> = None;
+    let mut last: Option<Snapshot> = None;
     let mut rss_max = vec![0u64; groups.len()];
     let mut threads_max = vec![0u64; groups.len()];
     let mut rss_lines = String::new();
