@@ -84,7 +84,7 @@ impl Application {
         // The first probe's line says at startup whether the upstream is reachable.
         upstream.probe(&ollama).await;
         upstream.spawn_probe(ollama.clone(), &background);
-        let state = AppState {
+        let state = AppState::new(state::Parts {
             upstream,
             frontend: config.frontend_dir.as_deref().map(frontend::Frontend::new),
             rate_limits,
@@ -99,7 +99,7 @@ impl Application {
             ollama,
             store,
             config: Arc::new(config),
-        };
+        });
         let address = SocketAddr::new(state.config.host, state.config.port);
         let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
         Ok(Application { listener, state, background })

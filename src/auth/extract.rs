@@ -27,7 +27,7 @@ pub struct MaybeUser(pub Option<User>);
 /// owner's current role; counted against the key's rate limit.
 pub struct KeyHolder {
     pub user: User,
-    pub key: ApiKeyRecord,
+    pub key: std::sync::Arc<ApiKeyRecord>,
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {

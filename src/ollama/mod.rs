@@ -48,12 +48,13 @@ pub struct OllamaClient {
 /// would otherwise cost one `show` per model on every page load.
 struct ModelCache {
     ttl: Duration,
-    tags: Mutex<Option<(Instant, Value)>>,
+    /// Shared, not copied: every model list and `/v1/models` reads it.
+    tags: Mutex<Option<(Instant, Arc<Value>)>>,
     shows: Mutex<HashMap<String, (Instant, Value)>>,
 }
 
 impl ModelCache {
-    async fn tags(&self) -> Option<Value> {
+    async fn tags(&self) -> Option<Arc<Value>> {
         let guard = self.tags.lock().await;
         guard.as_ref().filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v.clone())
     }
@@ -151,7 +152,7 @@ impl OllamaClient {
     }
 
     /// Installed models, each with its `capabilities` (from `/api/show`, fetched concurrently).
-    pub async fn tags(&self) -> Result<Value, OllamaError> {
+    pub async fn tags(&self) -> Result<Arc<Value>, OllamaError> {
         if let Some(cached) = self.cache.tags().await {
             return Ok(cached);
         }
@@ -178,7 +179,7 @@ impl OllamaClient {
                 })
             })
             .collect();
-        let result = json!({ "models": listed });
+        let result = Arc::new(json!({ "models": listed }));
         *self.cache.tags.lock().await = Some((Instant::now(), result.clone()));
         Ok(result)
     }

@@ -46,7 +46,7 @@ pub(crate) async fn version(State(state): State<AppState>, CurrentUser(_user): C
 )]
 pub(crate) async fn tags(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> ApiResult<Json<Value>> {
     let tags = state.ollama.tags().await?;
-    Ok(Json(state.admission.models.visible_tags(&user, tags).await?))
+    Ok(Json(state.admission.models.visible_tags(&user, &tags).await?))
 }
 
 #[utoipa::path(

@@ -40,7 +40,13 @@ pub struct CreatedKey {
 
 /// The hex SHA-256 of a presented key: what is stored and looked up.
 fn key_hash(key: &str) -> String {
-    Sha256::digest(key.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(64);
+    for byte in Sha256::digest(key.as_bytes()) {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    hex
 }
 
 pub async fn create(store: &Store, context: &ActionContext, user: &User, request: ApiKeyCreate) -> ServiceResult<CreatedKey> {
@@ -131,7 +137,7 @@ impl ApiKeyCheck {
 
     /// The owner and the key, when `presented` is a live key of an active user. Warm, this
     /// reads only the store's row caches.
-    pub async fn authenticate(&self, presented: &str) -> Result<Result<(User, ApiKeyRecord), KeyRefusal>, ServiceError> {
+    pub async fn authenticate(&self, presented: &str) -> Result<Result<(User, Arc<ApiKeyRecord>), KeyRefusal>, ServiceError> {
         if !presented.starts_with(KEY_MARK) {
             return Ok(Err(KeyRefusal::Invalid));
         }

@@ -173,7 +173,8 @@ impl ModelAccess {
     }
 
     /// `/ollama/tags` as `user` may see it: only the models they may use.
-    pub async fn visible_tags(&self, user: &User, mut tags: Value) -> ServiceResult<Value> {
+    pub async fn visible_tags(&self, user: &User, tags: &Value) -> ServiceResult<Value> {
+        let mut tags = tags.clone();
         if user.is_admin() {
             return Ok(tags);
         }

@@ -46,13 +46,17 @@ pub async fn models(
     user: &User,
     key: &ApiKeyRecord,
 ) -> ServiceResult<Vec<ModelObject>> {
-    let tags = access.visible_tags(user, ollama.tags().await?).await?;
-    let listed = tags.get("models").and_then(Value::as_array).cloned().unwrap_or_default();
+    let tags = ollama.tags().await?;
+    let listed: &[Value] = tags.get("models").and_then(Value::as_array).map_or(&[], Vec::as_slice);
+    let id_of =
+        |model: &Value| model.get("name").or_else(|| model.get("model")).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let usable = access.usable(user, &listed.iter().map(id_of).collect::<Vec<_>>()).await?;
     Ok(listed
         .iter()
-        .filter_map(|model| {
+        .zip(usable)
+        .filter_map(|(model, usable)| {
             let id = model.get("name").or_else(|| model.get("model")).and_then(Value::as_str)?;
-            key_allows(key, id).then_some(())?;
+            (usable && key_allows(key, id)).then_some(())?;
             let created = model
                 .get("modified_at")
                 .and_then(Value::as_str)

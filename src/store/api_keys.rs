@@ -87,7 +87,7 @@ impl Store {
     }
 
     /// The key with this hash, revoked or not; from the row cache when it holds a fresh copy.
-    pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, sqlx::Error> {
+    pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<std::sync::Arc<ApiKeyRecord>>, sqlx::Error> {
         let key_hash = key_hash.to_owned();
         let ticket = match self.api_keys.get(&key_hash) {
             Ok(key) => return Ok(Some(key)),
@@ -95,6 +95,7 @@ impl Store {
         };
         let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1");
         let key: Option<ApiKeyRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(&key_hash).fetch_optional(pool).await)?;
+        let key = key.map(std::sync::Arc::new);
         if let Some(key) = &key {
             self.api_keys.put(ticket, key_hash, key);
         }

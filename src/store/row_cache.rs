@@ -20,8 +20,8 @@ use super::users::User;
 
 /// User rows by id.
 pub type UserCache = RowCache<Uuid, User>;
-/// API key rows by the key's hash.
-pub type ApiKeyCache = RowCache<String, ApiKeyRecord>;
+/// API key rows by the key's hash (shared: a `/v1` request copies no part of its key's row).
+pub type ApiKeyCache = RowCache<String, std::sync::Arc<ApiKeyRecord>>;
 
 /// Beyond this many rows the cache is emptied rather than grown.
 const MAX_ENTRIES: usize = 10_000;
