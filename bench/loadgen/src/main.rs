@@ -309,11 +309,7 @@ fn mib(kib: u64) -> String {
 // HTTP helpers
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(usize::MAX)
-        .build()
-        .expect("reqwest client")
+    reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(usize::MAX).build().expect("reqwest client")
 }
 
 async fn create_chats(http: &reqwest::Client, server: &str, token: &str, n: usize, concurrency: usize) -> Vec<String> {
@@ -403,45 +399,34 @@ async fn direct_chat(http: &reqwest::Client, emulator: &str, model: &str, conten
     out
 }
 
-/// Through rovertchat: time to the first `event: delta`, then read to `done`/`error`.
-async fn server_completion(
-    http: &reqwest::Client,
-    server: &str,
-    token: &str,
-    chat_id: &str,
-    model: &str,
-    content: &str,
+/// Reads a streamed answer (or records why it could not be sent) until `finished` says so or the
+/// body ends, noting when `first_token` first appears. Answers the outcome so far and the bytes.
+async fn read_stream(
+    resp: reqwest::Result<reqwest::Response>,
     started: Instant,
-) -> StreamOutcome {
+    first_token: &[u8],
+    finished: impl Fn(&[u8]) -> bool,
+) -> (StreamOutcome, Vec<u8>) {
     let mut out = StreamOutcome::default();
-    let resp = http
-        .post(format!("{server}/api/v1/chats/{chat_id}/completions"))
-        .header("cookie", format!("access_token={token}"))
-        .json(&json!({"model": model, "content": content}))
-        .send()
-        .await;
+    let mut buf = Vec::new();
     let mut resp = match resp {
         Ok(r) => r,
         Err(e) => {
             out.error = Some(format!("send: {e}"));
             out.total_ms = started.elapsed().as_secs_f64() * 1000.0;
-            return out;
+            return (out, buf);
         }
     };
     out.status = resp.status().as_u16();
-    let mut buf = Vec::new();
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
                 buf.extend_from_slice(&chunk);
-                if out.first_token_ms.is_none() && contains(&buf, b"event: delta") {
+                if out.first_token_ms.is_none() && contains(&buf, first_token) {
                     out.first_token_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
                 }
-                if contains(&buf, b"event: done") || contains(&buf, b"event: error") {
-                    // The end event may span chunks: read until the blank line after it.
-                    if buf.ends_with(b"\n\n") {
-                        break;
-                    }
+                if finished(&buf) {
+                    break;
                 }
             }
             Ok(None) => break,
@@ -452,6 +437,28 @@ async fn server_completion(
         }
     }
     out.total_ms = started.elapsed().as_secs_f64() * 1000.0;
+    (out, buf)
+}
+
+/// Through rovertchat: time to the first `event: delta`, then read to `done`/`error`.
+async fn server_completion(
+    http: &reqwest::Client,
+    server: &str,
+    token: &str,
+    chat_id: &str,
+    model: &str,
+    content: &str,
+    started: Instant,
+) -> StreamOutcome {
+    let resp = http
+        .post(format!("{server}/api/v1/chats/{chat_id}/completions"))
+        .header("cookie", format!("access_token={token}"))
+        .json(&json!({"model": model, "content": content}))
+        .send()
+        .await;
+    // The end event may span chunks: read until the blank line after it.
+    let ended = |buf: &[u8]| (contains(buf, b"event: done") || contains(buf, b"event: error")) && buf.ends_with(b"\n\n");
+    let (mut out, buf) = read_stream(resp, started, b"event: delta", ended).await;
     out.deltas = count(&buf, b"event: delta");
     out.done = contains(&buf, b"event: done");
     if out.status != 200 {
@@ -466,35 +473,9 @@ async fn server_completion(
 /// (the server holds the status line until the first token), then read to `data: [DONE]`.
 async fn openai_completion(http: &reqwest::Client, server: &str, key: &str, model: &str, content: &str) -> StreamOutcome {
     let started = Instant::now();
-    let mut out = StreamOutcome::default();
     let body = json!({"model": model, "messages": [{"role": "user", "content": content}], "stream": true});
     let resp = http.post(format!("{server}/v1/chat/completions")).bearer_auth(key).json(&body).send().await;
-    let mut resp = match resp {
-        Ok(r) => r,
-        Err(e) => {
-            out.error = Some(format!("send: {e}"));
-            out.total_ms = started.elapsed().as_secs_f64() * 1000.0;
-            return out;
-        }
-    };
-    out.status = resp.status().as_u16();
-    let mut buf = Vec::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                buf.extend_from_slice(&chunk);
-                if out.first_token_ms.is_none() && contains(&buf, b"\"content\":") {
-                    out.first_token_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                out.error = Some(format!("read: {e}"));
-                break;
-            }
-        }
-    }
-    out.total_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (mut out, buf) = read_stream(resp, started, b"\"content\":", |_| false).await;
     out.deltas = count(&buf, b"\"content\":");
     out.done = contains(&buf, b"data: [DONE]");
     if out.status != 200 {
@@ -654,7 +635,11 @@ async fn streams(a: StreamsArgs) {
             let content = "Tell me a story about a benchmark";
             match tokio::time::timeout(timeout, server_completion(&http, &server, &token, &chat, &model, content, t0)).await {
                 Ok(outcome) => outcome,
-                Err(_) => StreamOutcome { error: Some("timeout".into()), total_ms: t0.elapsed().as_secs_f64() * 1000.0, ..Default::default() },
+                Err(_) => StreamOutcome {
+                    error: Some("timeout".into()),
+                    total_ms: t0.elapsed().as_secs_f64() * 1000.0,
+                    ..Default::default()
+                },
             }
         }));
     }
@@ -745,7 +730,11 @@ fn monitor(groups: Vec<String>, skip_s: f64, window_s: f64, interval_ms: u64, wh
         .iter()
         .map(|g| {
             let (name, pids) = g.split_once('=').unwrap_or_else(|| die(format!("--group {g}: expected name=pid,pid")));
-            let pids = pids.split(',').filter(|p| !p.trim().is_empty()).map(|p| p.trim().parse().unwrap_or_else(|_| die(format!("bad pid {p}")))).collect();
+            let pids = pids
+                .split(',')
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| p.trim().parse().unwrap_or_else(|_| die(format!("bad pid {p}"))))
+                .collect();
             (name.to_owned(), pids)
         })
         .collect();
@@ -978,7 +967,9 @@ fn pglog(files: Vec<PathBuf>) {
     for path in &files {
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| die(format!("cannot read {}: {e}", path.display())));
         // client_id transaction_no time(us) script_no time_epoch time_us [schedule_lag]
-        lat.extend(text.lines().filter_map(|l| l.split_whitespace().nth(2)).filter_map(|v| v.parse::<f64>().ok()).map(|us| us / 1000.0));
+        lat.extend(
+            text.lines().filter_map(|l| l.split_whitespace().nth(2)).filter_map(|v| v.parse::<f64>().ok()).map(|us| us / 1000.0),
+        );
     }
     let lat = sorted(lat);
     let mut f = BTreeMap::new();
