@@ -145,10 +145,7 @@ impl OllamaClient {
     pub async fn model_names(&self) -> Result<Vec<String>, OllamaError> {
         let tags = self.json(Method::GET, "/api/tags", None).await?;
         let models = tags.get("models").and_then(Value::as_array).cloned().unwrap_or_default();
-        Ok(models
-            .iter()
-            .filter_map(|m| m.get("name").or_else(|| m.get("model")).and_then(Value::as_str).map(str::to_owned))
-            .collect())
+        Ok(models.iter().filter_map(|m| model_name(m).map(str::to_owned)).collect())
     }
 
     /// Installed models, each with its `capabilities` (from `/api/show`, fetched concurrently).
@@ -159,7 +156,7 @@ impl OllamaClient {
         let tags = self.json(Method::GET, "/api/tags", None).await?;
         let models = tags.get("models").and_then(Value::as_array).cloned().unwrap_or_default();
         let shows = futures_util::future::join_all(models.iter().map(|m| async move {
-            let name = m.get("name").or_else(|| m.get("model")).and_then(Value::as_str).unwrap_or_default();
+            let name = model_name(m).unwrap_or_default();
             self.show(name).await.ok()
         }))
         .await;
@@ -253,6 +250,11 @@ fn transport_error(logged_address: &str, err: reqwest::Error) -> OllamaError {
     }
     tracing::warn!(address = logged_address, reason, "cannot connect to Ollama");
     OllamaError::Unreachable { reason }
+}
+
+/// The name of a model entry of `/api/tags` (`name`, or `model` in older answers).
+pub fn model_name(model: &Value) -> Option<&str> {
+    model.get("name").or_else(|| model.get("model")).and_then(Value::as_str)
 }
 
 /// `url` with any user and password taken out, for the log.

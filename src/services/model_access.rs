@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::audit::ActionContext;
 use super::snapshot::Snapshot;
 use super::{ServiceError, ServiceResult};
-use crate::ollama::{ChatRequest, OllamaClient, UpstreamMessage};
+use crate::ollama::{model_name, ChatRequest, OllamaClient, UpstreamMessage};
 use crate::store::audit::{AuditAction, AuditTarget};
 use crate::store::models::{PolicySave, StoredPolicy};
 use crate::store::users::{Role, User};
@@ -179,7 +179,7 @@ impl ModelAccess {
             return Ok(tags);
         }
         if let Some(models) = tags.get_mut("models").and_then(Value::as_array_mut) {
-            let names: Vec<String> = models.iter().map(model_name).collect();
+            let names: Vec<String> = models.iter().map(|m| model_name(m).unwrap_or_default().to_owned()).collect();
             let usable = self.usable(user, &names).await?;
             let mut keep = usable.into_iter();
             models.retain(|_| keep.next().unwrap_or(false));
@@ -193,7 +193,7 @@ impl ModelAccess {
         match ollama.tags().await {
             Ok(tags) => {
                 for model in tags.get("models").and_then(Value::as_array).into_iter().flatten() {
-                    let name = model_name(model);
+                    let name = model_name(model).unwrap_or_default().to_owned();
                     all.insert(name.clone(), ModelPolicy::default_for(&name));
                 }
             }
@@ -248,8 +248,4 @@ impl ModelAccess {
             PolicySave::UnknownUser(id) => Err(ServiceError::Refused(format!("No user has the id {id}"))),
         }
     }
-}
-
-fn model_name(model: &Value) -> String {
-    model.get("name").or_else(|| model.get("model")).and_then(Value::as_str).unwrap_or_default().to_owned()
 }

@@ -12,7 +12,7 @@ use super::api_keys::key_models;
 use super::generation::{Generation, GenerationRequest, Generations};
 use super::model_access::ModelAccess;
 use super::{ServiceError, ServiceResult};
-use crate::ollama::{ChatRequest, OllamaClient, UpstreamMessage};
+use crate::ollama::{model_name, ChatRequest, OllamaClient, UpstreamMessage};
 use crate::schemas::openai::{ChatCompletionRequest, ChatMessage, EmbeddingsRequest, ModelObject, Stop};
 use crate::store::api_keys::ApiKeyRecord;
 use crate::store::users::User;
@@ -48,14 +48,13 @@ pub async fn models(
 ) -> ServiceResult<Vec<ModelObject>> {
     let tags = ollama.tags().await?;
     let listed: &[Value] = tags.get("models").and_then(Value::as_array).map_or(&[], Vec::as_slice);
-    let id_of =
-        |model: &Value| model.get("name").or_else(|| model.get("model")).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let usable = access.usable(user, &listed.iter().map(id_of).collect::<Vec<_>>()).await?;
+    let names: Vec<String> = listed.iter().map(|model| model_name(model).unwrap_or_default().to_owned()).collect();
+    let usable = access.usable(user, &names).await?;
     Ok(listed
         .iter()
         .zip(usable)
         .filter_map(|(model, usable)| {
-            let id = model.get("name").or_else(|| model.get("model")).and_then(Value::as_str)?;
+            let id = model_name(model)?;
             (usable && key_allows(key, id)).then_some(())?;
             let created = model
                 .get("modified_at")

@@ -58,7 +58,7 @@ pub struct QuotaDocument {
     pub users: BTreeMap<Uuid, Limits>,
 }
 
-/// Whose limit stopped a request from starting.
+/// When a user at their limit of answers at once may try again (answers take seconds).
 const RETRY_AFTER_BUSY_SECS: u64 = 5;
 
 /// The quotas, cached for `USER_CACHE_SECS`. Cheap to clone.
