@@ -121,6 +121,9 @@ variables! {
     MAX_NUM_CTX = Value("32768"), "Largest options.num_ctx a request may ask for.";
     GENERATIONS_PER_USER = Value("4"),
         "Answers a user (role user) may have generating at once unless an admin sets the quota; one more gets 429 with Retry-After.";
+    GENERATION_HEARTBEAT_TIMEOUT_SECS = Value("15"),
+        "A generation whose server has not written its heartbeat (every second) for this many seconds is taken for dead: \
+         another replica, or this one after a restart, stores its last checkpoint with status \"interrupted\".";
     REGISTRATION = Value("open"),
         "open: anyone may sign up; closed: only admins create accounts (POST /auth/register answers 403 to others, \
          except for the very first account).";
@@ -248,6 +251,8 @@ pub struct GenerationLimits {
     pub max_num_ctx: u32,
     /// How many answers one user may have generating at the same time.
     pub per_user: usize,
+    /// A running generation whose heartbeat is older than this is taken for dead.
+    pub heartbeat_timeout: Duration,
 }
 
 impl Default for GenerationLimits {
@@ -674,6 +679,7 @@ fn generation_limits(vars: &Vars) -> Result<GenerationLimits, ConfigError> {
         max_answer_tokens: positive(var::MAX_ANSWER_TOKENS)?,
         max_num_ctx: positive(var::MAX_NUM_CTX)?,
         per_user: positive(var::GENERATIONS_PER_USER)? as usize,
+        heartbeat_timeout: Duration::from_secs(positive(var::GENERATION_HEARTBEAT_TIMEOUT_SECS)?.into()),
     })
 }
 
@@ -947,12 +953,25 @@ mod tests {
     fn generation_limits_have_defaults_and_can_be_set() {
         assert_eq!(
             Config::from_vars(vars(&SECRETS)).unwrap().generation_limits,
-            GenerationLimits { max_answer_tokens: 16_384, max_num_ctx: 32_768, per_user: 4 }
+            GenerationLimits {
+                max_answer_tokens: 16_384,
+                max_num_ctx: 32_768,
+                per_user: 4,
+                heartbeat_timeout: Duration::from_secs(15)
+            }
         );
         let mut v = vars(&SECRETS);
         v.extend(vars(&[("MAX_ANSWER_TOKENS", "100"), ("MAX_NUM_CTX", "2048"), ("GENERATIONS_PER_USER", "1")]));
         let limits = Config::from_vars(v).unwrap().generation_limits;
-        assert_eq!(limits, GenerationLimits { max_answer_tokens: 100, max_num_ctx: 2048, per_user: 1 });
+        assert_eq!(
+            limits,
+            GenerationLimits {
+                max_answer_tokens: 100,
+                max_num_ctx: 2048,
+                per_user: 1,
+                heartbeat_timeout: Duration::from_secs(15)
+            }
+        );
     }
 
     #[test]

@@ -126,6 +126,8 @@ impl From<GenerationError> for ApiError {
             GenerationError::Ollama(err) => err.into(),
             GenerationError::QuestionNotStored => ApiError::Unavailable("Your message could not be stored"),
             GenerationError::Interrupted => ApiError::internal(GenerationError::Interrupted),
+            GenerationError::ServerLost => ApiError::Unavailable("The server generating this answer stopped before it ended"),
+            GenerationError::Elsewhere(detail) => ApiError::Upstream { status: StatusCode::BAD_GATEWAY, detail },
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod background;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod diagnostics;
 pub mod error;
@@ -80,6 +81,11 @@ impl Application {
         }
         metrics::install();
         metrics::spawn_upkeep(&background);
+        let instance = uuid::Uuid::new_v4();
+        let bus = match store.pool() {
+            store::Pool::Postgres(pool) => cluster::Bus::shared(pool.clone(), instance, &background),
+            store::Pool::Sqlite(_) => cluster::Bus::single(),
+        };
         let upstream = metrics::UpstreamHealth::default();
         // The first probe's line says at startup whether the upstream is reachable.
         upstream.probe(&ollama).await;
@@ -90,7 +96,7 @@ impl Application {
             rate_limits,
             body_limits: BodyLimits::new(config.max_body_bytes, config.max_body_bytes_in_flight, config.request_timeout),
             tokens: Arc::new(TokenKeys::new(&config.jwt)),
-            generations: Generations::new(store.clone(), ollama.clone(), config.generation_limits),
+            generations: Generations::new(store.clone(), ollama.clone(), config.generation_limits, instance, bus.clone()),
             api_key_check: ApiKeyCheck::new(store.clone()),
             admission: Admission {
                 models: ModelAccess::new(store.clone(), config.user_cache_ttl),
@@ -100,6 +106,8 @@ impl Application {
             store,
             config: Arc::new(config),
         });
+        state.generations.spawn_upkeep(&background);
+        connect_replicas(&state, &bus, &background);
         let address = SocketAddr::new(state.config.host, state.config.port);
         let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
         Ok(Application { listener, state, background })
@@ -158,6 +166,45 @@ impl Application {
         self.state.store.close().await;
         Ok(())
     }
+}
+
+/// On PostgreSQL: tells the other replicas what changed here, and applies what changed there
+/// (cached rows forgotten, generations stopped or followed).
+fn connect_replicas(state: &AppState, bus: &cluster::Bus, background: &BackgroundTasks) {
+    let store::Pool::Postgres(pool) = state.store.pool() else { return };
+    let mut announced = state.store.announced();
+    let outgoing = bus.clone();
+    background.spawn(async move {
+        loop {
+            match announced.recv().await {
+                Ok(change) => outgoing.publish(cluster::Notice::Changed { change }),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "changes were not announced to the other replicas");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+    let receiver = state.clone();
+    bus.spawn_listener(pool, background, move |received| {
+        let change = match &received {
+            cluster::Received::Notice(cluster::Notice::Changed { change }) => Some(Some(change)),
+            cluster::Received::Reconnected => Some(None),
+            cluster::Received::Notice(_) => None,
+        };
+        match change {
+            Some(change) => {
+                receiver.store.forget_changed(change);
+                if matches!(change, None | Some(store::Change::ModelPolicies)) {
+                    receiver.admission.models.forget();
+                }
+                if matches!(change, None | Some(store::Change::Quotas)) {
+                    receiver.admission.quotas.forget();
+                }
+            }
+            None => receiver.generations.on_notice(&received),
+        }
+    });
 }
 
 /// `/api/v1/users/` is the same route as `/api/v1/users` (the original answered a 307

@@ -276,8 +276,11 @@ pub(crate) async fn stop(
     ValidPath(path): ValidPath<ChatPath>,
 ) -> ApiResult<Json<Value>> {
     chats::user_chat(&state.store, &user, path.chat_id).await?;
-    let generation =
-        state.generations.stop(user.id, path.chat_id).ok_or(ApiError::NotFound("No reply is being generated for this chat"))?;
+    let generation = state
+        .generations
+        .stop(user.id, path.chat_id)
+        .await?
+        .ok_or(ApiError::NotFound("No reply is being generated for this chat"))?;
     let ending = generation.watch().ending().await;
     Ok(Json(ending_payload(&generation, &ending)))
 }
@@ -296,7 +299,8 @@ pub(crate) async fn reattach(
     chats::user_chat(&state.store, &user, path.chat_id).await?;
     let generation = state
         .generations
-        .running(user.id, path.chat_id)
+        .find_running(user.id, path.chat_id)
+        .await?
         .ok_or(ApiError::NotFound("No reply is being generated for this chat"))?;
     Ok(event_stream(generation.watch(), state.config.heartbeat_interval))
 }

@@ -50,7 +50,7 @@ pub async fn update(store: &Store, user: &User, chat_id: Uuid, update: ChatUpdat
 
 /// Deletes a chat and its messages; its running generation is stopped first.
 pub async fn delete(store: &Store, generations: &Generations, user: &User, chat_id: Uuid) -> ServiceResult<()> {
-    generations.stop(user.id, chat_id);
+    generations.stop_in_chats(user.id, &[chat_id]).await?;
     if !store.delete_chat(user.id, chat_id).await? {
         return Err(CHAT_NOT_FOUND);
     }
@@ -58,10 +58,8 @@ pub async fn delete(store: &Store, generations: &Generations, user: &User, chat_
 }
 
 pub async fn delete_all(store: &Store, generations: &Generations, user: &User) -> ServiceResult<()> {
-    for chat_id in store.delete_all_chats(user.id).await? {
-        generations.stop(user.id, chat_id);
-    }
-    Ok(())
+    let deleted = store.delete_all_chats(user.id).await?;
+    generations.stop_in_chats(user.id, &deleted).await
 }
 
 pub async fn add_message(store: &Store, user: &User, chat_id: Uuid, request: MessageCreate) -> ServiceResult<Message> {
@@ -200,15 +198,17 @@ pub async fn start_completion(
         },
         at: store::now(),
     };
-    generations.start(GenerationRequest {
-        user_id: user.id,
-        chat_id: Some(chat_id),
-        api_key_id: None,
-        max_running: admitted.max_running,
-        question: Some(question),
-        upstream,
-        title_source: Some(title_source),
-    })
+    generations
+        .start(GenerationRequest {
+            user_id: user.id,
+            chat_id: Some(chat_id),
+            api_key_id: None,
+            max_running: admitted.max_running,
+            question: Some(question),
+            upstream,
+            title_source: Some(title_source),
+        })
+        .await
 }
 
 /// The SPA's `/ollama/chat`: the client sends the conversation (its user message is already
@@ -240,15 +240,17 @@ pub async fn start_ollama_chat(
         .collect();
     let mut upstream = upstream_request(request.model, messages, options);
     let admitted = admission.admit(user, None, &mut upstream).await?;
-    generations.start(GenerationRequest {
-        user_id: user.id,
-        chat_id: Some(request.chat_id),
-        api_key_id: None,
-        max_running: admitted.max_running,
-        question: None,
-        upstream,
-        title_source,
-    })
+    generations
+        .start(GenerationRequest {
+            user_id: user.id,
+            chat_id: Some(request.chat_id),
+            api_key_id: None,
+            max_running: admitted.max_running,
+            question: None,
+            upstream,
+            title_source,
+        })
+        .await
 }
 
 /// A stored message as Ollama expects it in a conversation.

@@ -14,7 +14,7 @@
 //! answer as failed, frees the chat for a new answer and ends every watcher's stream.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -27,12 +27,13 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::{ServiceError, ServiceResult};
+use crate::cluster::{Bus, Notice, PieceAt};
 use crate::config::GenerationLimits;
 use crate::ollama::types::ChunkMessage;
 use crate::ollama::{ChatChunk, ChatRequest, OllamaClient, OllamaError};
 use crate::schemas::chats::MessageRole;
 use crate::store::chats::DEFAULT_CHAT_TITLE;
-use crate::store::generations::GenerationRecord;
+use crate::store::generations::{EndWritten, GenerationEnd, GenerationRow, NewGeneration, StartRefusal};
 use crate::store::messages::{Message, NewMessage};
 use crate::store::{self, Store};
 use chrono::NaiveDateTime;
@@ -45,6 +46,8 @@ pub enum EndStatus {
     Failed,
     /// Cut at its maximum length (`MAX_ANSWER_TOKENS`, or the request's smaller `num_predict`).
     Length,
+    /// Its server died; another replica (or the same one, restarted) stored its checkpoint.
+    Interrupted,
 }
 
 impl EndStatus {
@@ -54,7 +57,15 @@ impl EndStatus {
             EndStatus::Stopped => "stopped",
             EndStatus::Failed => "failed",
             EndStatus::Length => "length",
+            EndStatus::Interrupted => "interrupted",
         }
+    }
+
+    /// The status of a `generations` row that has ended.
+    pub fn from_row(status: &str) -> Option<Self> {
+        [EndStatus::Completed, EndStatus::Stopped, EndStatus::Failed, EndStatus::Length, EndStatus::Interrupted]
+            .into_iter()
+            .find(|s| s.as_str() == status)
     }
 }
 
@@ -83,6 +94,12 @@ pub enum GenerationError {
     /// The generation's task stopped without ending it (a bug: a panic).
     #[error("The answer stopped unexpectedly")]
     Interrupted,
+    /// Its server died before it ended.
+    #[error("The server generating this answer stopped before it ended")]
+    ServerLost,
+    /// Ended on another replica, with this detail.
+    #[error("{0}")]
+    Elsewhere(String),
 }
 
 /// What watchers receive, in order: the answer's new text, then the end.
@@ -121,6 +138,8 @@ struct Produced {
     pieces: u64,
     recent_ends: VecDeque<Mark>,
     end: Option<Arc<Ending>>,
+    /// Set while another replica follows this generation: each piece is sent there too.
+    forward: Option<Bus>,
 }
 
 impl Produced {
@@ -187,11 +206,10 @@ pub struct Generation {
     produced: Mutex<Produced>,
     published: watch::Sender<()>,
     cancel: CancellationToken,
-    /// Set by whoever stores the answer, so that it is stored once even when the task that
-    /// was storing it stopped unexpectedly.
-    storing_claimed: AtomicBool,
-    /// Set by whoever records the generation's usage row, so that it is written once.
-    usage_claimed: AtomicBool,
+    /// A copy of a generation another replica owns, fed by its notices.
+    mirror: bool,
+    /// How many pieces the checkpoint in the database holds.
+    checkpointed: AtomicU64,
 }
 
 impl Generation {
@@ -209,8 +227,28 @@ impl Generation {
             produced: Mutex::default(),
             published: watch::channel(()).0,
             cancel: CancellationToken::new(),
-            storing_claimed: AtomicBool::new(false),
-            usage_claimed: AtomicBool::new(false),
+            mirror: false,
+            checkpointed: AtomicU64::new(0),
+        }
+    }
+
+    /// A copy of another replica's generation, empty until its notices arrive.
+    pub(super) fn mirror_of(row: &GenerationRow) -> Self {
+        Generation {
+            id: row.id,
+            chat_id: row.chat_id,
+            user_id: row.user_id,
+            api_key_id: None,
+            model: row.model.clone(),
+            user_message_id: row.user_message_id,
+            started: Instant::now(),
+            started_at: row.started_at,
+            first_token_after: OnceLock::new(),
+            produced: Mutex::default(),
+            published: watch::channel(()).0,
+            cancel: CancellationToken::new(),
+            mirror: true,
+            checkpointed: AtomicU64::new(0),
         }
     }
 
@@ -232,15 +270,94 @@ impl Generation {
 
     fn publish(&self, message: ChunkMessage) {
         self.first_token_after.get_or_init(|| self.started.elapsed());
-        self.produced().push(message);
+        let mut produced = self.produced();
+        let before = produced.mark();
+        produced.push(message);
+        if let Some(bus) = &produced.forward {
+            let piece = produced.delta(before, produced.mark());
+            let at = PieceAt {
+                co: before.content,
+                to: before.thinking,
+                xo: before.tool_calls,
+                c: piece.content,
+                t: piece.thinking,
+                x: piece.tool_calls,
+            };
+            for at in at.split() {
+                bus.publish(Notice::Piece { g: self.id, at });
+            }
+        }
+        drop(produced);
         self.published.send_replace(());
+    }
+
+    /// From now on, sends each piece to the other replicas too; returns what was produced
+    /// before (the pieces sent start right after it) and how many pieces it holds.
+    pub(super) fn forward_to(&self, bus: &Bus) -> (Answer, u64) {
+        let mut produced = self.produced();
+        produced.forward = Some(bus.clone());
+        (produced.answer.clone(), produced.pieces)
+    }
+
+    /// The answer so far and its number of pieces, when it has grown since the last checkpoint.
+    pub(super) fn checkpoint_due(&self) -> Option<(Answer, u64)> {
+        let produced = self.produced();
+        (produced.pieces > self.checkpointed.load(Ordering::Relaxed)).then(|| (produced.answer.clone(), produced.pieces))
+    }
+
+    pub(super) fn checkpoint_saved(&self, pieces: u64) {
+        self.checkpointed.fetch_max(pieces, Ordering::Relaxed);
+    }
+
+    /// Adds what `at` brings beyond what this mirror has; false when something before `at` is
+    /// missing (nothing is added then).
+    pub(super) fn apply_remote(&self, at: &PieceAt) -> bool {
+        let mut produced = self.produced();
+        let have = produced.mark();
+        let beyond = |text: &str, offset: usize, length: usize| -> Option<String> {
+            match length.checked_sub(offset) {
+                None => None,
+                Some(skip) => Some(text.get(skip.min(text.len())..).unwrap_or_default().to_owned()),
+            }
+        };
+        let (Some(content), Some(thinking)) = (beyond(&at.c, at.co, have.content), beyond(&at.t, at.to, have.thinking)) else {
+            return false;
+        };
+        if at.xo > have.tool_calls {
+            return false;
+        }
+        let tool_calls: Vec<Value> = at.x.iter().skip(have.tool_calls - at.xo).cloned().collect();
+        if content.is_empty() && thinking.is_empty() && tool_calls.is_empty() {
+            return true;
+        }
+        let message = ChunkMessage {
+            content,
+            thinking: (!thinking.is_empty()).then_some(thinking),
+            tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
+            ..ChunkMessage::default()
+        };
+        produced.push(message);
+        drop(produced);
+        self.published.send_replace(());
+        true
+    }
+
+    pub(super) fn is_mirror(&self) -> bool {
+        self.mirror
+    }
+
+    /// Ends a mirror as its generation ended on its replica.
+    pub(super) fn end_as_mirror(&self, ending: Ending) {
+        self.publish_end(ending);
     }
 
     /// Publishes the end; a generation ends once, so a later end is ignored.
     fn publish_end(&self, ending: Ending) {
         let mut produced = self.produced();
         if produced.end.is_none() {
-            crate::metrics::generation_ended(&self.model, &ending, produced.pieces, self.time_to_first_token());
+            if !self.mirror {
+                crate::metrics::generation_ended(&self.model, &ending, produced.pieces, self.time_to_first_token());
+            }
             produced.end = Some(Arc::new(ending));
             drop(produced);
             self.published.send_replace(());
@@ -248,13 +365,8 @@ impl Generation {
     }
 
     /// A copy of the answer so far.
-    fn answer(&self) -> Answer {
+    pub(super) fn answer(&self) -> Answer {
         self.produced().answer.clone()
-    }
-
-    /// Whether the caller is the first to store the answer.
-    fn claim_storing(&self) -> bool {
-        !self.storing_claimed.swap(true, Ordering::SeqCst)
     }
 
     /// A cursor over this generation: first everything produced so far (as one delta), then
@@ -362,19 +474,26 @@ pub struct GenerationRequest {
 }
 
 /// All generations of this process: at most one per chat, at most the request's `max_running`
-/// per user.
+/// per user. Each has a row in `generations` from its start, which is how replicas sharing the
+/// database keep those limits together and find, stop and follow each other's generations
+/// (see `services/replicas.rs`).
 #[derive(Clone)]
 pub struct Generations {
-    running: Arc<Mutex<HashMap<Uuid, Arc<Generation>>>>,
-    tasks: TaskTracker,
-    store: Store,
+    pub(super) running: Arc<Mutex<HashMap<Uuid, Arc<Generation>>>>,
+    pub(super) tasks: TaskTracker,
+    pub(super) store: Store,
     ollama: OllamaClient,
     limits: GenerationLimits,
+    /// This process, as `generations.owner_instance` names it.
+    pub(super) instance: Uuid,
+    pub(super) bus: Bus,
+    /// Copies of other replicas' generations followed here, by id.
+    pub(super) mirrors: Arc<Mutex<HashMap<Uuid, std::sync::Weak<Generation>>>>,
 }
 
 impl Generations {
-    pub fn new(store: Store, ollama: OllamaClient, limits: GenerationLimits) -> Self {
-        Self { running: Arc::default(), tasks: TaskTracker::new(), store, ollama, limits }
+    pub fn new(store: Store, ollama: OllamaClient, limits: GenerationLimits, instance: Uuid, bus: Bus) -> Self {
+        Self { running: Arc::default(), tasks: TaskTracker::new(), store, ollama, limits, instance, bus, mirrors: Arc::default() }
     }
 
     pub fn limits(&self) -> &GenerationLimits {
@@ -382,9 +501,13 @@ impl Generations {
     }
 
     /// Starts a generation in its own task. Refused while the chat has one running (409), or
-    /// while the user has `max_running` running (429).
-    pub fn start(&self, mut request: GenerationRequest) -> ServiceResult<Arc<Generation>> {
+    /// while the user has `max_running` running (429), on any replica.
+    pub async fn start(&self, mut request: GenerationRequest) -> ServiceResult<Arc<Generation>> {
         let generation = self.register(&mut request)?;
+        if let Err(refused) = self.write_start(&generation, request.max_running).await {
+            self.unregister(&generation);
+            return Err(refused);
+        }
         let supervisor = self.supervise(&generation, request.question, request.title_source);
         let this = self.clone();
         self.tasks.spawn(async move { this.run(supervisor, request.upstream).await });
@@ -409,6 +532,50 @@ impl Generations {
         let generation = Arc::new(Generation::new(request));
         running.insert(generation.slot(), generation.clone());
         Ok(generation)
+    }
+
+    /// Writes the generation's `running` row: the database keeps one per chat and the user's
+    /// quota across replicas. A chat held by a dead replica's generation is recovered first.
+    async fn write_start(&self, generation: &Generation, max_running: Option<usize>) -> ServiceResult<()> {
+        let new = NewGeneration {
+            id: generation.id,
+            user_id: generation.user_id,
+            api_key_id: generation.api_key_id,
+            chat_id: generation.chat_id,
+            model: generation.model.clone(),
+            owner_instance: self.instance,
+            user_message_id: generation.user_message_id,
+            started_at: generation.started_at,
+        };
+        let mut recovered = false;
+        loop {
+            match self.store.start_generation(&new, max_running, self.alive_since()).await? {
+                Ok(()) => return Ok(()),
+                Err(StartRefusal::TooManyAtOnce(limit)) => return Err(super::quotas::too_many_at_once(limit)),
+                Err(StartRefusal::ChatBusy) if !recovered => {
+                    recovered = true;
+                    let Some(chat_id) = generation.chat_id else { continue };
+                    match self.store.running_generation(chat_id).await? {
+                        Some(row) if self.is_stale(&row) => self.recover(row).await,
+                        Some(_) => return Err(ServiceError::Conflict("A reply is already being generated for this chat")),
+                        None => {}
+                    }
+                }
+                Err(StartRefusal::ChatBusy) => {
+                    return Err(ServiceError::Conflict("A reply is already being generated for this chat"));
+                }
+            }
+        }
+    }
+
+    /// Running generations whose heartbeat is older than this are taken for dead.
+    pub(super) fn alive_since(&self) -> NaiveDateTime {
+        let timeout = chrono::Duration::from_std(self.limits.heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
+        store::now() - timeout
+    }
+
+    pub(super) fn is_stale(&self, row: &GenerationRow) -> bool {
+        row.owner_instance != Some(self.instance) && row.heartbeat_at.is_none_or(|beat| beat < self.alive_since())
     }
 
     /// The task's guard over `generation`; from here on the generation ends whatever happens.
@@ -440,13 +607,6 @@ impl Generations {
     /// The running generation of a chat of this user.
     pub fn running(&self, user_id: Uuid, chat_id: Uuid) -> Option<Arc<Generation>> {
         self.running_map().get(&chat_id).filter(|g| g.user_id == user_id && g.chat_id == Some(chat_id)).cloned()
-    }
-
-    /// Stops the chat's generation, if any; returns it so the caller can wait for its end.
-    pub fn stop(&self, user_id: Uuid, chat_id: Uuid) -> Option<Arc<Generation>> {
-        let generation = self.running(user_id, chat_id)?;
-        generation.stop();
-        Some(generation)
     }
 
     pub fn running_count(&self) -> usize {
@@ -528,48 +688,42 @@ impl Generations {
         };
         let produced_anything = answer.produced_anything();
         let mut ending = Ending { status, message: None, chat_title: None, final_chunk, error, produced_anything };
-        self.record_usage(generation, &ending).await;
+        let counters = ending.final_chunk.as_ref();
+        let pieces = generation.produced().pieces;
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let end = GenerationEnd {
+            id: generation.id,
+            status: status.as_str().into(),
+            provider: None,
+            ended_at: store::now(),
+            first_token_ms: generation.time_to_first_token().map(millis),
+            duration_ms: Some(millis(generation.started.elapsed())),
+            prompt_tokens: counters.and_then(|c| c.prompt_eval_count).map_or(0, count),
+            completion_tokens: count(counters.and_then(|c| c.eval_count).unwrap_or(pieces)),
+            detail: ending.error.as_ref().map(ToString::to_string),
+            stale_before: None,
+        };
+        // Nothing produced and cut short, there is no answer to keep.
+        let nothing_to_keep = !produced_anything && matches!(status, EndStatus::Stopped | EndStatus::Failed);
+        let new = match (generation.chat_id, nothing_to_keep) {
+            (Some(chat_id), false) => Some((chat_id, self.answer_message(&generation.model, answer, &ending).await)),
+            _ => None,
+        };
+        let written = self.write_end(&end, new.as_ref().map(|(chat_id, new)| (generation.user_id, *chat_id, new))).await;
+        self.bus.publish(Notice::End { g: generation.id });
         let Some(chat_id) = generation.chat_id else {
             tracing::info!(generation_id = %generation.id, status = status.as_str(), "generation ended");
             return ending;
         };
-        // Nothing produced and cut short, there is no answer to keep; and an answer whose
-        // storing was begun by a task that then stopped unexpectedly may be stored already.
-        let nothing_to_keep = !produced_anything && matches!(status, EndStatus::Stopped | EndStatus::Failed);
-        if nothing_to_keep || !generation.claim_storing() {
-            ending.chat_title = self.chat_title(generation, title_source, false).await;
-            return ending;
-        }
-        let counters = ending.final_chunk.as_ref();
-        let mut metadata = json!({
-            "prompt_eval_count": counters.and_then(|c| c.prompt_eval_count),
-            "eval_count": counters.and_then(|c| c.eval_count),
-            "eval_duration": counters.and_then(|c| c.eval_duration),
-        });
-        if status != EndStatus::Completed {
-            metadata["status"] = json!(status.as_str());
-        }
-        if let Some(err) = &ending.error {
-            metadata["error"] = json!(err.to_string());
-        }
-        let model_id = match self.store.model_id_by_name(&generation.model).await {
-            Ok(id) => id,
-            Err(err) => {
-                tracing::warn!(error = %err, "model lookup failed; storing the answer without model_id");
+        ending.message = match written {
+            Some(EndWritten::Ended(message)) => message,
+            Some(EndWritten::NotRunning) => {
+                tracing::warn!(generation_id = %generation.id, "the generation was ended elsewhere (taken for dead?); its answer is not stored again");
                 None
             }
+            None => None,
         };
-        let new = NewMessage {
-            role: MessageRole::Assistant.as_str().into(),
-            content: answer.content,
-            thinking: (!answer.thinking.is_empty()).then_some(answer.thinking),
-            tool_calls: (!answer.tool_calls.is_empty()).then(|| Value::Array(answer.tool_calls)),
-            images: None,
-            model_id,
-            tokens_used: counters.and_then(|c| c.eval_count).map_or(0, |n| n.min(i32::MAX as u64) as i32),
-            extended_metadata: Some(metadata),
-        };
-        ending.message = self.store_answer(generation, chat_id, &new).await;
         ending.chat_title = self.chat_title(generation, title_source, ending.message.is_some()).await;
         tracing::info!(
             generation_id = %generation.id, %chat_id, status = status.as_str(),
@@ -578,34 +732,52 @@ impl Generations {
         ending
     }
 
-    /// Writes the generation's usage row (once): its tokens are Ollama's counters when it
-    /// completed, otherwise the pieces it produced (and no prompt count).
-    async fn record_usage(&self, generation: &Generation, ending: &Ending) {
-        if generation.usage_claimed.swap(true, Ordering::SeqCst) {
-            return;
-        }
+    /// The assistant message that keeps `answer`, with the counters and how it ended.
+    pub(super) async fn answer_message(&self, model: &str, answer: Answer, ending: &Ending) -> NewMessage {
         let counters = ending.final_chunk.as_ref();
-        let pieces = generation.produced().pieces;
-        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        let record = GenerationRecord {
-            id: generation.id,
-            user_id: generation.user_id,
-            api_key_id: generation.api_key_id,
-            chat_id: generation.chat_id,
-            model: generation.model.clone(),
-            provider: None,
-            status: ending.status.as_str().into(),
-            started_at: generation.started_at,
-            ended_at: Some(store::now()),
-            first_token_ms: generation.time_to_first_token().map(millis),
-            duration_ms: Some(millis(generation.started.elapsed())),
-            prompt_tokens: counters.and_then(|c| c.prompt_eval_count).map_or(0, count),
-            completion_tokens: count(counters.and_then(|c| c.eval_count).unwrap_or(pieces)),
-        };
-        if let Err(err) = self.store.record_generation(&record).await {
-            tracing::error!(error = %err, generation_id = %generation.id, "recording the generation's usage failed");
+        let mut metadata = json!({
+            "prompt_eval_count": counters.and_then(|c| c.prompt_eval_count),
+            "eval_count": counters.and_then(|c| c.eval_count),
+            "eval_duration": counters.and_then(|c| c.eval_duration),
+        });
+        if ending.status != EndStatus::Completed {
+            metadata["status"] = json!(ending.status.as_str());
         }
+        if let Some(err) = &ending.error {
+            metadata["error"] = json!(err.to_string());
+        }
+        let model_id = match self.store.model_id_by_name(model).await {
+            Ok(id) => id,
+            Err(err) => {
+                tracing::warn!(error = %err, "model lookup failed; storing the answer without model_id");
+                None
+            }
+        };
+        NewMessage {
+            role: MessageRole::Assistant.as_str().into(),
+            content: answer.content,
+            thinking: (!answer.thinking.is_empty()).then_some(answer.thinking),
+            tool_calls: (!answer.tool_calls.is_empty()).then(|| Value::Array(answer.tool_calls)),
+            images: None,
+            model_id,
+            tokens_used: counters.and_then(|c| c.eval_count).map_or(0, |n| n.min(i32::MAX as u64) as i32),
+            extended_metadata: Some(metadata),
+        }
+    }
+
+    /// Ends the generation's row and stores its answer in one transaction; tries a few times
+    /// so that a database hiccup does not lose the answer. `None`: nothing could be written.
+    pub(super) async fn write_end(&self, end: &GenerationEnd, answer: Option<(Uuid, Uuid, &NewMessage)>) -> Option<EndWritten> {
+        for attempt in 1..=5u32 {
+            match self.store.end_generation(end, answer).await {
+                Ok(written) => return Some(written),
+                Err(err) => {
+                    tracing::error!(error = %err, attempt, generation_id = %end.id, "storing the end of the generation failed");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+            }
+        }
+        None
     }
 
     /// Writes the user's message in its own task; when it cannot be written, the generation
@@ -640,20 +812,6 @@ impl Generations {
             QuestionFate::NotStored
         });
         written.map(|fate| fate.unwrap_or(QuestionFate::NotStored)).boxed().shared()
-    }
-
-    /// Writes the answer; retries a few times so a database hiccup does not lose it.
-    async fn store_answer(&self, generation: &Generation, chat_id: Uuid, new: &NewMessage) -> Option<Message> {
-        for attempt in 1..=5u32 {
-            match self.store.add_message(generation.user_id, chat_id, new, store::now()).await {
-                Ok(stored) => return stored, // `None`: the chat was deleted meanwhile.
-                Err(err) => {
-                    tracing::error!(error = %err, attempt, generation_id = %generation.id, "storing the answer failed");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                }
-            }
-        }
-        None
     }
 
     async fn chat_title(&self, generation: &Generation, title_source: Option<&str>, may_retitle: bool) -> Option<String> {
@@ -752,15 +910,15 @@ enum Outcome {
 }
 
 /// What has been produced so far.
-#[derive(Default, Clone)]
-struct Answer {
-    content: String,
-    thinking: String,
-    tool_calls: Vec<Value>,
+#[derive(Default, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct Answer {
+    pub(super) content: String,
+    pub(super) thinking: String,
+    pub(super) tool_calls: Vec<Value>,
 }
 
 impl Answer {
-    fn produced_anything(&self) -> bool {
+    pub(super) fn produced_anything(&self) -> bool {
         !self.content.is_empty() || !self.thinking.is_empty() || !self.tool_calls.is_empty()
     }
 }
@@ -983,7 +1141,7 @@ mod tests {
             tags_cache_ttl: Duration::from_secs(1),
         })
         .unwrap();
-        (Generations::new(store, ollama, GenerationLimits::default()), user.id, chat.id)
+        (Generations::new(store, ollama, GenerationLimits::default(), Uuid::new_v4(), Bus::single()), user.id, chat.id)
     }
 
     fn question(content: &str) -> Question {
@@ -1002,6 +1160,7 @@ mod tests {
         let (generations, user_id, chat_id) = generations_with_a_chat(&dir).await;
         let mut request = request(user_id, chat_id, Some(question("What is a lighthouse for?")));
         let generation = generations.register(&mut request).unwrap();
+        generations.write_start(&generation, None).await.unwrap();
         let supervisor = generations.supervise(&generation, request.question.take(), request.title_source.take());
         let mut watcher = generation.watch();
         generation.publish(piece("A lighthouse"));
@@ -1037,6 +1196,7 @@ mod tests {
         let (generations, user_id, chat_id) = generations_with_a_chat(&dir).await;
         let mut request = request(user_id, chat_id, None);
         let generation = generations.register(&mut request).unwrap();
+        generations.write_start(&generation, None).await.unwrap();
         let supervisor = generations.supervise(&generation, None, request.title_source.take());
         let mut watcher = generation.watch();
         generation.publish(piece("A light"));

@@ -13,6 +13,7 @@ pub mod model_access;
 pub mod models;
 pub mod openai;
 pub mod quotas;
+pub mod replicas;
 pub mod search;
 pub mod settings;
 pub mod snapshot;

@@ -18,7 +18,7 @@ use crate::ollama::{model_name, ChatRequest, OllamaClient, UpstreamMessage};
 use crate::store::audit::{AuditAction, AuditTarget};
 use crate::store::models::{PolicySave, StoredPolicy};
 use crate::store::users::{Role, User};
-use crate::store::Store;
+use crate::store::{Change, Store};
 
 /// A model's rules.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,7 +117,7 @@ impl ModelAccess {
             .await
     }
 
-    fn forget(&self) {
+    pub fn forget(&self) {
         self.cache.forget();
     }
 
@@ -240,6 +240,7 @@ impl ModelAccess {
         let event = context.event(AuditAction::ModelPolicyChanged, Some(AuditTarget::model(model)), details);
         let saved = self.store.save_model_policy(&policy.to_stored(), admin.id, &event).await;
         self.forget();
+        self.store.announce(Change::ModelPolicies);
         match saved? {
             PolicySave::Saved => {
                 tracing::info!(model, admin_id = %admin.id, "model policy changed");

@@ -91,15 +91,17 @@ pub async fn start_chat(
     }
     let mut upstream = upstream_request(request)?;
     let admitted = admission.admit(user, Some(key), &mut upstream).await?;
-    generations.start(GenerationRequest {
-        user_id: user.id,
-        chat_id: None,
-        api_key_id: Some(key.id),
-        max_running: admitted.max_running,
-        question: None,
-        upstream,
-        title_source: None,
-    })
+    generations
+        .start(GenerationRequest {
+            user_id: user.id,
+            chat_id: None,
+            api_key_id: Some(key.id),
+            max_running: admitted.max_running,
+            question: None,
+            upstream,
+            title_source: None,
+        })
+        .await
 }
 
 /// OpenAI's request in Ollama's terms.

@@ -18,7 +18,7 @@ use crate::store::api_keys::ApiKeyRecord;
 use crate::store::audit::AuditAction;
 use crate::store::quotas::QuotaRow;
 use crate::store::users::{Role, User};
-use crate::store::Store;
+use crate::store::{Change, Store};
 
 /// One set of limits; `null` is unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -112,6 +112,11 @@ impl Quotas {
         Ok(QuotaDocument { roles, users })
     }
 
+    /// Drops the kept copy (another replica changed the quotas).
+    pub fn forget(&self) {
+        self.cache.forget();
+    }
+
     /// Replaces every quota; applies at once.
     pub async fn replace(&self, context: &ActionContext, document: &QuotaDocument) -> ServiceResult<Arc<QuotaDocument>> {
         let rows: Vec<QuotaRow> = document
@@ -123,6 +128,7 @@ impl Quotas {
         let event = context.event(AuditAction::QuotasChanged, None, serde_json::to_value(document).unwrap_or_default());
         let saved = self.store.replace_quotas(&rows, &event).await;
         self.cache.forget();
+        self.store.announce(Change::Quotas);
         saved?;
         self.document().await
     }

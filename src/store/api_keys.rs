@@ -118,6 +118,7 @@ impl Store {
         })?;
         if let Some(key_hash) = &revoked {
             self.api_keys.forget(key_hash);
+            self.announce(super::Change::ApiKey { key_hash: key_hash.clone() });
         }
         Ok(revoked.is_some())
     }

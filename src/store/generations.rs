@@ -1,51 +1,200 @@
 use chrono::NaiveDateTime;
 use uuid::Uuid;
 
-use super::{on_pool, Store};
+use super::messages::{append_message, Message, NewMessage};
+use super::{in_transaction, on_pool, Store, TxEnd};
 
-/// A row of `generations`: one model answer, however it ended, kept for usage and quotas. It
-/// outlives its chat, its API key and its user.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct GenerationRecord {
+/// A generation as it starts: its row says `running`, owned by this process.
+#[derive(Debug, Clone)]
+pub struct NewGeneration {
     pub id: Uuid,
     pub user_id: Uuid,
     pub api_key_id: Option<Uuid>,
     pub chat_id: Option<Uuid>,
     pub model: String,
-    pub provider: Option<String>,
-    pub status: String,
+    pub owner_instance: Uuid,
+    pub user_message_id: Option<Uuid>,
     pub started_at: NaiveDateTime,
-    pub ended_at: Option<NaiveDateTime>,
+}
+
+/// Why a generation could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartRefusal {
+    /// The chat has a running generation (on any replica).
+    ChatBusy,
+    /// The user has this many generations running already (on all replicas together).
+    TooManyAtOnce(usize),
+}
+
+/// How a generation ended, for its row.
+#[derive(Debug, Clone)]
+pub struct GenerationEnd {
+    pub id: Uuid,
+    pub status: String,
+    pub provider: Option<String>,
+    pub ended_at: NaiveDateTime,
     pub first_token_ms: Option<i64>,
     pub duration_ms: Option<i64>,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+    pub detail: Option<String>,
+    /// Only end it if its heartbeat is older than this (a replica ending another's generation).
+    pub stale_before: Option<NaiveDateTime>,
 }
 
+/// What ending a generation wrote.
+#[derive(Debug, Clone)]
+pub enum EndWritten {
+    /// Ended now, with its answer when one was given and the chat still exists.
+    Ended(Option<Message>),
+    /// It was not running any more (ended elsewhere, or recovered as interrupted meanwhile).
+    NotRunning,
+}
+
+/// A row of `generations`, as replicas read each other's.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GenerationRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub chat_id: Option<Uuid>,
+    pub model: String,
+    pub status: String,
+    pub owner_instance: Option<Uuid>,
+    pub started_at: NaiveDateTime,
+    pub heartbeat_at: Option<NaiveDateTime>,
+    pub first_token_ms: Option<i64>,
+    pub user_message_id: Option<Uuid>,
+    pub message_id: Option<Uuid>,
+    pub detail: Option<String>,
+    pub checkpoint: Option<String>,
+    pub checkpoint_pieces: i64,
+}
+
+const GENERATION_COLUMNS: &str = "id, user_id, chat_id, model, status, owner_instance, started_at, heartbeat_at, \
+    first_token_ms, user_message_id, message_id, detail, checkpoint, checkpoint_pieces";
+
+const END_RUNNING: &str = "UPDATE generations SET status = $2, provider = COALESCE($3, provider), ended_at = $4, \
+    first_token_ms = $5, duration_ms = $6, prompt_tokens = $7, completion_tokens = $8, detail = $9, checkpoint = NULL \
+    WHERE id = $1 AND status = 'running'";
+
 impl Store {
-    pub async fn record_generation(&self, record: &GenerationRecord) -> Result<(), sqlx::Error> {
-        let sql = "INSERT INTO generations (id, user_id, api_key_id, chat_id, model, provider, status, started_at, ended_at, \
-                   first_token_ms, duration_ms, prompt_tokens, completion_tokens) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
-        on_pool!(self, pool => {
-            sqlx::query(sql)
-                .bind(record.id)
-                .bind(record.user_id)
-                .bind(record.api_key_id)
-                .bind(record.chat_id)
-                .bind(&record.model)
-                .bind(&record.provider)
-                .bind(&record.status)
-                .bind(record.started_at)
-                .bind(record.ended_at)
-                .bind(record.first_token_ms)
-                .bind(record.duration_ms)
-                .bind(record.prompt_tokens)
-                .bind(record.completion_tokens)
-                .execute(pool)
-                .await
-                .map(|_| ())
+    /// Writes the generation's `running` row. Refused when its chat has a running generation,
+    /// or when the user would have more than `max_running` running whose owners are alive
+    /// (heartbeat after `alive_since`), counted across every replica.
+    pub async fn start_generation(
+        &self,
+        new: &NewGeneration,
+        max_running: Option<usize>,
+        alive_since: NaiveDateTime,
+    ) -> Result<Result<(), StartRefusal>, sqlx::Error> {
+        let insert = "INSERT INTO generations (id, user_id, api_key_id, chat_id, model, status, owner_instance, started_at, \
+                      heartbeat_at, user_message_id) VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $7, $8)";
+        let count = "SELECT COUNT(*) FROM generations WHERE user_id = $1 AND status = 'running' AND heartbeat_at > $2";
+        let postgres = self.is_postgres();
+        in_transaction!(self, tx => {
+            if postgres && max_running.is_some() {
+                // Two replicas starting for the same user at once count one after the other.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                    .bind(new.user_id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let inserted = sqlx::query(insert)
+                .bind(new.id)
+                .bind(new.user_id)
+                .bind(new.api_key_id)
+                .bind(new.chat_id)
+                .bind(&new.model)
+                .bind(new.owner_instance)
+                .bind(new.started_at)
+                .bind(new.user_message_id)
+                .execute(&mut *tx)
+                .await;
+            match inserted {
+                Err(err) if super::unique_violation(&err).is_some() => return Ok(TxEnd::Rollback(Err(StartRefusal::ChatBusy))),
+                other => other?,
+            };
+            if let Some(limit) = max_running {
+                let running: i64 = sqlx::query_scalar(count).bind(new.user_id).bind(alive_since).fetch_one(&mut *tx).await?;
+                if usize::try_from(running).unwrap_or(usize::MAX) > limit {
+                    return Ok(TxEnd::Rollback(Err(StartRefusal::TooManyAtOnce(limit))));
+                }
+            }
+            Ok(TxEnd::Commit(Ok(())))
         })
+    }
+
+    /// Ends a running generation and stores its answer (`chat`, `message`) in the same
+    /// transaction, so an answer is stored once even when two replicas race to end it.
+    pub async fn end_generation(
+        &self,
+        end: &GenerationEnd,
+        answer: Option<(Uuid, Uuid, &NewMessage)>,
+    ) -> Result<EndWritten, sqlx::Error> {
+        let sql = match end.stale_before {
+            Some(_) => format!("{END_RUNNING} AND heartbeat_at < $10"),
+            None => END_RUNNING.to_owned(),
+        };
+        in_transaction!(self, tx => {
+            let ended = sqlx::query(&sql)
+                .bind(end.id)
+                .bind(&end.status)
+                .bind(&end.provider)
+                .bind(end.ended_at)
+                .bind(end.first_token_ms)
+                .bind(end.duration_ms)
+                .bind(end.prompt_tokens)
+                .bind(end.completion_tokens)
+                .bind(&end.detail)
+                .bind(end.stale_before)
+                .execute(&mut *tx)
+                .await?;
+            if ended.rows_affected() == 0 {
+                return Ok(TxEnd::Rollback(EndWritten::NotRunning));
+            }
+            let Some((user_id, chat_id, new)) = answer else { return Ok(TxEnd::Commit(EndWritten::Ended(None))) };
+            let message = append_message!(tx, Uuid::new_v4(), user_id, chat_id, new, end.ended_at);
+            if let Some(message) = &message {
+                sqlx::query("UPDATE generations SET message_id = $2 WHERE id = $1").bind(end.id).bind(message.id).execute(&mut *tx).await?;
+            }
+            Ok(TxEnd::Commit(EndWritten::Ended(message)))
+        })
+    }
+
+    /// Marks this process's running generations alive.
+    pub async fn beat_heart(&self, owner_instance: Uuid, at: NaiveDateTime) -> Result<u64, sqlx::Error> {
+        let sql = "UPDATE generations SET heartbeat_at = $2 WHERE owner_instance = $1 AND status = 'running'";
+        on_pool!(self, pool => sqlx::query(sql).bind(owner_instance).bind(at).execute(pool).await.map(|r| r.rows_affected()))
+    }
+
+    /// Keeps the answer so far, unless a later one (more pieces) is kept already.
+    pub async fn save_checkpoint(&self, id: Uuid, checkpoint: &str, pieces: i64) -> Result<(), sqlx::Error> {
+        let sql = "UPDATE generations SET checkpoint = $2, checkpoint_pieces = $3 \
+                   WHERE id = $1 AND status = 'running' AND checkpoint_pieces < $3";
+        on_pool!(self, pool => sqlx::query(sql).bind(id).bind(checkpoint).bind(pieces).execute(pool).await.map(|_| ()))
+    }
+
+    pub async fn generation(&self, id: Uuid) -> Result<Option<GenerationRow>, sqlx::Error> {
+        let sql = format!("SELECT {GENERATION_COLUMNS} FROM generations WHERE id = $1");
+        on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)
+    }
+
+    /// The chat's running generation, on whichever replica.
+    pub async fn running_generation(&self, chat_id: Uuid) -> Result<Option<GenerationRow>, sqlx::Error> {
+        let sql = format!("SELECT {GENERATION_COLUMNS} FROM generations WHERE chat_id = $1 AND status = 'running'");
+        on_pool!(self, pool => sqlx::query_as(&sql).bind(chat_id).fetch_optional(pool).await)
+    }
+
+    /// The user's running generations, on every replica.
+    pub async fn running_generations_of(&self, user_id: Uuid) -> Result<Vec<GenerationRow>, sqlx::Error> {
+        let sql = format!("SELECT {GENERATION_COLUMNS} FROM generations WHERE user_id = $1 AND status = 'running'");
+        on_pool!(self, pool => sqlx::query_as(&sql).bind(user_id).fetch_all(pool).await)
+    }
+
+    /// Running generations whose owner has not written its heartbeat since `before`.
+    pub async fn stale_generations(&self, before: NaiveDateTime) -> Result<Vec<GenerationRow>, sqlx::Error> {
+        let sql = format!("SELECT {GENERATION_COLUMNS} FROM generations WHERE status = 'running' AND heartbeat_at < $1");
+        on_pool!(self, pool => sqlx::query_as(&sql).bind(before).fetch_all(pool).await)
     }
 }
 

@@ -44,7 +44,47 @@ pub(super) const INSERT_MESSAGE_INTO: &str =
     "INSERT INTO messages (id, chat_id, role, content, thinking, tool_calls, images, model_id, created_at, tokens_used, extended_metadata) ";
 
 /// Moves the chat's `updated_at`, only when it belongs to the user: zero rows means "not yours".
-const TOUCH_USER_CHAT: &str = "UPDATE chats SET updated_at = $3 WHERE id = $1 AND user_id = $2";
+pub(super) const TOUCH_USER_CHAT: &str = "UPDATE chats SET updated_at = $3 WHERE id = $1 AND user_id = $2";
+
+/// Inside `in_transaction!`: appends `$new` to the chat `$chat_id` of `$user_id` and moves the
+/// chat's `updated_at`; evaluates to the stored message, or `None` when the chat is not the
+/// user's (nothing written then).
+macro_rules! append_message {
+    ($tx:ident, $id:expr, $user_id:expr, $chat_id:expr, $new:expr, $at:expr) => {{
+        // Write first: on SQLite this takes the write lock at once instead of upgrading later.
+        let touched = sqlx::query($crate::store::messages::TOUCH_USER_CHAT)
+            .bind($chat_id)
+            .bind($user_id)
+            .bind($at)
+            .execute(&mut *$tx)
+            .await?;
+        if touched.rows_affected() == 0 {
+            None
+        } else {
+            let new: &$crate::store::messages::NewMessage = $new;
+            let message: $crate::store::messages::Message = sqlx::query_as(&$crate::store::messages::insert_message_returning())
+                .bind($id)
+                .bind($chat_id)
+                .bind(&new.role)
+                .bind(&new.content)
+                .bind(&new.thinking)
+                .bind(&new.tool_calls)
+                .bind(&new.images)
+                .bind(new.model_id)
+                .bind($at)
+                .bind(new.tokens_used)
+                .bind(&new.extended_metadata)
+                .fetch_one(&mut *$tx)
+                .await?;
+            Some(message)
+        }
+    }};
+}
+pub(crate) use append_message;
+
+pub(super) fn insert_message_returning() -> String {
+    format!("{INSERT_MESSAGE_INTO} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {MESSAGE_COLUMNS}")
+}
 
 impl Store {
     /// Appends a message to a chat of `user_id` and moves the chat's `updated_at`, in one
@@ -68,29 +108,9 @@ impl Store {
         new: &NewMessage,
         at: NaiveDateTime,
     ) -> Result<Option<Message>, sqlx::Error> {
-        let insert =
-            format!("{INSERT_MESSAGE_INTO} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {MESSAGE_COLUMNS}");
         in_transaction!(self, tx => {
-            // Write first: on SQLite this takes the write lock at once instead of upgrading later.
-            let touched = sqlx::query(TOUCH_USER_CHAT).bind(chat_id).bind(user_id).bind(at).execute(&mut *tx).await?;
-            if touched.rows_affected() == 0 {
-                return Ok(TxEnd::Rollback(None));
-            }
-            let message = sqlx::query_as(&insert)
-                .bind(id)
-                .bind(chat_id)
-                .bind(&new.role)
-                .bind(&new.content)
-                .bind(&new.thinking)
-                .bind(&new.tool_calls)
-                .bind(&new.images)
-                .bind(new.model_id)
-                .bind(at)
-                .bind(new.tokens_used)
-                .bind(&new.extended_metadata)
-                .fetch_one(&mut *tx)
-                .await?;
-            Ok(TxEnd::Commit(Some(message)))
+            let message = append_message!(tx, id, user_id, chat_id, new, at);
+            Ok(if message.is_some() { TxEnd::Commit(message) } else { TxEnd::Rollback(None) })
         })
     }
 

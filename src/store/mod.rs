@@ -47,7 +47,24 @@ pub struct Store {
     pool: Pool,
     users: Arc<UserCache>,
     api_keys: Arc<ApiKeyCache>,
+    changes: tokio::sync::broadcast::Sender<Change>,
 }
+
+/// A change to rows that processes keep in memory: this process forgets its copy at once and
+/// announces the change, so that other replicas forget theirs (see [`crate::cluster`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Change {
+    User { id: uuid::Uuid },
+    ApiKey { key_hash: String },
+    ModelPolicies,
+    Quotas,
+    Providers,
+}
+
+/// How many announced changes may wait for the bus before the oldest are dropped (the bus then
+/// tells the other replicas to drop everything they cached).
+const ANNOUNCED_CHANGES: usize = 1_024;
 
 /// Runs `$body` with `$pool` bound to the backend's pool (or any expression derived from it).
 /// The body is compiled once per backend, so it must be valid for both.
@@ -173,12 +190,40 @@ impl Store {
 
     /// A store without a user cache.
     pub fn from_pool(pool: Pool) -> Self {
-        Store { pool, users: Arc::new(UserCache::new(Duration::ZERO)), api_keys: Arc::new(ApiKeyCache::new(Duration::ZERO)) }
+        Store {
+            pool,
+            users: Arc::new(UserCache::new(Duration::ZERO)),
+            api_keys: Arc::new(ApiKeyCache::new(Duration::ZERO)),
+            changes: tokio::sync::broadcast::channel(ANNOUNCED_CHANGES).0,
+        }
     }
 
     /// Keeps user and API key rows for `ttl` (see [`row_cache`]); zero keeps none.
     pub fn with_row_cache(self, ttl: Duration) -> Self {
         Store { users: Arc::new(UserCache::new(ttl)), api_keys: Arc::new(ApiKeyCache::new(ttl)), ..self }
+    }
+
+    /// Tells the other replicas that `change` happened (the caller forgot its own copy).
+    pub fn announce(&self, change: Change) {
+        let _ = self.changes.send(change);
+    }
+
+    /// The changes this process announces, for the bus.
+    pub fn announced(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// Forgets the rows another replica changed (`None`: everything, as after missed notices).
+    pub fn forget_changed(&self, change: Option<&Change>) {
+        match change {
+            Some(Change::User { id }) => self.users.forget(id),
+            Some(Change::ApiKey { key_hash }) => self.api_keys.forget(key_hash),
+            Some(Change::ModelPolicies | Change::Quotas | Change::Providers) => {}
+            None => {
+                self.users.forget_all();
+                self.api_keys.forget_all();
+            }
+        }
     }
 
     pub fn pool(&self) -> &Pool {

@@ -82,6 +82,13 @@ impl<K: Hash + Eq, V: Clone> RowCache<K, V> {
         state.entries.remove(key);
         state.epoch += 1;
     }
+
+    /// Drops every row; lookups in flight will not store what they read.
+    pub fn forget_all(&self) {
+        let mut state = self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.entries.clear();
+        state.epoch += 1;
+    }
 }
 
 #[cfg(test)]

@@ -138,6 +138,7 @@ impl Store {
     async fn changing_user<T>(&self, id: Uuid, write: impl std::future::Future<Output = T>) -> T {
         let result = write.await;
         self.users.forget(&id);
+        self.announce(super::Change::User { id });
         result
     }
 

@@ -195,10 +195,11 @@ async fn a_question_that_cannot_be_stored_keeps_no_answer(app: TestApp) {
     .await;
     app.emulator.set_knobs(slow(50, 100));
     // The question is written while the upstream request starts. Refused at once, it would
-    // stop the answer before its request was even sent (nothing upstream to cancel); its write
-    // is held until the request is in flight, so that the request's cancellation is seen.
-    let mut stream = app
-        .with_writes_held("messages", async {
+    // stop the answer before its request was even sent (nothing upstream to cancel); on
+    // PostgreSQL its write is held until the request is in flight, so that the request's
+    // cancellation is seen. (SQLite can only hold every write, the generation's own row too.)
+    let mut stream = if app.is_postgres() {
+        app.with_writes_held("messages", async {
             let stream = open_completion(&app, &s, &chat, "will not be kept").await;
             let deadline = Instant::now() + Duration::from_secs(10);
             while app.emulator.in_flight_chats() == 0 && Instant::now() < deadline {
@@ -206,7 +207,10 @@ async fn a_question_that_cannot_be_stored_keeps_no_answer(app: TestApp) {
             }
             stream
         })
-        .await;
+        .await
+    } else {
+        open_completion(&app, &s, &chat, "will not be kept").await
+    };
     assert_eq!(stream.status, 200);
     let events = stream.rest().await;
     let end = events.last().unwrap();
@@ -214,7 +218,10 @@ async fn a_question_that_cannot_be_stored_keeps_no_answer(app: TestApp) {
     assert_eq!(end.data["status"], "failed");
     assert_eq!(end.data["message"], Value::Null);
     assert!(end.data["detail"].as_str().unwrap().starts_with("Your message could not be stored"), "{}", end.data);
-    assert_eq!(app.emulator.wait_for_cancellations(1, Duration::from_secs(2)).await.len(), 1, "the upstream request was dropped");
+    if app.is_postgres() {
+        let cancelled = app.emulator.wait_for_cancellations(1, Duration::from_secs(2)).await;
+        assert_eq!(cancelled.len(), 1, "the upstream request was dropped");
+    }
     assert_eq!(app.count("SELECT COUNT(*) FROM messages").await, 0);
     let opened = app.get(&format!("/chats/chat/{chat}")).session(&s).send().await;
     assert_eq!(opened.body["messages"], json!([]));

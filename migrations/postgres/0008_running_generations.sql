@@ -1,0 +1,19 @@
+-- Generations are written when they start (status 'running'), not only when they end, so that
+-- every replica sharing the database sees them: who owns each one (owner_instance, a process id
+-- made at start), whether that owner is alive (heartbeat_at, written every second), and the
+-- answer so far (checkpoint, written at least every second while it grows). A replica that
+-- finds a running generation whose heartbeat is too old ends it as 'interrupted' and stores
+-- its checkpoint as the answer.
+ALTER TABLE generations ADD COLUMN owner_instance uuid;
+ALTER TABLE generations ADD COLUMN heartbeat_at timestamp without time zone;
+ALTER TABLE generations ADD COLUMN user_message_id uuid;
+ALTER TABLE generations ADD COLUMN message_id uuid;
+ALTER TABLE generations ADD COLUMN detail text;
+-- {"content", "thinking", "tool_calls"} as JSON text, and how many pieces it holds.
+ALTER TABLE generations ADD COLUMN checkpoint text;
+ALTER TABLE generations ADD COLUMN checkpoint_pieces bigint NOT NULL DEFAULT 0;
+
+-- At most one running generation per chat, whichever replica starts it.
+CREATE UNIQUE INDEX generations_running_chat_idx ON generations (chat_id) WHERE status = 'running';
+-- A user's running generations (the concurrency quota), and the sweep for dead owners.
+CREATE INDEX generations_running_user_idx ON generations (user_id) WHERE status = 'running';
