@@ -26,6 +26,7 @@ mod openai;
 mod process;
 mod quotas;
 mod registration;
+mod replicas;
 mod search;
 mod security;
 mod settings;

@@ -216,6 +216,19 @@ impl TestApp {
         format!("{}/api/v1{}", self.address, path)
     }
 
+    /// The URL of this app's PostgreSQL database.
+    pub fn database_url(&self) -> String {
+        self._pg.as_ref().expect("a PostgreSQL test database").url.clone()
+    }
+
+    /// Another server on this app's PostgreSQL database and emulator: a replica, with `extra`
+    /// settings.
+    pub async fn replica(&self, extra: Vec<(&str, String)>) -> TestApp {
+        let mut vars = vec![("DATABASE_URL", self.database_url()), ("OLLAMA_BASE_URL", self.emulator.base_url())];
+        vars.extend(extra);
+        Self::spawn_on(Backend::Postgres, None, vars).await
+    }
+
     /// A request to the OpenAI-compatible API (`/v1{path}`) with an API key.
     pub fn openai(&self, method: Method, path: &str, key: &str) -> TestRequest<'_> {
         let builder = self.client.request(method, format!("{}/v1{path}", self.address));

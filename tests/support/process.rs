@@ -193,6 +193,13 @@ impl ServerProcess {
         body["access_token"].as_str().unwrap().to_owned()
     }
 
+    /// Kills the process at once (SIGKILL, as a crash or `kill -9` would) and reaps it.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("the process is running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("the killed process is reaped");
+    }
+
     /// Sends SIGTERM and waits up to `within` for the process to exit.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
         let mut child = self.child.take().unwrap();
