@@ -76,6 +76,7 @@ impl Application {
         let background = BackgroundTasks::default();
         let rate_limits = guards::RateLimits::new(&config.rate_limits);
         rate_limits.spawn_housekeeping(&background);
+        services::accounts::spawn_login_attempt_pruning(&background, store.clone(), config.rate_limits.login_per_account);
         if let Some(retention) = config.audit_retention {
             services::audit::spawn_pruning(&background, store.clone(), retention);
         }

@@ -17,3 +17,13 @@ ALTER TABLE generations ADD COLUMN checkpoint_pieces BIGINT NOT NULL DEFAULT 0;
 CREATE UNIQUE INDEX generations_running_chat_idx ON generations (chat_id) WHERE status = 'running';
 -- A user's running generations (the concurrency quota), and the sweep for dead owners.
 CREATE INDEX generations_running_user_idx ON generations (user_id) WHERE status = 'running';
+
+-- Login attempts per account (or per unknown name), counted in fixed windows in the database so
+-- that every replica enforces one budget (RATE_LIMIT_LOGIN_PER_ACCOUNT). Expired windows are
+-- pruned in the background.
+CREATE TABLE login_attempts (
+    subject VARCHAR(300) PRIMARY KEY,
+    window_started_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL
+);
+CREATE INDEX login_attempts_window_idx ON login_attempts (window_started_at);

@@ -1,7 +1,7 @@
-//! Per-client rate limits (the `governor` crate's GCRA), with the original's defaults, and a
-//! per-account limit on login so an attacker hopping between addresses cannot guess one
-//! user's password quickly. `X-Real-IP` / `X-Forwarded-For` are believed only from
-//! `TRUSTED_PROXIES`.
+//! Per-client rate limits (the `governor` crate's GCRA), with the original's defaults; they are
+//! kept per process (per replica). `X-Real-IP` / `X-Forwarded-For` are believed only from
+//! `TRUSTED_PROXIES`. The per-account login limit is counted in the database instead, so that
+//! replicas share it (see `services::accounts::count_login_attempt`).
 //!
 //! A route is limited where it is declared (`routes!(login).rate_limited(LimitKind::Login)`,
 //! see `routes`), by a layer that runs [`enforce`] with the route's [`LimitKind`].
@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
@@ -26,8 +26,6 @@ use uuid::Uuid;
 use crate::background::BackgroundTasks;
 use crate::config::{RateLimitConfig, RateSpec};
 use crate::error::ApiError;
-use crate::names::name_key;
-use crate::schemas::users::LOGIN_NAME_MAX_CHARS;
 use crate::state::AppState;
 
 struct Limit {
@@ -40,64 +38,9 @@ struct Limit {
 pub struct RateLimits {
     enabled: bool,
     by_kind: Arc<HashMap<LimitKind, Limit>>,
-    login_per_account: Arc<LoginLimits>,
+    login_per_account: RateSpec,
     per_api_key: Arc<(RateSpec, DefaultKeyedRateLimiter<Uuid>)>,
     trusted_proxies: Arc<Vec<IpNet>>,
-}
-
-/// Whose password a login tries: an account (by whichever of its names), or a name no
-/// account has.
-#[derive(Clone, Copy, Debug)]
-pub enum LoginTarget<'a> {
-    Account(Uuid),
-    UnknownName(&'a str),
-}
-
-/// Beyond this many unknown names their limits are forgotten rather than grown.
-const MAX_UNKNOWN_NAMES: usize = 100_000;
-
-/// The per-account login limit.
-struct LoginLimits {
-    spec: RateSpec,
-    by_account: DefaultKeyedRateLimiter<Uuid>,
-    /// Names no account has (by key), limited alike so that a 429 does not tell whether an
-    /// account exists. They protect no password, so when there are too many they are dropped.
-    by_unknown_name: Mutex<DefaultKeyedRateLimiter<String>>,
-    max_unknown_names: usize,
-}
-
-impl LoginLimits {
-    fn new(spec: RateSpec, max_unknown_names: usize) -> Self {
-        LoginLimits {
-            spec,
-            by_account: RateLimiter::keyed(quota(spec)),
-            by_unknown_name: Mutex::new(RateLimiter::keyed(quota(spec))),
-            max_unknown_names,
-        }
-    }
-
-    fn unknown_names(&self) -> MutexGuard<'_, DefaultKeyedRateLimiter<String>> {
-        self.by_unknown_name.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn check(&self, target: LoginTarget<'_>) -> Result<(), ApiError> {
-        let outcome = match target {
-            LoginTarget::Account(id) => self.by_account.check_key(&id),
-            LoginTarget::UnknownName(name) => {
-                let key: String = name_key(name).chars().take(LOGIN_NAME_MAX_CHARS).collect();
-                let mut limiter = self.unknown_names();
-                let outcome = limiter.check_key(&key);
-                if limiter.len() > self.max_unknown_names {
-                    limiter.retain_recent();
-                    if limiter.len() > self.max_unknown_names {
-                        *limiter = RateLimiter::keyed(quota(self.spec));
-                    }
-                }
-                outcome
-            }
-        };
-        outcome.map_err(|not_until| too_many(self.spec, not_until))
-    }
 }
 
 fn quota(spec: RateSpec) -> Quota {
@@ -171,7 +114,7 @@ impl RateLimits {
         RateLimits {
             enabled: config.enabled,
             by_kind: Arc::new(by_kind),
-            login_per_account: Arc::new(LoginLimits::new(config.login_per_account, MAX_UNKNOWN_NAMES)),
+            login_per_account: config.login_per_account,
             per_api_key: Arc::new((config.api_key, RateLimiter::keyed(quota(config.api_key)))),
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         }
@@ -184,8 +127,6 @@ impl RateLimits {
             for limit in this.by_kind.values() {
                 limit.limiter.retain_recent();
             }
-            this.login_per_account.by_account.retain_recent();
-            this.login_per_account.unknown_names().retain_recent();
             this.per_api_key.1.retain_recent();
         });
     }
@@ -215,7 +156,6 @@ impl RateLimits {
         self.trusted_proxies.iter().any(|net| net.contains(peer))
     }
 
-    /// Counts one login attempt against the account (whichever name found it) or the unknown name.
     /// Counts a request made with API key `key_id` against `RATE_LIMIT_API_KEY`.
     pub fn check_api_key(&self, key_id: Uuid) -> Result<(), ApiError> {
         if !self.enabled {
@@ -228,11 +168,9 @@ impl RateLimits {
         })
     }
 
-    pub fn check_login_attempt(&self, target: LoginTarget<'_>) -> Result<(), ApiError> {
-        if !self.enabled {
-            return Ok(());
-        }
-        self.login_per_account.check(target).inspect_err(|_| crate::metrics::rate_limited("login_per_account"))
+    /// The per-account login limit, unless limits are off.
+    pub fn login_per_account(&self) -> Option<RateSpec> {
+        self.enabled.then_some(self.login_per_account)
     }
 }
 
@@ -320,44 +258,6 @@ mod tests {
         assert_eq!(l.client_ip(&headers(&[("x-real-ip", "1.2.3.4")]), proxy), "1.2.3.4".parse::<IpAddr>().unwrap());
         let chain = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.3")]);
         assert_eq!(l.client_ip(&chain, proxy), "198.51.100.7".parse::<IpAddr>().unwrap());
-    }
-
-    fn refused(outcome: Result<(), ApiError>) -> bool {
-        matches!(outcome, Err(ApiError::TooManyRequests { .. }))
-    }
-
-    #[test]
-    fn login_attempts_are_limited_per_account_and_per_unknown_name() {
-        let l = limits(&[]);
-        let bob = Uuid::from_u128(1);
-        assert!(l.check_login_attempt(LoginTarget::Account(bob)).is_ok());
-        assert!(l.check_login_attempt(LoginTarget::Account(bob)).is_ok());
-        assert!(refused(l.check_login_attempt(LoginTarget::Account(bob))));
-        assert!(l.check_login_attempt(LoginTarget::Account(Uuid::from_u128(2))).is_ok());
-
-        assert!(l.check_login_attempt(LoginTarget::UnknownName("Nobody")).is_ok());
-        assert!(l.check_login_attempt(LoginTarget::UnknownName("NOBODY")).is_ok());
-        assert!(refused(l.check_login_attempt(LoginTarget::UnknownName("\u{ff4e}obody"))));
-        assert!(l.check_login_attempt(LoginTarget::UnknownName("somebody")).is_ok());
-    }
-
-    #[test]
-    fn unknown_names_are_forgotten_rather_than_grown_past_the_bound() {
-        let l = LoginLimits::new(RateSpec::per_minute(1), 3);
-        for name in ["a", "b", "c"] {
-            assert!(l.check(LoginTarget::UnknownName(name)).is_ok());
-            assert!(refused(l.check(LoginTarget::UnknownName(name))));
-        }
-        assert!(l.check(LoginTarget::UnknownName("d")).is_ok());
-        assert!(l.unknown_names().len() <= 3);
-        assert!(l.check(LoginTarget::UnknownName("a")).is_ok(), "forgotten");
-        // Accounts' limits are kept.
-        let ann = Uuid::from_u128(7);
-        assert!(l.check(LoginTarget::Account(ann)).is_ok());
-        for name in ["e", "f", "g", "h"] {
-            let _ = l.check(LoginTarget::UnknownName(name));
-        }
-        assert!(refused(l.check(LoginTarget::Account(ann))));
     }
 }
 

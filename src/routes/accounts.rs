@@ -14,10 +14,11 @@ use crate::auth::tokens::IssuedTokens;
 use crate::auth::{CurrentUser, MaybeUser};
 use crate::error::ApiResult;
 use crate::guards::cross_site::SameSiteOrigin;
-use crate::guards::rate_limit::{ClientAddress, LimitKind, LoginTarget};
+use crate::guards::rate_limit::{ClientAddress, LimitKind};
 use crate::metrics;
 use crate::schemas::users::{LoginForm, RegisterRequest, TokenResponse, UserResponse};
 use crate::schemas::DetailMessage;
+use crate::services::accounts::LoginTarget;
 use crate::services::audit::ActionContext;
 use crate::services::{accounts, ServiceError};
 use crate::state::AppState;
@@ -88,7 +89,9 @@ pub(crate) async fn login(
         Some(user) => LoginTarget::Account(user.id),
         None => LoginTarget::UnknownName(&form.username),
     };
-    state.rate_limits.check_login_attempt(target).inspect_err(|_| metrics::login("rate_limited"))?;
+    if let Some(limit) = state.rate_limits.login_per_account() {
+        accounts::count_login_attempt(&state.store, limit, target).await.inspect_err(|_| metrics::login("rate_limited"))?;
+    }
     let user = accounts::login(&state.store, &ActionContext::anonymous(address), account, form.password).await;
     metrics::login(match &user {
         Ok(_) => "success",

@@ -9,8 +9,9 @@ use uuid::Uuid;
 use super::audit::ActionContext;
 use super::{ServiceError, ServiceResult};
 use crate::auth::tokens::{IssuedTokens, TokenKeys, TokenType};
-use crate::config::RegistrationPolicy;
-use crate::schemas::users::RegisterRequest;
+use crate::background::BackgroundTasks;
+use crate::config::{RateSpec, RegistrationPolicy};
+use crate::schemas::users::{RegisterRequest, LOGIN_NAME_MAX_CHARS};
 use crate::store::audit::{AuditAction, AuditTarget};
 use crate::store::refresh_tokens::RefreshTokenRecord;
 use crate::store::users::{NewUser, User};
@@ -95,6 +96,54 @@ pub async fn find_login_account(store: &Store, name: &str) -> ServiceResult<Opti
 /// replaced by argon2id on success) and records the login, or the failure, in the audit log. A
 /// wrong password is answered before the active flag is looked at, and only after the dummy work
 /// that makes every failed login cost the same (see [`padding`]).
+/// Whose password a login tries: an account (by whichever of its names), or a name no
+/// account has (limited alike, so that a 429 does not tell whether an account exists).
+#[derive(Clone, Copy, Debug)]
+pub enum LoginTarget<'a> {
+    Account(Uuid),
+    UnknownName(&'a str),
+}
+
+impl LoginTarget<'_> {
+    /// Its key in `login_attempts`: the account's id, or the name's key (see [`crate::names`]).
+    fn subject(&self) -> String {
+        match self {
+            LoginTarget::Account(id) => format!("account:{id}"),
+            LoginTarget::UnknownName(name) => {
+                let key: String = crate::names::name_key(name).chars().take(LOGIN_NAME_MAX_CHARS).collect();
+                format!("name:{key}")
+            }
+        }
+    }
+}
+
+/// Counts a login attempt against the account or unknown name, refused beyond `limit` per
+/// window. Counted in the database, so that every replica shares the budget.
+pub async fn count_login_attempt(store: &Store, limit: RateSpec, target: LoginTarget<'_>) -> ServiceResult<()> {
+    let now = store::now();
+    let window = chrono::Duration::from_std(limit.per).unwrap_or(chrono::Duration::MAX);
+    let counted = store.count_login_attempt(&target.subject(), now, now - window).await?;
+    if u32::try_from(counted.attempts).unwrap_or(u32::MAX) <= limit.count {
+        return Ok(());
+    }
+    crate::metrics::rate_limited("login_per_account");
+    let ends_in = (counted.window_started_at + window - now).num_seconds().max(0);
+    Err(ServiceError::Limited { limit: limit.describe(), retry_after_secs: u64::try_from(ends_in).unwrap_or(0) + 1 })
+}
+
+/// Forgets ended login windows every minute, so unknown names tried by an attacker do not pile up.
+pub fn spawn_login_attempt_pruning(background: &BackgroundTasks, store: Store, limit: RateSpec) {
+    background.every_awaiting(Duration::from_secs(60), move || {
+        let store = store.clone();
+        async move {
+            let window = chrono::Duration::from_std(limit.per).unwrap_or(chrono::Duration::MAX);
+            if let Err(err) = store.prune_login_attempts(store::now() - window).await {
+                tracing::warn!(error = %err, "pruning ended login windows failed");
+            }
+        }
+    });
+}
+
 pub async fn login(store: &Store, context: &ActionContext, account: Option<User>, password: String) -> ServiceResult<User> {
     let stored_hash = account.as_ref().map(|u| u.password_hash.clone());
     let checked = CheckedHash::of(stored_hash.as_deref());

@@ -315,10 +315,7 @@ impl Generation {
         let mut produced = self.produced();
         let have = produced.mark();
         let beyond = |text: &str, offset: usize, length: usize| -> Option<String> {
-            match length.checked_sub(offset) {
-                None => None,
-                Some(skip) => Some(text.get(skip.min(text.len())..).unwrap_or_default().to_owned()),
-            }
+            length.checked_sub(offset).map(|skip| text.get(skip.min(text.len())..).unwrap_or_default().to_owned())
         };
         let (Some(content), Some(thinking)) = (beyond(&at.c, at.co, have.content), beyond(&at.t, at.to, have.thinking)) else {
             return false;
@@ -717,7 +714,7 @@ impl Generations {
             return ending;
         };
         ending.message = match written {
-            Some(EndWritten::Ended(message)) => message,
+            Some(EndWritten::Ended(message)) => message.map(|m| *m),
             Some(EndWritten::NotRunning) => {
                 tracing::warn!(generation_id = %generation.id, "the generation was ended elsewhere (taken for dead?); its answer is not stored again");
                 None

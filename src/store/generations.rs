@@ -46,7 +46,7 @@ pub struct GenerationEnd {
 #[derive(Debug, Clone)]
 pub enum EndWritten {
     /// Ended now, with its answer when one was given and the chat still exists.
-    Ended(Option<Message>),
+    Ended(Option<Box<Message>>),
     /// It was not running any more (ended elsewhere, or recovered as interrupted meanwhile).
     NotRunning,
 }
@@ -157,7 +157,7 @@ impl Store {
             if let Some(message) = &message {
                 sqlx::query("UPDATE generations SET message_id = $2 WHERE id = $1").bind(end.id).bind(message.id).execute(&mut *tx).await?;
             }
-            Ok(TxEnd::Commit(EndWritten::Ended(message)))
+            Ok(TxEnd::Commit(EndWritten::Ended(message.map(Box::new))))
         })
     }
 

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod chat_imports;
 pub mod chats;
 pub mod generations;
+pub mod login_attempts;
 pub mod messages;
 pub mod models;
 pub mod quotas;

@@ -184,6 +184,26 @@ async fn after_its_listener_connection_is_cut_a_replica_reconnects_and_trusts_no
     assert!(refused_within_a_second(&b, &other).await, "notices arrive after the reconnect");
 }
 
+#[postgres_gate::needs_test_database_url]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_limit_of_an_account_is_one_budget_across_replicas() {
+    let limited = vec![("RATE_LIMITS", "on".into()), ("RATE_LIMIT_LOGIN", "100/minute".into())];
+    let (a, b) = two_replicas(limited).await;
+    a.register("bob_user").await;
+    // The default: ten attempts per account per minute, whichever replica they reach.
+    for i in 0..10 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        let guess = replica.post("/auth/login").form(&[("username", "bob_user"), ("password", "guess")]).send().await;
+        assert_eq!(guess.status, 401, "attempt {i}");
+    }
+    for replica in [&a, &b] {
+        let refused =
+            replica.post("/auth/login").form(&[("username", "bob_user"), ("password", crate::support::PASSWORD)]).send().await;
+        assert_eq!(refused.status, 429);
+        assert!(refused.header("retry-after").is_some());
+    }
+}
+
 async fn refused_within_a_second(app: &TestApp, s: &Session) -> bool {
     let deadline = Instant::now() + Duration::from_secs(1);
     while Instant::now() < deadline {
