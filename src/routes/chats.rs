@@ -22,7 +22,7 @@ use crate::schemas::chats::{
     CompletionRequest, MessageCreate, MessageDeleted, MessageResponse, MessageUpdate, ModelCatalog, SuccessMessage,
 };
 use crate::services::chats;
-use crate::services::generation::{EndStatus, Ending, Generation, GenerationEvent, GenerationWatcher};
+use crate::services::generation::{Ending, Generation, GenerationEvent, GenerationWatcher};
 use crate::state::AppState;
 use crate::validation::{ChatPath, MessagePath, OptionalJson, ValidJson, ValidPath, ValidQuery};
 
@@ -248,7 +248,7 @@ pub(crate) async fn add_conversation_message(
 /// Stores the user message and streams the answer as server-sent events.
 #[utoipa::path(
     post, path = "/chats/{chat_id}/completions", tag = "streaming", params(("chat_id" = Uuid, Path)), request_body = CompletionRequest,
-    responses((status = 200, description = "Server-sent events: `start`, `delta` (`content` or `thinking`), `tool_calls`, then `done` (status `completed`, `stopped` or `length`) or `error`", content_type = "text/event-stream", body = crate::openapi::ServerSentEvent),
+    responses((status = 200, description = "Server-sent events: `start`, `delta` (`content` or `thinking`), `tool_calls`, then `done` (status `completed`, `stopped` or `length`) or `error` (`failed`, or `interrupted` when the replica generating it died)", content_type = "text/event-stream", body = crate::openapi::ServerSentEvent),
               (status = 403, description = "`keep_alive` from a user who is not an admin (or a refused cross-site request)", body = crate::openapi::ErrorDetail),
               (status = 404, description = "Chat not found (also for another user's chat)", body = crate::openapi::ErrorDetail), (status = 409, description = "A reply is already being generated for this chat", body = crate::openapi::ErrorDetail),
               (status = 429, description = "The user has `GENERATIONS_PER_USER` replies generating already (see the Retry-After header)", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
@@ -352,7 +352,7 @@ fn sse_events(generation: &Generation, event: GenerationEvent) -> Vec<Event> {
             events
         }
         GenerationEvent::End(ending) => {
-            let name = if ending.status == EndStatus::Failed { "error" } else { "done" };
+            let name = if ending.status.is_failure() { "error" } else { "done" };
             vec![Event::default().event(name).data(ending_payload(generation, &ending).to_string())]
         }
     }

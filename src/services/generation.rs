@@ -61,6 +61,11 @@ impl EndStatus {
         }
     }
 
+    /// Whether the answer broke off (its stream ends with `error`).
+    pub fn is_failure(self) -> bool {
+        matches!(self, EndStatus::Failed | EndStatus::Interrupted)
+    }
+
     /// The status of a `generations` row that has ended.
     pub fn from_row(status: &str) -> Option<Self> {
         [EndStatus::Completed, EndStatus::Stopped, EndStatus::Failed, EndStatus::Length, EndStatus::Interrupted]
