@@ -258,12 +258,31 @@ async fn when_a_replica_is_killed_mid_answer_another_stores_what_it_had_as_inter
     let (_, s) = b.signed_up("bob_user").await;
     let chat = b.new_chat(&s, None).await;
     b.emulator.set_knobs(slow_answer(500));
+    // A client follows the answer on B while A generates it.
+    let follower = {
+        let b_address = b.address.clone();
+        let request = b.client.get(format!("{b_address}/api/v1/chats/{chat}/generation")).bearer_auth(&s.access_token);
+        tokio::spawn(async move {
+            loop {
+                let mut stream = StreamReader::open_request(request.try_clone().unwrap()).await;
+                if stream.status == 200 {
+                    return stream.rest().await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
     let seen = generation_killed_mid_answer(&mut a, &b, &s, &chat).await;
 
     let answer = interrupted_answer(&b, &s, &chat).await;
     assert_eq!(answer["extended_metadata"]["status"], "interrupted");
     let kept = answer["content"].as_str().unwrap();
     assert!(kept.starts_with(&seen), "the checkpoint holds at least what was streamed: {kept:?} / {seen:?}");
+    let followed = tokio::time::timeout(Duration::from_secs(15), follower).await.expect("the follower's stream ends").unwrap();
+    let end = followed.last().unwrap();
+    assert_eq!((end.event.as_str(), &end.data["status"]), ("error", &json!("interrupted")));
+    assert_eq!(end.data["message"]["content"], kept);
+    assert!(content_of(&followed).starts_with(&seen));
     assert_eq!(b.count("SELECT COUNT(*) FROM generations WHERE status = 'interrupted'").await, 1);
     assert_eq!(b.count("SELECT COUNT(*) FROM generations WHERE status = 'running'").await, 0);
     b.emulator.set_knobs(Knobs::default());
