@@ -77,15 +77,29 @@ async fn a_generation_started_on_one_replica_streams_whole_on_another() {
     assert_eq!(end.data["message"], seen_on_a.last().unwrap().data["message"]);
 }
 
-#[postgres_gate::needs_test_database_url]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stop_on_another_replica_stops_the_owner_and_keeps_the_partial_answer() {
+/// Two replicas, and a long answer being generated on the first (its first pieces read).
+struct Generating {
+    a: TestApp,
+    b: TestApp,
+    s: Session,
+    chat: String,
+    on_a: StreamReader,
+}
+
+async fn generating_on_the_first_of_two() -> Generating {
     let (a, b) = two_replicas(Vec::new()).await;
     let (_, s) = a.signed_up("bob_user").await;
     let chat = a.new_chat(&s, None).await;
     a.emulator.set_knobs(slow_answer(500));
     let mut on_a = open_completion(&a, &s, &chat, "go on and on").await;
     read_deltas(&mut on_a, 3).await;
+    Generating { a, b, s, chat, on_a }
+}
+
+#[postgres_gate::needs_test_database_url]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_on_another_replica_stops_the_owner_and_keeps_the_partial_answer() {
+    let Generating { a, b, s, chat, mut on_a } = generating_on_the_first_of_two().await;
 
     let stopped = b.post(&format!("/chats/{chat}/stop")).session(&s).send().await;
     assert_eq!(stopped.status, 200, "{}", stopped.body);
@@ -103,12 +117,7 @@ async fn a_stop_on_another_replica_stops_the_owner_and_keeps_the_partial_answer(
 #[postgres_gate::needs_test_database_url]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_chat_on_another_replica_stops_its_generation() {
-    let (a, b) = two_replicas(Vec::new()).await;
-    let (_, s) = a.signed_up("bob_user").await;
-    let chat = a.new_chat(&s, None).await;
-    a.emulator.set_knobs(slow_answer(500));
-    let mut on_a = open_completion(&a, &s, &chat, "go on and on").await;
-    read_deltas(&mut on_a, 3).await;
+    let Generating { a, b, s, chat, mut on_a } = generating_on_the_first_of_two().await;
 
     let deleted = b.delete(&format!("/chats/chat/{chat}")).session(&s).send().await;
     assert_eq!(deleted.status, 200);
