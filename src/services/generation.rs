@@ -491,11 +491,23 @@ pub struct Generations {
     pub(super) bus: Bus,
     /// Copies of other replicas' generations followed here, by id.
     pub(super) mirrors: Arc<Mutex<HashMap<Uuid, std::sync::Weak<Generation>>>>,
+    /// Other processes' running generations: the heartbeat last seen, and since when.
+    pub(super) heartbeats_seen: Arc<Mutex<HashMap<Uuid, (Option<NaiveDateTime>, Instant)>>>,
 }
 
 impl Generations {
     pub fn new(store: Store, ollama: OllamaClient, limits: GenerationLimits, instance: Uuid, bus: Bus) -> Self {
-        Self { running: Arc::default(), tasks: TaskTracker::new(), store, ollama, limits, instance, bus, mirrors: Arc::default() }
+        Self {
+            running: Arc::default(),
+            tasks: TaskTracker::new(),
+            store,
+            ollama,
+            limits,
+            instance,
+            bus,
+            mirrors: Arc::default(),
+            heartbeats_seen: Arc::default(),
+        }
     }
 
     pub fn limits(&self) -> &GenerationLimits {
@@ -551,7 +563,7 @@ impl Generations {
         };
         let mut recovered = false;
         loop {
-            match self.store.start_generation(&new, max_running, self.alive_since()).await? {
+            match self.store.start_generation(&new, max_running).await? {
                 Ok(()) => return Ok(()),
                 Err(StartRefusal::TooManyAtOnce(limit)) => return Err(super::quotas::too_many_at_once(limit)),
                 Err(StartRefusal::ChatBusy) if !recovered => {
@@ -570,14 +582,19 @@ impl Generations {
         }
     }
 
-    /// Running generations whose heartbeat is older than this are taken for dead.
-    pub(super) fn alive_since(&self) -> NaiveDateTime {
-        let timeout = chrono::Duration::from_std(self.limits.heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
-        store::now() - timeout
-    }
-
+    /// Whether another process's running generation is taken for dead: its heartbeat has not
+    /// changed for the timeout, as this process's own clock measures it (replicas' clocks may
+    /// disagree; only their heartbeats' changes are compared).
     pub(super) fn is_stale(&self, row: &GenerationRow) -> bool {
-        row.owner_instance != Some(self.instance) && row.heartbeat_at.is_none_or(|beat| beat < self.alive_since())
+        if row.owner_instance == Some(self.instance) {
+            return false;
+        }
+        let mut seen = self.heartbeats_seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let (heartbeat, since) = seen.entry(row.id).or_insert((row.heartbeat_at, Instant::now()));
+        if *heartbeat != row.heartbeat_at {
+            (*heartbeat, *since) = (row.heartbeat_at, Instant::now());
+        }
+        since.elapsed() >= self.limits.heartbeat_timeout
     }
 
     /// The task's guard over `generation`; from here on the generation ends whatever happens.
@@ -704,7 +721,7 @@ impl Generations {
             prompt_tokens: counters.and_then(|c| c.prompt_eval_count).map_or(0, count),
             completion_tokens: count(counters.and_then(|c| c.eval_count).unwrap_or(pieces)),
             detail: ending.error.as_ref().map(ToString::to_string),
-            stale_before: None,
+            unchanged_heartbeat: None,
         };
         // Nothing produced and cut short, there is no answer to keep.
         let nothing_to_keep = !produced_anything && matches!(status, EndStatus::Stopped | EndStatus::Failed);

@@ -10,9 +10,10 @@
 //!   like a local one. Offsets make pieces idempotent: the mirror keeps only what it lacks and
 //!   asks again when something is missing. It polls the row too, so a lost notice or a dead
 //!   owner cannot leave it hanging.
-//! - A generation whose heartbeat is older than `GENERATION_HEARTBEAT_TIMEOUT_SECS` is ended as
-//!   `interrupted` by whichever replica notices first (the database lets one of them do it),
-//!   and its checkpoint becomes the answer.
+//! - A generation whose heartbeat has not changed for `GENERATION_HEARTBEAT_TIMEOUT_SECS` (by the
+//!   observing replica's clock: replicas' clocks need not agree) is ended as `interrupted` by
+//!   whichever replica notices first (the database lets one of them do it), and its checkpoint
+//!   becomes the answer.
 
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -84,13 +85,15 @@ impl Generations {
     }
 
     async fn recover_dead(&self) {
-        match self.store.stale_generations(self.alive_since()).await {
-            Ok(rows) => {
-                for row in rows.into_iter().filter(|row| row.owner_instance != Some(self.instance)) {
-                    self.recover(row).await;
-                }
+        let rows = match self.store.others_running_generations(self.instance).await {
+            Ok(rows) => rows,
+            Err(err) => return tracing::warn!(error = %err, "looking for generations of stopped servers failed"),
+        };
+        self.heartbeats_seen.lock().unwrap_or_else(PoisonError::into_inner).retain(|id, _| rows.iter().any(|row| row.id == *id));
+        for row in rows {
+            if self.is_stale(&row) {
+                self.recover(row).await;
             }
-            Err(err) => tracing::warn!(error = %err, "looking for generations of stopped servers failed"),
         }
     }
 
@@ -117,7 +120,7 @@ impl Generations {
             prompt_tokens: 0,
             completion_tokens: row.checkpoint_pieces,
             detail: Some(GenerationError::ServerLost.to_string()),
-            stale_before: Some(self.alive_since()),
+            unchanged_heartbeat: row.heartbeat_at,
         };
         let new = match (row.chat_id, answer.produced_anything()) {
             (Some(chat_id), true) => Some((chat_id, self.answer_message(&row.model, answer, &ending).await)),

@@ -38,8 +38,9 @@ pub struct GenerationEnd {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub detail: Option<String>,
-    /// Only end it if its heartbeat is older than this (a replica ending another's generation).
-    pub stale_before: Option<NaiveDateTime>,
+    /// Only end it if its heartbeat is still this one (a replica ending a generation whose
+    /// owner it takes for dead).
+    pub unchanged_heartbeat: Option<NaiveDateTime>,
 }
 
 /// What ending a generation wrote.
@@ -79,17 +80,16 @@ const END_RUNNING: &str = "UPDATE generations SET status = $2, provider = COALES
 
 impl Store {
     /// Writes the generation's `running` row. Refused when its chat has a running generation,
-    /// or when the user would have more than `max_running` running whose owners are alive
-    /// (heartbeat after `alive_since`), counted across every replica.
+    /// or when the user would have more than `max_running` running, counted across every
+    /// replica (a dead replica's count until it is recovered).
     pub async fn start_generation(
         &self,
         new: &NewGeneration,
         max_running: Option<usize>,
-        alive_since: NaiveDateTime,
     ) -> Result<Result<(), StartRefusal>, sqlx::Error> {
         let insert = "INSERT INTO generations (id, user_id, api_key_id, chat_id, model, status, owner_instance, started_at, \
                       heartbeat_at, user_message_id) VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $7, $8)";
-        let count = "SELECT COUNT(*) FROM generations WHERE user_id = $1 AND status = 'running' AND heartbeat_at > $2";
+        let count = "SELECT COUNT(*) FROM generations WHERE user_id = $1 AND status = 'running'";
         let postgres = self.is_postgres();
         in_transaction!(self, tx => {
             if postgres && max_running.is_some() {
@@ -115,7 +115,7 @@ impl Store {
                 other => other?,
             };
             if let Some(limit) = max_running {
-                let running: i64 = sqlx::query_scalar(count).bind(new.user_id).bind(alive_since).fetch_one(&mut *tx).await?;
+                let running: i64 = sqlx::query_scalar(count).bind(new.user_id).fetch_one(&mut *tx).await?;
                 if usize::try_from(running).unwrap_or(usize::MAX) > limit {
                     return Ok(TxEnd::Rollback(Err(StartRefusal::TooManyAtOnce(limit))));
                 }
@@ -131,8 +131,8 @@ impl Store {
         end: &GenerationEnd,
         answer: Option<(Uuid, Uuid, &NewMessage)>,
     ) -> Result<EndWritten, sqlx::Error> {
-        let sql = match end.stale_before {
-            Some(_) => format!("{END_RUNNING} AND heartbeat_at < $10"),
+        let sql = match end.unchanged_heartbeat {
+            Some(_) => format!("{END_RUNNING} AND heartbeat_at = $10"),
             None => END_RUNNING.to_owned(),
         };
         in_transaction!(self, tx => {
@@ -146,7 +146,7 @@ impl Store {
                 .bind(end.prompt_tokens)
                 .bind(end.completion_tokens)
                 .bind(&end.detail)
-                .bind(end.stale_before)
+                .bind(end.unchanged_heartbeat)
                 .execute(&mut *tx)
                 .await?;
             if ended.rows_affected() == 0 {
@@ -191,10 +191,13 @@ impl Store {
         on_pool!(self, pool => sqlx::query_as(&sql).bind(user_id).fetch_all(pool).await)
     }
 
-    /// Running generations whose owner has not written its heartbeat since `before`.
-    pub async fn stale_generations(&self, before: NaiveDateTime) -> Result<Vec<GenerationRow>, sqlx::Error> {
-        let sql = format!("SELECT {GENERATION_COLUMNS} FROM generations WHERE status = 'running' AND heartbeat_at < $1");
-        on_pool!(self, pool => sqlx::query_as(&sql).bind(before).fetch_all(pool).await)
+    /// Running generations of other processes than `instance`.
+    pub async fn others_running_generations(&self, instance: Uuid) -> Result<Vec<GenerationRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {GENERATION_COLUMNS} FROM generations WHERE status = 'running' \
+             AND (owner_instance IS NULL OR owner_instance <> $1)"
+        );
+        on_pool!(self, pool => sqlx::query_as(&sql).bind(instance).fetch_all(pool).await)
     }
 }
 
