@@ -492,8 +492,11 @@ pub struct Generations {
     /// Copies of other replicas' generations followed here, by id.
     pub(super) mirrors: Arc<Mutex<HashMap<Uuid, std::sync::Weak<Generation>>>>,
     /// Other processes' running generations: the heartbeat last seen, and since when.
-    pub(super) heartbeats_seen: Arc<Mutex<HashMap<Uuid, (Option<NaiveDateTime>, Instant)>>>,
+    pub(super) heartbeats_seen: Arc<Mutex<HashMap<Uuid, HeartbeatSeen>>>,
 }
+
+/// A heartbeat value read from a row, and when this process first read it.
+type HeartbeatSeen = (Option<NaiveDateTime>, Instant);
 
 impl Generations {
     pub fn new(store: Store, ollama: OllamaClient, limits: GenerationLimits, instance: Uuid, bus: Bus) -> Self {
