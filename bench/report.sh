@@ -126,6 +126,34 @@ write_report() {
       echo "Server cores per round: /users/me $(get openai.users_me_server_cores_runs), /v1/models $(get openai.models_server_cores_runs); other processes $(get openai.users_me_other_cores_runs) / $(get openai.models_other_cores_runs)."
       echo
     fi
+    if [ "$(get replicas.users_me_one_rps)" != n/a ]; then
+      echo "### Two replicas on one PostgreSQL (issue #15)"
+      echo
+      echo "\`bench/replicas.sh\` on its own database: two release servers (pool $POOL each) on the same cores and database."
+      echo "One replica: wrk -t$THREADS -c$CONNS against it; two: one wrk -t$(( THREADS / 2 )) -c$(( CONNS / 2 )) per replica at once, req/s added (wrk"
+      echo "has one host per run; no proxy in front). $REPLICAS_ROUNDS rounds of $REPLICAS_DURATION s each, the order alternating; req/s = mean of"
+      echo "the rounds; p99 of two = the larger of the two wrk's."
+      echo
+      echo "| scenario | one replica req/s (rounds) | two replicas req/s (rounds) | two/one | p99 ms one / two | other cores one / two | errors one / two |"
+      echo "|---|---|---|---|---|---|---|"
+      local sc label
+      for sc in users_me post_message; do
+        label="GET /users/me"; [ "$sc" = users_me ] || label="POST message"
+        printf '| %s | %s (%s) | %s (%s) | %s | %s / %s | %s / %s | %s / %s |\n' "$label" \
+          "$(get "replicas.${sc}_one_rps")" "$(get "replicas.${sc}_one_rps_runs")" "$(get "replicas.${sc}_two_rps")" "$(get "replicas.${sc}_two_rps_runs")" \
+          "$(get "replicas.${sc}_ratio")" "$(get "replicas.${sc}_one_p99_ms_runs")" "$(get "replicas.${sc}_two_p99_ms_runs")" \
+          "$(get "replicas.${sc}_one_other_cores_runs")" "$(get "replicas.${sc}_two_other_cores_runs")" \
+          "$(get "replicas.${sc}_one_errors")" "$(get "replicas.${sc}_two_errors")"
+      done
+      echo
+      echo "Re-attach across replicas (\`loadgen reattach-latency\`, emulator \`--token-delay-ms $(get replicas.reattach_token_delay_ms) --tokens $(get replicas.reattach_tokens_each)\`):"
+      echo "$(get replicas.reattach_n) generations started on A, each watched on B (\`GET /chats/{id}/generation\`) from A's 20th token; for every token"
+      echo "A's stream received after B's answer began, the delay until B's stream held it: $(get replicas.reattach_tokens) tokens, p50"
+      echo "$(get replicas.reattach_p50_ms) ms, p90 $(get replicas.reattach_p90_ms) ms, p99 $(get replicas.reattach_p99_ms) ms, max $(get replicas.reattach_max_ms) ms ($(get replicas.reattach_within_target_pct)% within 250 ms); catch-up"
+      echo "(B's first delta after its status line) p50 $(get replicas.reattach_catchup_p50_ms) ms, max $(get replicas.reattach_catchup_max_ms) ms; errors $(get replicas.reattach_errors);"
+      echo "generations left running $(get replicas.stuck_running)."
+      echo
+    fi
     echo "### $(get streams.n) concurrent streams at 20 tokens/s"
     echo
     echo "A freshly started server; emulator \`--token-delay-ms $STREAM_TOKEN_DELAY_MS --tokens $STREAM_TOKENS\`. $(get streams.n) chats are created"
@@ -234,6 +262,11 @@ write_report() {
       echo "| /v1: added time to first token through POST /v1/chat/completions (stream) < 1 ms at p50 | p50 $(get openai.ttft_added_p50_ms) ms (p99 $(get openai.ttft_added_p99_ms) ms) | $(yesno "$(num openai.ttft_added_p50_ms) < 1") |"
       echo "| /v1: GET /v1/models with a key at least as fast as GET /users/me | $(get openai.models_rps) vs $(get openai.users_me_rps) req/s = $(calc "$(num openai.models_vs_users_me) * 100" "%.0f")% | $(yesno "$(num openai.models_rps) >= $(num openai.users_me_rps)") |"
     fi
+    if [ "$(get replicas.users_me_one_rps)" != n/a ]; then
+      echo "| replicas: two replicas on the same cores lose ≤ 10% on GET /users/me | $(get replicas.users_me_two_rps) vs $(get replicas.users_me_one_rps) req/s = $(calc "$(num replicas.users_me_ratio) * 100" "%.0f")% | $(yesno "$(num replicas.users_me_ratio) >= 0.9") |"
+      echo "| replicas: two replicas on the same cores lose ≤ 10% on POST message | $(get replicas.post_message_two_rps) vs $(get replicas.post_message_one_rps) req/s = $(calc "$(num replicas.post_message_ratio) * 100" "%.0f")% | $(yesno "$(num replicas.post_message_ratio) >= 0.9") |"
+      echo "| replicas: a token reaches a watcher on another replica within 250 ms | p50 $(get replicas.reattach_p50_ms) ms, p99 $(get replicas.reattach_p99_ms) ms, max $(get replicas.reattach_max_ms) ms | $(yesno "$(num replicas.reattach_max_ms) <= 250 && $(num replicas.reattach_errors) == 0") |"
+    fi
     echo "| $(get streams.n) concurrent streams: server under 1 core | $(get streams.server_cores) cores ($(get streams.server_cpu_s) CPU s over $(get streams.wall_s) s) | $(yesno "$(num streams.server_cores) < 1") |"
     echo "| $(get streams.n) concurrent streams: server under 200 MB RSS | $(get streams.rss_max_mib) MiB = $(calc "$(num streams.rss_max_mib) * 1.048576" "%.0f") MB | $(yesno "$(num streams.rss_max_mib) * 1.048576 < 200") |"
     echo "| $(get streams.n) concurrent streams: every answer stored | $(get streams.stored) assistant rows in $(get streams.stored_chats) chats; $(get streams.ok) streams complete | $(yesno "$(num streams.stored) == $(num streams.n) && $(num streams.stored_chats) == $(num streams.n) && $(num streams.ok) == $(num streams.n)") |"
@@ -302,12 +335,13 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   calc() { awk "BEGIN { x = $1; if (x != x) print \"n/a\"; else printf \"${2:-%.2f}\", x }" 2>/dev/null || echo n/a; }
   while IFS= read -r line; do
     case "${line%%=*}" in
-      DURATION|WARMUP|COOLDOWN|CONNS|THREADS|LOGIN_DURATION|LOGIN_CONNS|LOW_CONNS|FLOOD_CONNS|POOL|POOL_SWEEP|TTFT_N|STREAMS|STREAM_TOKENS|STREAM_TOKEN_DELAY_MS|STARTUP_RUNS|SWEEP_DURATION|BODIES_PARALLEL|OPENAI_DURATION|OPENAI_ROUNDS)
+      DURATION|WARMUP|COOLDOWN|CONNS|THREADS|LOGIN_DURATION|LOGIN_CONNS|LOW_CONNS|FLOOD_CONNS|POOL|POOL_SWEEP|TTFT_N|STREAMS|STREAM_TOKENS|STREAM_TOKEN_DELAY_MS|STARTUP_RUNS|SWEEP_DURATION|BODIES_PARALLEL|OPENAI_DURATION|OPENAI_ROUNDS|REPLICAS_DURATION|REPLICAS_ROUNDS)
         printf -v "${line%%=*}" '%s' "${line#*=}" ;;
     esac
   done < "$OUT_DIR/run-info.txt"
   STARTUP_RUNS="${STARTUP_RUNS:-11}"; SWEEP_DURATION="${SWEEP_DURATION:-10}"; BODIES_PARALLEL="${BODIES_PARALLEL:-16}"
   OPENAI_DURATION="${OPENAI_DURATION:-10}"; OPENAI_ROUNDS="${OPENAI_ROUNDS:-2}"
+  REPLICAS_DURATION="${REPLICAS_DURATION:-10}"; REPLICAS_ROUNDS="${REPLICAS_ROUNDS:-2}"
   SWEPT=(); for p in $POOL_SWEEP; do [ "$p" = "$POOL" ] || SWEPT+=("$p"); done
   write_report "$OUT_DIR/BENCHMARKS.generated.md"
   [ "${2:-}" = --write ] && update_benchmarks_md "$ROOT/BENCHMARKS.md" "$OUT_DIR/BENCHMARKS.generated.md"

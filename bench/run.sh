@@ -17,6 +17,8 @@
 #   8. worst-case request bodies (bench/bodies.sh): 16 at once on each route, peak RSS against 300 MB
 #   9. search over SEARCH_MESSAGES messages (p50/p99), NDJSON export MB/s and RSS, import of a ChatGPT
 #      file of 1,000 conversations (bench/search.sh), on PostgreSQL and on SQLite
+#  9b. several replicas on one PostgreSQL (bench/replicas.sh): two replicas against one on the same cores
+#      (/users/me, POST message), and the delay of each token to a watcher on the other replica
 #  10. optional: pool-size sweep, perf profile of the server
 # Server CPU/RSS come from /proc (bench/loadgen monitor), sampled every 100 ms.
 #
@@ -32,6 +34,9 @@
 #   SEARCH_BACKENDS="postgres sqlite" SEARCH_MESSAGES=1000000 SEARCH_USER_MESSAGES=100000
 #                                    search/export/import step (bench/search.sh; "" = skip)
 #   OPENAI=1 OPENAI_DURATION=10 OPENAI_ROUNDS=2   the /v1 step (0 skips): wrk seconds per run, /users/me + /v1/models rounds
+#   REPLICAS=1 REPLICAS_DURATION=10 REPLICAS_ROUNDS=2 REPLICAS_N=10
+#                                    the replicas step (0 skips): wrk seconds per run, rounds of one vs two replicas,
+#                                    generations watched across replicas (200 tokens, 20 ms apart)
 #   PERF=1                           perf profile of the server under /users/me and POST message (if perf exists)
 #   MALLOC_DIAG=0                    1: also run the login scenario with glibc's mmap threshold fixed at 1 MiB (GLIBC_TUNABLES)
 #   NODELAY_DIAG=0                   1: also measure TTFT with TCP_NODELAY forced on by an LD_PRELOAD shim (needs cc)
@@ -58,6 +63,8 @@ BODIES_PARALLEL="${BODIES_PARALLEL:-16}"
 SEARCH_BACKENDS="${SEARCH_BACKENDS-postgres sqlite}"
 SEARCH_MESSAGES="${SEARCH_MESSAGES:-1000000}"; SEARCH_USER_MESSAGES="${SEARCH_USER_MESSAGES:-100000}"
 OPENAI="${OPENAI:-1}"; OPENAI_DURATION="${OPENAI_DURATION:-$(( DURATION < 10 ? DURATION : 10 ))}"; OPENAI_ROUNDS="${OPENAI_ROUNDS:-2}"
+REPLICAS="${REPLICAS:-1}"; REPLICAS_DURATION="${REPLICAS_DURATION:-$(( DURATION < 10 ? DURATION : 10 ))}"
+REPLICAS_ROUNDS="${REPLICAS_ROUNDS:-2}"; REPLICAS_N="${REPLICAS_N:-10}"
 PERF="${PERF:-1}"; NODELAY_DIAG="${NODELAY_DIAG:-0}"; MALLOC_DIAG="${MALLOC_DIAG:-0}"
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
 BENCH_DB="${BENCH_DB:-rovertchat_bench}"; PG_URL_PARAMS="${PG_URL_PARAMS:-}"
@@ -117,7 +124,7 @@ psql -d postgres -Atc 'select 1' >/dev/null || { echo "bench: PostgreSQL at $PGH
   echo "wrk=$(wrk --version 2>&1 | head -1 | awk '{print $2}')"
   echo "pgbench=$(pgbench --version)"
   echo "command=$(printf '%q ' "$0" "$@")"
-  for v in DURATION WARMUP COOLDOWN CONNS THREADS LOGIN_DURATION LOGIN_CONNS LOW_CONNS FLOOD_CONNS POOL POOL_SWEEP SWEEP_DURATION TTFT_N STREAMS STREAM_TOKENS STREAM_TOKEN_DELAY_MS STARTUP_RUNS BODIES_PARALLEL OPENAI OPENAI_DURATION OPENAI_ROUNDS PG_URL_PARAMS; do
+  for v in DURATION WARMUP COOLDOWN CONNS THREADS LOGIN_DURATION LOGIN_CONNS LOW_CONNS FLOOD_CONNS POOL POOL_SWEEP SWEEP_DURATION TTFT_N STREAMS STREAM_TOKENS STREAM_TOKEN_DELAY_MS STARTUP_RUNS BODIES_PARALLEL OPENAI OPENAI_DURATION OPENAI_ROUNDS REPLICAS REPLICAS_DURATION REPLICAS_ROUNDS REPLICAS_N PG_URL_PARAMS; do
     echo "$v=${!v}"
   done
 } > "$OUT_DIR/run-info.txt"
@@ -457,6 +464,28 @@ for backend in $SEARCH_BACKENDS; do
       "import of $(get "search_$backend.import_conversations") conversations $(get "search_$backend.import_s") s"
   stop_server
 done
+
+# 11b. several replicas on one PostgreSQL (bench/replicas.sh): its own database, emulator and two
+#      servers on other ports; two replicas against one, and the re-attach latency across them
+if [ "$REPLICAS" = 1 ]; then
+  log "replicas (bench/replicas.sh): $REPLICAS_ROUNDS x (/users/me, POST message) on one and two replicas, $REPLICAS_DURATION s each; $REPLICAS_N generations watched across replicas"
+  echo "BIN_DIR=<bin> DB=${BENCH_DB}_replicas POOL=$POOL DURATION=$REPLICAS_DURATION WARMUP=$WARMUP COOLDOWN=$COOLDOWN ROUNDS=$REPLICAS_ROUNDS CONNS=$CONNS THREADS=$THREADS REATTACH_N=$REPLICAS_N bench/replicas.sh" >>"$OUT_DIR/commands.txt"
+  BIN_DIR="$BIN" LOADGEN="$LOADGEN" OUT_DIR="$OUT_DIR" DB="${BENCH_DB}_replicas" PG_URL_PARAMS="$PG_URL_PARAMS" POOL="$POOL" \
+    DURATION="$REPLICAS_DURATION" WARMUP="$WARMUP" COOLDOWN="$COOLDOWN" ROUNDS="$REPLICAS_ROUNDS" CONNS="$CONNS" THREADS="$THREADS" \
+    TIMEOUT="$TIMEOUT" REATTACH_N="$REPLICAS_N" WAIT_FOR_RUSTC="$WAIT_FOR_RUSTC" "$HERE/replicas.sh" >"$OUT_DIR/replicas.txt" 2>"$OUT_DIR/replicas.log" \
+    || cat "$OUT_DIR/replicas.log" >&2
+  for k in users_me_one_rps users_me_one_rps_runs users_me_two_rps users_me_two_rps_runs users_me_one_p99_ms_runs \
+           users_me_two_p99_ms_runs users_me_one_other_cores_runs users_me_two_other_cores_runs users_me_ratio users_me_met \
+           post_message_one_rps post_message_one_rps_runs post_message_two_rps post_message_two_rps_runs \
+           post_message_one_p99_ms_runs post_message_two_p99_ms_runs post_message_one_other_cores_runs \
+           post_message_two_other_cores_runs post_message_ratio post_message_met users_me_one_errors users_me_two_errors \
+           post_message_one_errors post_message_two_errors reattach_n reattach_errors reattach_tokens reattach_p50_ms \
+           reattach_p90_ms reattach_p99_ms reattach_max_ms reattach_catchup_p50_ms reattach_catchup_max_ms \
+           reattach_within_target_pct reattach_met reattach_token_delay_ms reattach_tokens_each stuck_running server_warnings rustc_running_at_start loadavg_start loadavg_end; do
+    metric "replicas.$k" "$(kv "$OUT_DIR/replicas.txt" "$k")"
+  done
+  log "replicas: /users/me two/one $(get replicas.users_me_ratio) ($(get replicas.users_me_two_rps) vs $(get replicas.users_me_one_rps) req/s), POST message $(get replicas.post_message_ratio); re-attach token delay p50/p99/max $(get replicas.reattach_p50_ms)/$(get replicas.reattach_p99_ms)/$(get replicas.reattach_max_ms) ms"
+fi
 
 # 12. pool-size sweep (optional)
 SWEPT=()

@@ -4,6 +4,9 @@
 //!   (`POST /api/v1/chats/{id}/completions`, first `event: delta`), interleaved.
 //! - `openai-ttft`: the same through the OpenAI-compatible API (`POST /v1/chat/completions`,
 //!   `stream: true`, with an API key; first `data:` chunk carrying content).
+//! - `reattach-latency`: a generation started on one replica and watched on another
+//!   (`GET /api/v1/chats/{id}/generation`): per token, the delay between the owner's stream and the
+//!   other replica's stream receiving it (both read here, one clock).
 //! - `streams`: N concurrent SSE completions (one chat each), with the server's CPU time and RSS
 //!   read from /proc before, during (every 100 ms) and after.
 //! - `monitor`: CPU time and RSS of groups of processes over a window, from /proc (used around
@@ -81,6 +84,38 @@ enum Command {
         #[arg(long, default_value = "Hello there, how are you today?")]
         content: String,
         /// write every measured pair (direct_ms,server_ms) here as CSV
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+    /// Per-token delay between a generation's stream on the replica that runs it and a watcher's
+    /// stream (`GET /api/v1/chats/{id}/generation`) on another replica; N generations, one at a time.
+    ReattachLatency {
+        /// the replica the generations start on (owner), e.g. http://127.0.0.1:18180
+        #[arg(long)]
+        owner: String,
+        /// the other replica, where the watcher re-attaches, e.g. http://127.0.0.1:18181
+        #[arg(long)]
+        watcher: String,
+        #[arg(long, env = "TOKEN")]
+        token: String,
+        #[arg(long, default_value = "llama3.2:1b")]
+        model: String,
+        /// measured generations
+        #[arg(short, default_value_t = 10)]
+        n: usize,
+        /// unrecorded generations first
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// the watcher re-attaches once the owner's stream has had this many content deltas
+        #[arg(long, default_value_t = 20)]
+        attach_after: usize,
+        /// the target: every token reaches the watcher within this many ms
+        #[arg(long, default_value_t = 250.0)]
+        target_ms: f64,
+        /// give up on a generation after this long
+        #[arg(long, default_value_t = 120)]
+        timeout_s: u64,
+        /// every measured token (generation,offset,owner_ms,watcher_ms,delay_ms) goes here as CSV
         #[arg(long)]
         csv: Option<PathBuf>,
     },
@@ -174,6 +209,20 @@ fn main() {
         }
         Command::OpenaiTtft { server, emulator, key, model, n, warmup, content, csv } => {
             runtime().block_on(ttft(server, emulator, Through::OpenAi { key }, model, n, warmup, content, csv))
+        }
+        Command::ReattachLatency { owner, watcher, token, model, n, warmup, attach_after, target_ms, timeout_s, csv } => {
+            runtime().block_on(reattach_latency(ReattachArgs {
+                owner,
+                watcher,
+                token,
+                model,
+                n,
+                warmup,
+                attach_after,
+                target_ms,
+                timeout: Duration::from_secs(timeout_s),
+                csv,
+            }))
         }
         Command::Streams {
             server,
@@ -572,6 +621,231 @@ async fn ttft(
 
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
+}
+
+// ---------------------------------------------------------------------------------------------
+// reattach-latency
+
+struct ReattachArgs {
+    owner: String,
+    watcher: String,
+    token: String,
+    model: String,
+    n: usize,
+    warmup: usize,
+    attach_after: usize,
+    target_ms: f64,
+    timeout: Duration,
+    csv: Option<PathBuf>,
+}
+
+/// Server-sent events of a response, each with the time its last byte arrived.
+struct SseReader {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+/// One event: its name (`message` when it has none) and its data lines joined.
+struct SseEvent {
+    at: Instant,
+    name: String,
+    data: String,
+}
+
+impl SseReader {
+    /// The next event; `Ok(None)` when the body ends.
+    async fn next(&mut self) -> Result<Option<SseEvent>, String> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let text = String::from_utf8_lossy(&block[..end]).into_owned();
+                let (mut name, mut data) = (String::from("message"), Vec::new());
+                for line in text.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim_start().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a comment (keep-alive)
+                }
+                return Ok(Some(SseEvent { at: Instant::now(), name, data: data.join("\n") }));
+            }
+            match self.resp.chunk().await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+}
+
+/// What one side (owner or watcher) of a generation saw.
+#[derive(Default)]
+struct Timeline {
+    /// when the response's status line arrived, ms since the generation started
+    headers_ms: f64,
+    /// (ms since the generation started, bytes of content received so far), per content delta
+    deltas: Vec<(f64, usize)>,
+    content: String,
+    end: Option<String>,
+    error: Option<String>,
+}
+
+impl Timeline {
+    /// Reads `resp` to its end event, calling `on_delta` with the number of content deltas so far.
+    async fn read(resp: reqwest::Result<reqwest::Response>, t0: Instant, mut on_delta: impl FnMut(usize)) -> Timeline {
+        let mut t = Timeline::default();
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                t.error = Some(format!("send: {e}"));
+                return t;
+            }
+        };
+        t.headers_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let status = resp.status();
+        if !status.is_success() {
+            t.error = Some(format!("HTTP {status}: {}", resp.text().await.unwrap_or_default()));
+            return t;
+        }
+        let mut events = SseReader { resp, buf: Vec::new() };
+        loop {
+            match events.next().await {
+                Ok(Some(event)) => match event.name.as_str() {
+                    "delta" => {
+                        let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+                        if let Some(piece) = data["content"].as_str() {
+                            t.content.push_str(piece);
+                            t.deltas.push(((event.at - t0).as_secs_f64() * 1000.0, t.content.len()));
+                            on_delta(t.deltas.len());
+                        }
+                    }
+                    "done" | "error" => {
+                        let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+                        t.end = Some(data["status"].as_str().unwrap_or(&event.name).to_owned());
+                        if event.name == "error" {
+                            t.error = Some(format!("error event: {}", event.data));
+                        }
+                        return t;
+                    }
+                    _ => {}
+                },
+                Ok(None) => {
+                    t.error = Some("the stream ended without done".into());
+                    return t;
+                }
+                Err(e) => {
+                    t.error = Some(e);
+                    return t;
+                }
+            }
+        }
+    }
+}
+
+/// One generation started on the owner, watched on the other replica once the owner's stream
+/// has had `attach_after` deltas.
+async fn reattached_generation(http: &reqwest::Client, a: &ReattachArgs, chat: &str) -> (Timeline, Timeline) {
+    let cookie = format!("access_token={}", a.token);
+    let t0 = Instant::now();
+    let (attach_tx, attach_rx) = tokio::sync::oneshot::channel::<()>();
+    let owner = async {
+        let resp = http
+            .post(format!("{}/api/v1/chats/{chat}/completions", a.owner))
+            .header("cookie", &cookie)
+            .json(&json!({"model": a.model, "content": "Tell me a long story about replicas"}))
+            .send()
+            .await;
+        let mut attach_tx = Some(attach_tx);
+        let timeline = Timeline::read(resp, t0, |deltas| {
+            if deltas >= a.attach_after {
+                if let Some(tx) = attach_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        })
+        .await;
+        drop(attach_tx); // an owner stream that ended early releases the watcher
+        timeline
+    };
+    let watcher = async {
+        if attach_rx.await.is_err() {
+            return Timeline {
+                error: Some("the owner's stream ended before the watcher re-attached".into()),
+                ..Timeline::default()
+            };
+        }
+        let resp = http.get(format!("{}/api/v1/chats/{chat}/generation", a.watcher)).header("cookie", &cookie).send().await;
+        Timeline::read(resp, t0, |_| {}).await
+    };
+    tokio::join!(owner, watcher)
+}
+
+async fn reattach_latency(a: ReattachArgs) {
+    let http = client();
+    let chats = create_chats(&http, &a.owner, &a.token, a.n + a.warmup, 4).await;
+    let (mut delays, mut catchups, mut errors) = (Vec::new(), Vec::new(), 0usize);
+    let mut csv = String::from("generation,offset,owner_ms,watcher_ms,delay_ms\n");
+    for (i, chat) in chats.iter().enumerate() {
+        let (owner, watcher) = match tokio::time::timeout(a.timeout, reattached_generation(&http, &a, chat)).await {
+            Ok(pair) => pair,
+            Err(_) => {
+                errors += 1;
+                eprintln!("reattach-latency: generation {i} timed out");
+                continue;
+            }
+        };
+        let problem = owner
+            .error
+            .as_ref()
+            .map(|e| format!("owner: {e}"))
+            .or_else(|| watcher.error.as_ref().map(|e| format!("watcher: {e}")))
+            .or_else(|| (watcher.content != owner.content).then(|| "the watcher's answer differs from the owner's".into()))
+            .or_else(|| (watcher.end != owner.end).then(|| format!("ends differ: {:?} vs {:?}", owner.end, watcher.end)));
+        if let Some(problem) = problem {
+            errors += 1;
+            eprintln!("reattach-latency: generation {i}: {problem}");
+            continue;
+        }
+        if i < a.warmup {
+            continue;
+        }
+        // The watcher's first delta holds everything so far; its time to arrive after the
+        // watcher's status line is the catch-up.
+        if let Some((first, _)) = watcher.deltas.first() {
+            catchups.push(first - watcher.headers_ms);
+        }
+        // Tokens the owner's stream received after the watcher was attached (its status line
+        // arrived): when did the watcher's stream hold as many bytes?
+        for &(owner_ms, offset) in owner.deltas.iter().filter(|(ms, _)| *ms >= watcher.headers_ms) {
+            let Some(&(watcher_ms, _)) = watcher.deltas.iter().find(|(_, len)| *len >= offset) else { continue };
+            delays.push(watcher_ms - owner_ms);
+            let _ = writeln!(csv, "{i},{offset},{owner_ms:.3},{watcher_ms:.3},{:.3}", watcher_ms - owner_ms);
+        }
+    }
+    if let Some(path) = &a.csv {
+        std::fs::write(path, csv).unwrap_or_else(|e| die(format!("cannot write {}: {e}", path.display())));
+    }
+    let (delays, catchups) = (sorted(delays), sorted(catchups));
+    let within = delays.iter().filter(|d| **d <= a.target_ms).count();
+    let max = delays.last().copied().unwrap_or(f64::NAN);
+    let mut f = BTreeMap::new();
+    f.insert("n", a.n.to_string());
+    f.insert("errors", errors.to_string());
+    f.insert("tokens", delays.len().to_string());
+    for (name, p) in [("p50_ms", 50.0), ("p90_ms", 90.0), ("p99_ms", 99.0)] {
+        f.insert(name, format!("{:.2}", percentile(&delays, p)));
+    }
+    f.insert("max_ms", format!("{max:.2}"));
+    f.insert("mean_ms", format!("{:.2}", delays.iter().sum::<f64>() / delays.len().max(1) as f64));
+    f.insert("catchup_p50_ms", format!("{:.2}", percentile(&catchups, 50.0)));
+    f.insert("catchup_max_ms", format!("{:.2}", catchups.last().copied().unwrap_or(f64::NAN)));
+    f.insert("target_ms", format!("{}", a.target_ms));
+    f.insert("within_target_pct", format!("{:.2}", within as f64 * 100.0 / delays.len().max(1) as f64));
+    f.insert("met", (if errors == 0 && !delays.is_empty() && max <= a.target_ms { "yes" } else { "no" }).into());
+    println!("{}", result_line("reattach", &f));
 }
 
 // ---------------------------------------------------------------------------------------------
