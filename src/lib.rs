@@ -24,6 +24,7 @@ pub mod services;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod upstream;
 pub mod validation;
 
 use std::future::Future;
@@ -41,7 +42,6 @@ use tower::Layer;
 use crate::auth::tokens::TokenKeys;
 use crate::background::BackgroundTasks;
 use crate::config::Config;
-use crate::ollama::OllamaClient;
 use crate::server::Server;
 use crate::services::admission::Admission;
 use crate::services::api_keys::ApiKeyCheck;
@@ -50,6 +50,8 @@ use crate::services::model_access::ModelAccess;
 use crate::services::quotas::Quotas;
 use crate::state::AppState;
 use crate::store::Store;
+use crate::upstream::keys::KeyCipher;
+use crate::upstream::Upstreams;
 use crate::validation::BodyLimits;
 
 /// How long answers stopped at the end of the shutdown grace period have to send their last
@@ -71,7 +73,6 @@ impl Application {
         let store =
             Store::connect(&config.database, config.database_max_connections).await?.with_row_cache(config.user_cache_ttl);
         store.migrate().await?;
-        let ollama = OllamaClient::new(&config.ollama)?;
         let background = BackgroundTasks::default();
         let rate_limits = guards::RateLimits::new(&config.rate_limits);
         rate_limits.spawn_housekeeping(&background);
@@ -80,23 +81,21 @@ impl Application {
         }
         metrics::install();
         metrics::spawn_upkeep(&background);
-        let upstream = metrics::UpstreamHealth::default();
-        // The first probe's line says at startup whether the upstream is reachable.
-        upstream.probe(&ollama).await;
-        upstream.spawn_probe(ollama.clone(), &background);
+        // Waits for the providers' first probes, whose lines say at startup which are reachable.
+        let cipher = KeyCipher::new(config.provider_keys_secret.expose());
+        let upstreams = Upstreams::start(store.clone(), config.ollama.clone(), cipher, background.spawner()).await?;
         let state = AppState::new(state::Parts {
-            upstream,
             frontend: config.frontend_dir.as_deref().map(frontend::Frontend::new),
             rate_limits,
             body_limits: BodyLimits::new(config.max_body_bytes, config.max_body_bytes_in_flight, config.request_timeout),
             tokens: Arc::new(TokenKeys::new(&config.jwt)),
-            generations: Generations::new(store.clone(), ollama.clone(), config.generation_limits),
+            generations: Generations::new(store.clone(), upstreams.clone(), config.generation_limits),
             api_key_check: ApiKeyCheck::new(store.clone()),
             admission: Admission {
                 models: ModelAccess::new(store.clone(), config.user_cache_ttl),
                 quotas: Quotas::new(store.clone(), config.user_cache_ttl, config.generation_limits.per_user),
             },
-            ollama,
+            upstreams,
             store,
             config: Arc::new(config),
         });

@@ -44,7 +44,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn list_models(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Vec<ModelPolicyResponse>>> {
-    let policies = state.admission.models.all(&state.ollama).await?;
+    let policies = state.admission.models.all(&state.upstreams).await?;
     Ok(Json(policies.into_iter().map(Into::into).collect()))
 }
 
@@ -120,7 +120,7 @@ pub(crate) async fn all_usage(
     security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn overview(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Stats>> {
-    Ok(Json(stats::stats(&state.store, state.generations.running_count(), state.upstream.is_up()).await?))
+    Ok(Json(stats::stats(&state.store, state.generations.running_count(), state.upstreams.any_healthy()).await?))
 }
 
 /// The audit log, newest first.

@@ -29,12 +29,13 @@ use uuid::Uuid;
 use super::{ServiceError, ServiceResult};
 use crate::config::GenerationLimits;
 use crate::ollama::types::ChunkMessage;
-use crate::ollama::{ChatChunk, ChatRequest, OllamaClient, OllamaError};
+use crate::ollama::{ChatChunk, ChatRequest, OllamaError};
 use crate::schemas::chats::MessageRole;
 use crate::store::chats::DEFAULT_CHAT_TITLE;
 use crate::store::generations::GenerationRecord;
 use crate::store::messages::{Message, NewMessage};
 use crate::store::{self, Store};
+use crate::upstream::Upstreams;
 use chrono::NaiveDateTime;
 
 /// How a generation ended.
@@ -192,6 +193,8 @@ pub struct Generation {
     storing_claimed: AtomicBool,
     /// Set by whoever records the generation's usage row, so that it is written once.
     usage_claimed: AtomicBool,
+    /// The provider that answered (or was tried last), recorded with the usage.
+    provider: Mutex<Option<String>>,
 }
 
 impl Generation {
@@ -211,7 +214,13 @@ impl Generation {
             cancel: CancellationToken::new(),
             storing_claimed: AtomicBool::new(false),
             usage_claimed: AtomicBool::new(false),
+            provider: Mutex::default(),
         }
+    }
+
+    /// The provider that answered, or was tried last.
+    pub fn provider(&self) -> Option<String> {
+        self.provider.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Its key among the running generations: its chat, or itself when it has none.
@@ -368,13 +377,13 @@ pub struct Generations {
     running: Arc<Mutex<HashMap<Uuid, Arc<Generation>>>>,
     tasks: TaskTracker,
     store: Store,
-    ollama: OllamaClient,
+    upstreams: Upstreams,
     limits: GenerationLimits,
 }
 
 impl Generations {
-    pub fn new(store: Store, ollama: OllamaClient, limits: GenerationLimits) -> Self {
-        Self { running: Arc::default(), tasks: TaskTracker::new(), store, ollama, limits }
+    pub fn new(store: Store, upstreams: Upstreams, limits: GenerationLimits) -> Self {
+        Self { running: Arc::default(), tasks: TaskTracker::new(), store, upstreams, limits }
     }
 
     pub fn limits(&self) -> &GenerationLimits {
@@ -472,7 +481,7 @@ impl Generations {
         let outcome = tokio::select! {
             // Dropping `stream_answer` drops the upstream request: Ollama stops generating.
             _ = generation.cancel.cancelled() => Outcome::Stopped,
-            result = stream_answer(&self.ollama, generation, &upstream, self.limits.max_answer_tokens) => match result {
+            result = stream_answer(&self.upstreams, generation, &upstream, self.limits.max_answer_tokens) => match result {
                 Ok(Streamed::Done(final_chunk)) if final_chunk.done_reason.as_deref() == Some("length") => {
                     Outcome::Length(Some(final_chunk))
                 }
@@ -594,7 +603,7 @@ impl Generations {
             api_key_id: generation.api_key_id,
             chat_id: generation.chat_id,
             model: generation.model.clone(),
-            provider: None,
+            provider: generation.provider(),
             status: ending.status.as_str().into(),
             started_at: generation.started_at,
             ended_at: Some(store::now()),
@@ -783,15 +792,17 @@ fn limit_answer_length(request: &mut ChatRequest, max_tokens: u32) {
     }
 }
 
-/// Publishes the upstream's chunks as they come, at most `max_tokens` of them.
+/// Publishes the chunks of the provider that answers (see [`Upstreams::open`]) as they come,
+/// at most `max_tokens` of them.
 async fn stream_answer(
-    ollama: &OllamaClient,
+    upstreams: &Upstreams,
     generation: &Generation,
     request: &ChatRequest,
     max_tokens: u32,
 ) -> Result<Streamed, OllamaError> {
-    let stream = ollama.chat(request).await?;
-    futures_util::pin_mut!(stream);
+    let record_provider = |name: &str| *generation.provider.lock().unwrap_or_else(PoisonError::into_inner) = Some(name.to_owned());
+    let mut answer = upstreams.open(generation.chat_id, request, record_provider).await?;
+    let stream = &mut answer.chunks;
     let mut tokens = 0u32;
     while let Some(item) = stream.next().await {
         let mut chunk = item?;
@@ -975,15 +986,17 @@ mod tests {
             .await
             .unwrap();
         let chat = store.create_chat(user.id, DEFAULT_CHAT_TITLE, store::now()).await.unwrap();
-        let ollama = OllamaClient::new(&crate::config::OllamaConfig {
-            base_url: "http://127.0.0.1:9".into(),
+        let config = crate::config::OllamaConfig {
+            base_urls: vec!["http://127.0.0.1:9".into()],
             connect_timeout: Duration::from_secs(1),
             first_byte_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             tags_cache_ttl: Duration::from_secs(1),
-        })
-        .unwrap();
-        (Generations::new(store, ollama, GenerationLimits::default()), user.id, chat.id)
+        };
+        let cipher = crate::upstream::keys::KeyCipher::new("test");
+        let spawner = crate::background::BackgroundTasks::default().spawner();
+        let upstreams = Upstreams::new(store.clone(), config, cipher, spawner);
+        (Generations::new(store, upstreams, GenerationLimits::default()), user.id, chat.id)
     }
 
     fn question(content: &str) -> Question {

@@ -12,6 +12,7 @@ pub mod chats;
 pub mod generations;
 pub mod messages;
 pub mod models;
+pub mod providers;
 pub mod quotas;
 pub mod refresh_tokens;
 pub mod row_cache;
