@@ -800,7 +800,8 @@ async fn stream_answer(
     request: &ChatRequest,
     max_tokens: u32,
 ) -> Result<Streamed, OllamaError> {
-    let record_provider = |name: &str| *generation.provider.lock().unwrap_or_else(PoisonError::into_inner) = Some(name.to_owned());
+    let record_provider =
+        |name: &str| *generation.provider.lock().unwrap_or_else(PoisonError::into_inner) = Some(name.to_owned());
     let mut answer = upstreams.open(generation.chat_id, request, record_provider).await?;
     let stream = &mut answer.chunks;
     let mut tokens = 0u32;

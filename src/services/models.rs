@@ -24,12 +24,14 @@ pub type PullLine = (Arc<str>, Result<Value, OllamaError>);
 /// not an Ollama.
 fn targets(upstreams: &Upstreams, provider: Option<&str>) -> ServiceResult<Vec<PullTarget>> {
     match upstreams.pull_targets(provider) {
-        Ok(targets) if targets.is_empty() => Err(ServiceError::Upstream(OllamaError::NoProvider(
-            "No Ollama provider is enabled".into(),
-        ))),
+        Ok(targets) if targets.is_empty() => {
+            Err(ServiceError::Upstream(OllamaError::NoProvider("No Ollama provider is enabled".into())))
+        }
         Ok(targets) => Ok(targets),
         Err(None) => Err(ServiceError::NotFound("Provider not found")),
-        Err(Some(name)) => Err(ServiceError::Refused(format!("Provider {name} is not an Ollama: its models cannot be pulled or deleted"))),
+        Err(Some(name)) => {
+            Err(ServiceError::Refused(format!("Provider {name} is not an Ollama: its models cannot be pulled or deleted")))
+        }
     }
 }
 
@@ -86,9 +88,8 @@ pub async fn delete(
     let mut targets = targets(upstreams, provider)?;
     if provider.is_none() {
         let providers = upstreams.providers();
-        let listing = |target: &PullTarget| {
-            providers.iter().any(|p| p.name == target.name && p.status().models.iter().any(|m| m == model))
-        };
+        let listing =
+            |target: &PullTarget| providers.iter().any(|p| p.name == target.name && p.status().models.iter().any(|m| m == model));
         if targets.iter().any(listing) {
             targets.retain(listing);
         }

@@ -54,11 +54,11 @@ impl UpstreamClient {
 /// of the request itself (a 4xx other than "no such model" and "too busy").
 pub fn fails_over(err: &OllamaError) -> bool {
     match err {
-        OllamaError::Upstream { status, .. } => {
-            status.is_server_error() || status.as_u16() == 404 || status.as_u16() == 429
-        }
+        OllamaError::Upstream { status, .. } => status.is_server_error() || status.as_u16() == 404 || status.as_u16() == 429,
         OllamaError::NoProvider(_) => false,
-        OllamaError::Unreachable { .. } | OllamaError::Timeout(_) | OllamaError::Protocol(_) | OllamaError::Disconnected(_) => true,
+        OllamaError::Unreachable { .. } | OllamaError::Timeout(_) | OllamaError::Protocol(_) | OllamaError::Disconnected(_) => {
+            true
+        }
     }
 }
 

@@ -292,6 +292,9 @@ impl Provider {
             Ok(UpstreamClient::Ollama(client)) if self.enabled => self.probe_ollama(client, config, requested).await,
             _ => {}
         }
+        // Also for a provider that is not probed (disabled, unusable): its next turn is a
+        // period away, not now.
+        self.state().probed_at = Some(Instant::now());
         self.progress.send_modify(|p| {
             p.probes += 1;
             p.served = p.served.max(requested);
@@ -307,9 +310,7 @@ impl Provider {
         let (installed, latency) = match listing {
             Ok(listed) => listed,
             Err(err) => {
-                let mut state = self.state();
-                self.cool_down(&mut state, err);
-                state.probed_at = Some(Instant::now());
+                self.cool_down(&mut self.state(), err);
                 return;
             }
         };
@@ -339,7 +340,6 @@ impl Provider {
         state.failures = 0;
         state.retry_at = None;
         state.last_error = None;
-        state.probed_at = Some(Instant::now());
         state.latency_ms = Some(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX));
         state.version = version.ok().and_then(|v| v.get("version").and_then(Value::as_str).map(str::to_owned));
         if let Ok(loaded) = loaded {
