@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::config::Knobs;
-use crate::generation::{self, thinking_text, Answer, Flavor, Job, Work};
+use crate::generation::{self, thinking_text, Answer, Flavor, Job, ToolCall, Work};
 use crate::params::{parse_think, KeepAlive, ModelOptions};
 use crate::state::Shared;
 use crate::text::word_count;
@@ -84,12 +84,9 @@ fn prepare(shared: &Shared, body: &[u8]) -> Result<(Knobs, Job), ApiError> {
         let thinking = thinking_text(&spec, think, last_user);
         // After a tool result the model answers instead of calling the tool again.
         let answers_tool_result = messages.last().is_some_and(|m| m.role() == "tool");
-        let tool_name = tools
-            .first()
-            .filter(|_| !answers_tool_result)
-            .map(|tool| tool.pointer("/function/name").and_then(Value::as_str).unwrap_or("tool"));
+        let tool_call = tools.first().filter(|_| !answers_tool_result).map(|tool| ToolCall::for_tool(tool, last_user));
         let prompt_words = messages.iter().map(|m| word_count(m.content())).sum();
-        Work::Answer(Answer::compose(&reply, thinking.as_deref(), tool_name, prompt_words, &knobs, options.num_predict))
+        Work::Answer(Answer::compose(&reply, thinking.as_deref(), tool_call, prompt_words, &knobs, options.num_predict))
     };
     let job = Job {
         flavor: Flavor::Chat,

@@ -19,6 +19,13 @@ pub struct EmulatorConfig {
     pub models: Option<Vec<ModelSpec>>,
     /// Print one line per request to stderr (the binary turns this on).
     pub log_requests: bool,
+    /// OpenAI-compatible mode (like vLLM or llama.cpp's server): `/v1/models`,
+    /// `/v1/chat/completions` and `/health` are served, and everything else, `/api/*`
+    /// included, is a 404 in OpenAI's error shape. Off: the native Ollama API only.
+    pub openai: bool,
+    /// When set, every request (but `/health`) needs `Authorization: Bearer <api_key>`, else
+    /// 401 (in OpenAI's error shape in OpenAI mode, `{"error": "unauthorized"}` otherwise).
+    pub api_key: Option<String>,
 }
 
 /// Behaviour switches for generation requests (`/api/chat`, `/api/generate`).

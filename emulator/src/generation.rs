@@ -1,6 +1,7 @@
-//! The generation engine behind `/api/chat` and `/api/generate`: waits like a model would
-//! (queue, load, prompt evaluation), then answers with an NDJSON stream or one JSON object,
-//! applying the fault-injection knobs.
+//! The generation engine behind `/api/chat`, `/api/generate` and `/v1/chat/completions`:
+//! waits like a model would (queue, load, prompt evaluation), then answers with a stream
+//! (Ollama's NDJSON, or OpenAI's server-sent events) or one JSON object, applying the
+//! fault-injection knobs.
 //!
 //! All waiting before the first chunk happens inside the handler, so the status line and
 //! headers are only written together with the first chunk, as in Ollama.
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::completion::{Completion, Usage};
 use crate::config::{Knobs, ModelSpec};
 use crate::pace::{pause, Pacer};
 use crate::params::KeepAlive;
@@ -24,6 +26,7 @@ use crate::state::Shared;
 use crate::text::{fit_tokens, group_tokens, split_tokens, tool_call_id};
 use crate::tracker::Tracker;
 use crate::wire::{created_at_now, error_line, to_json, with_content_type, ApiError, JSON, NDJSON};
+use crate::{openai, openai::CHAT_COMPLETIONS};
 
 /// Reported `load_duration` of a cold model at least (the value the original emulator used).
 const MIN_LOAD_NS: u64 = 12_345_678;
@@ -50,6 +53,9 @@ pub(crate) enum Flavor {
     Chat,
     /// `/api/generate`: `response`, `thinking`, and a `context` array at the end unless raw.
     Generate { context: bool },
+    /// `/v1/chat/completions`: `chat.completion` objects, or `chat.completion.chunk` events
+    /// (with a usage chunk at the end when `include_usage`).
+    OpenAi { include_usage: bool },
 }
 
 impl Flavor {
@@ -57,6 +63,7 @@ impl Flavor {
         match self {
             Flavor::Chat => "/api/chat",
             Flavor::Generate { .. } => "/api/generate",
+            Flavor::OpenAi { .. } => CHAT_COMPLETIONS,
         }
     }
 }
@@ -76,8 +83,43 @@ struct ToolCallFunction {
 }
 
 impl ToolCall {
-    fn new(name: &str) -> Self {
-        ToolCall { id: tool_call_id(), function: ToolCallFunction { index: 0, name: name.to_string(), arguments: Map::new() } }
+    /// A call of `tool` (a tool definition, `{"type": "function", "function": {"name",
+    /// "parameters"}}`) as a model would make it: every required parameter gets a value of its
+    /// type, a string parameter the text of the last user message.
+    pub fn for_tool(tool: &Value, text: &str) -> Self {
+        let function = tool.get("function").unwrap_or(&Value::Null);
+        let name = function.get("name").and_then(Value::as_str).unwrap_or("tool");
+        let parameters = function.get("parameters").unwrap_or(&Value::Null);
+        let required = parameters.get("required").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        let arguments = required
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|parameter| {
+                let kind = parameters.get("properties").and_then(|p| p.get(parameter)).and_then(|p| p.get("type"));
+                let value = match kind.and_then(Value::as_str) {
+                    Some("integer") => Value::from(1),
+                    Some("number") => Value::from(1.5),
+                    Some("boolean") => Value::Bool(true),
+                    Some("array") => Value::Array(Vec::new()),
+                    Some("object") => Value::Object(Map::new()),
+                    _ => Value::from(text),
+                };
+                (parameter.to_string(), value)
+            })
+            .collect();
+        ToolCall { id: tool_call_id(), function: ToolCallFunction { index: 0, name: name.to_string(), arguments } }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.function.name
+    }
+
+    pub fn arguments(&self) -> &Map<String, Value> {
+        &self.function.arguments
     }
 }
 
@@ -103,7 +145,7 @@ impl Answer {
     pub fn compose(
         reply: &str,
         thinking: Option<&str>,
-        tool_name: Option<&str>,
+        tool_call: Option<ToolCall>,
         prompt_words: usize,
         knobs: &Knobs,
         num_predict: Option<usize>,
@@ -122,7 +164,7 @@ impl Answer {
         let pieces = thinking
             .into_iter()
             .map(Piece::Thinking)
-            .chain(tool_name.map(|name| Piece::ToolCall(ToolCall::new(name))))
+            .chain(tool_call.map(Piece::ToolCall))
             .chain(content.into_iter().map(Piece::Content))
             .collect();
         Answer { pieces, done_reason, prompt_eval_count: prompt_words as u64 + 10 }
@@ -165,21 +207,22 @@ pub(crate) struct Job {
 /// Serves a validated job with the knobs read when the request started.
 pub(crate) async fn serve(shared: Arc<Shared>, knobs: Knobs, job: Job) -> Response {
     let started = Instant::now();
+    let writer = Writer::new(job.flavor, job.model.clone());
     if let Some((status, message)) = &knobs.fail_before_first_byte {
-        return ApiError::injected(*status, message.clone()).into_response();
+        return writer.error(ApiError::injected(*status, message.clone()));
     }
     let mut tracker = Tracker::new(&shared, job.flavor.path(), &job.model);
     if job.keep_alive.unloads() {
         tracker.unload_at_end(&job.spec.name);
     }
     if let Work::Unload = job.work {
-        return load_only_response(job.flavor, &job.model, "unload", tracker);
+        return load_only_response(&writer, "unload", tracker);
     }
     match scheduler::acquire_slot(&shared, &knobs).await {
         Ok(slot) => tracker.hold_slot(slot),
         Err(error) => {
             tracker.end();
-            return error.into_response();
+            return writer.error(error);
         }
     }
     if knobs.hang {
@@ -188,13 +231,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, knobs: Knobs, job: Job) -> Respon
     }
     let load = scheduler::load(&shared, &job.spec, knobs.load_delay, job.keep_alive, job.num_ctx).await;
     let Work::Answer(answer) = job.work else {
-        return load_only_response(job.flavor, &job.model, "load", tracker);
+        return load_only_response(&writer, "load", tracker);
     };
     let prompt_started = Instant::now();
     pause(knobs.first_token_delay).await;
     let output = Output {
-        flavor: job.flavor,
-        model: job.model,
+        writer,
         done_reason: answer.done_reason,
         per_token_delay: knobs.per_token_delay,
         timing: Timing {
@@ -214,8 +256,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, knobs: Knobs, job: Job) -> Respon
 }
 
 /// The single object of a load or unload request (even when streaming was asked for).
-fn load_only_response(flavor: Flavor, model: &str, reason: &str, mut tracker: Tracker) -> Response {
-    let body = render(flavor, model, Text::default(), Some((reason, Metrics::default())));
+fn load_only_response(writer: &Writer, reason: &'static str, mut tracker: Tracker) -> Response {
+    let body = writer.whole(Text::default(), reason, Metrics::default());
     tracker.complete();
     with_content_type(StatusCode::OK, JSON, Body::from(body))
 }
@@ -293,28 +335,101 @@ impl Timing {
     }
 }
 
-/// Everything needed to render chunks of one response.
+/// Ollama's own response shapes.
+#[derive(Clone, Copy, Debug)]
+enum Native {
+    Chat,
+    Generate { context: bool },
+}
+
+/// Writes one response in the shape of its endpoint.
+enum Writer {
+    /// Ollama's NDJSON lines and objects.
+    Native { flavor: Native, model: String },
+    /// OpenAI's events and objects.
+    OpenAi(Completion),
+}
+
+impl Writer {
+    fn new(flavor: Flavor, model: String) -> Self {
+        match flavor {
+            Flavor::Chat => Writer::Native { flavor: Native::Chat, model },
+            Flavor::Generate { context } => Writer::Native { flavor: Native::Generate { context }, model },
+            Flavor::OpenAi { include_usage } => Writer::OpenAi(Completion::new(model, include_usage)),
+        }
+    }
+
+    /// An error answered instead of a response.
+    fn error(&self, error: ApiError) -> Response {
+        match self {
+            Writer::Native { .. } => error.into_response(),
+            Writer::OpenAi(_) => openai::error_response(error),
+        }
+    }
+
+    fn stream_content_type(&self) -> &'static str {
+        match self {
+            Writer::Native { .. } => NDJSON,
+            Writer::OpenAi(_) => openai::EVENT_STREAM,
+        }
+    }
+
+    /// What one piece of a stream is written as.
+    fn piece(&mut self, piece: &Piece) -> Bytes {
+        match self {
+            Writer::Native { flavor, model } => {
+                let text = match piece {
+                    Piece::Thinking(thinking) => Text { thinking, ..Text::default() },
+                    Piece::ToolCall(call) => Text { tool_calls: std::slice::from_ref(call), ..Text::default() },
+                    Piece::Content(content) => Text { content, ..Text::default() },
+                };
+                line(render(*flavor, model, text, None))
+            }
+            Writer::OpenAi(completion) => completion.piece(piece),
+        }
+    }
+
+    /// The end of a complete stream.
+    fn done(&mut self, done_reason: &str, metrics: Metrics) -> Bytes {
+        match self {
+            Writer::Native { flavor, model } => line(render(*flavor, model, Text::default(), Some((done_reason, metrics)))),
+            Writer::OpenAi(completion) => completion.done(done_reason, metrics.usage()),
+        }
+    }
+
+    /// The in-band error that ends a failed stream.
+    fn failure(&mut self, message: &str) -> Bytes {
+        match self {
+            Writer::Native { .. } => error_line(message),
+            Writer::OpenAi(completion) => completion.failure(message),
+        }
+    }
+
+    /// A whole answer as one object (`stream: false`).
+    fn whole(&self, text: Text<'_>, done_reason: &str, metrics: Metrics) -> Vec<u8> {
+        match self {
+            Writer::Native { flavor, model } => render(*flavor, model, text, Some((done_reason, metrics))),
+            Writer::OpenAi(completion) => completion.whole(text, done_reason, metrics.usage()),
+        }
+    }
+}
+
+/// Everything needed to write the chunks of one response.
 struct Output {
-    flavor: Flavor,
-    model: String,
+    writer: Writer,
     done_reason: &'static str,
     per_token_delay: Duration,
     timing: Timing,
 }
 
 impl Output {
-    fn chunk(&self, piece: &Piece) -> Bytes {
-        let text = match piece {
-            Piece::Thinking(thinking) => Text { thinking, ..Text::default() },
-            Piece::ToolCall(call) => Text { tool_calls: std::slice::from_ref(call), ..Text::default() },
-            Piece::Content(content) => Text { content, ..Text::default() },
-        };
-        line(render(self.flavor, &self.model, text, None))
+    fn final_chunk(&mut self, eval_count: usize) -> Bytes {
+        let metrics = self.timing.metrics(eval_count);
+        self.writer.done(self.done_reason, metrics)
     }
 
     fn final_body(&self, text: Text<'_>, eval_count: usize) -> Vec<u8> {
-        let end = (self.done_reason, self.timing.metrics(eval_count));
-        render(self.flavor, &self.model, text, Some(end))
+        self.writer.whole(text, self.done_reason, self.timing.metrics(eval_count))
     }
 }
 
@@ -328,13 +443,15 @@ fn connection_drop() -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionAborted, "ollama-emulator: injected connection drop")
 }
 
-/// Streams the script as NDJSON; each chunk is produced (and flushed by hyper) when it is due.
+/// Streams the script (NDJSON or server-sent events); each chunk is produced (and flushed by
+/// hyper) when it is due.
 fn stream_response(output: Output, script: Script, mut tracker: Tracker) -> Response {
     if let (true, Ending::Fail(message)) = (script.pieces.is_empty(), &script.ending) {
         // Nothing was written yet, so Ollama reports the error as a plain HTTP error.
         tracker.end();
-        return ApiError::internal(message.clone()).into_response();
+        return output.writer.error(ApiError::internal(message.clone()));
     }
+    let content_type = output.writer.stream_content_type();
     let steps = script.pieces.into_iter().map(Step::Piece).chain([Step::End(script.ending)]);
     let pacer = Pacer::new(output.per_token_delay);
     let state = StreamState { steps: Box::new(steps), output, tracker, pacer };
@@ -344,7 +461,7 @@ fn stream_response(output: Output, script: Script, mut tracker: Tracker) -> Resp
         let item = state.emit(step);
         Some((item, state))
     });
-    with_content_type(StatusCode::OK, NDJSON, Body::from_stream(body))
+    with_content_type(StatusCode::OK, content_type, Body::from_stream(body))
 }
 
 enum Step {
@@ -366,16 +483,16 @@ impl StreamState {
                 if let Piece::Content(_) = piece {
                     self.tracker.count_sent();
                 }
-                Ok(self.output.chunk(&piece))
+                Ok(self.output.writer.piece(&piece))
             }
             Step::End(Ending::Done) => {
-                let body = self.output.final_body(Text::default(), self.tracker.sent());
+                let chunk = self.output.final_chunk(self.tracker.sent());
                 self.tracker.complete();
-                Ok(line(body))
+                Ok(chunk)
             }
             Step::End(Ending::Fail(message)) => {
                 self.tracker.end();
-                Ok(error_line(&message))
+                Ok(self.output.writer.failure(&message))
             }
             Step::End(Ending::Abort) => {
                 self.tracker.end();
@@ -410,7 +527,7 @@ async fn collect_response(output: Output, script: Script, mut tracker: Tracker) 
         }
         Ending::Fail(message) => {
             tracker.end();
-            ApiError::internal(message).into_response()
+            output.writer.error(ApiError::internal(message))
         }
         Ending::Abort => {
             tracker.end();
@@ -437,16 +554,23 @@ pub(crate) struct Metrics {
     eval_duration: u64,
 }
 
+impl Metrics {
+    /// The token counts in OpenAI's terms.
+    fn usage(&self) -> Usage {
+        Usage::new(self.prompt_eval_count, self.eval_count)
+    }
+}
+
 fn is_zero(value: &u64) -> bool {
     *value == 0
 }
 
 /// Text carried by one chunk, or joined text of a whole answer.
 #[derive(Default, Clone, Copy)]
-struct Text<'a> {
-    content: &'a str,
-    thinking: &'a str,
-    tool_calls: &'a [ToolCall],
+pub(crate) struct Text<'a> {
+    pub content: &'a str,
+    pub thinking: &'a str,
+    pub tool_calls: &'a [ToolCall],
 }
 
 #[derive(Serialize)]
@@ -488,14 +612,14 @@ struct GenerateBody<'a> {
 }
 
 /// Renders one response object; `end` makes it the final one (`done: true`).
-fn render(flavor: Flavor, model: &str, text: Text<'_>, end: Option<(&str, Metrics)>) -> Vec<u8> {
+fn render(flavor: Native, model: &str, text: Text<'_>, end: Option<(&str, Metrics)>) -> Vec<u8> {
     let (done_reason, metrics) = match end {
         Some((reason, metrics)) => (Some(reason), metrics),
         None => (None, Metrics::default()),
     };
     let created_at = created_at_now();
     match flavor {
-        Flavor::Chat => to_json(&ChatBody {
+        Native::Chat => to_json(&ChatBody {
             model,
             created_at,
             message: ChatMessage {
@@ -508,7 +632,7 @@ fn render(flavor: Flavor, model: &str, text: Text<'_>, end: Option<(&str, Metric
             done: end.is_some(),
             metrics,
         }),
-        Flavor::Generate { context } => to_json(&GenerateBody {
+        Native::Generate { context } => to_json(&GenerateBody {
             model,
             created_at,
             response: text.content,
@@ -542,7 +666,14 @@ mod tests {
     #[test]
     fn composes_thinking_tool_and_content() {
         let knobs = Knobs::default();
-        let answer = Answer::compose("Echo: hi there", Some("The user said 8 characters."), Some("get_weather"), 2, &knobs, None);
+        let answer = Answer::compose(
+            "Echo: hi there",
+            Some("The user said 8 characters."),
+            Some(ToolCall::for_tool(&serde_json::json!({"function": {"name": "get_weather"}}), "hi")),
+            2,
+            &knobs,
+            None,
+        );
         assert!(matches!(answer.pieces[0], Piece::Thinking(_)));
         assert!(matches!(answer.pieces[3], Piece::ToolCall(_)));
         assert_eq!(answer.pieces.len(), 3 + 1 + 3);
@@ -571,7 +702,7 @@ mod tests {
     #[test]
     fn final_chunk_omits_zero_metrics() {
         let metrics = Metrics { total_duration: 5, eval_count: 1, ..Metrics::default() };
-        let body = render(Flavor::Chat, "m", Text::default(), Some(("stop", metrics)));
+        let body = render(Native::Chat, "m", Text::default(), Some(("stop", metrics)));
         let value: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(value["done"], true);
         assert_eq!(value["done_reason"], "stop");

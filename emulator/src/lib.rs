@@ -19,12 +19,14 @@
 
 mod base64;
 mod chat;
+mod completion;
 mod config;
 pub mod embed;
 mod generate;
 mod generation;
 mod models;
 mod names;
+mod openai;
 mod pace;
 mod params;
 mod pull;
@@ -83,7 +85,7 @@ impl Emulator {
         let addr = listener.local_addr()?;
         let models = config.models.unwrap_or_else(ModelSpec::defaults);
         let models = models.into_iter().map(|spec| ModelSpec { name: names::with_default_tag(&spec.name), ..spec }).collect();
-        let shared = Arc::new(Shared::new(config.knobs, models, config.log_requests));
+        let shared = Arc::new(Shared::new(config.knobs, models, config.log_requests, config.openai, config.api_key));
         let server = tokio::spawn(server::serve(listener, server::router(shared.clone())));
         Ok(Emulator { addr, shared, server: Some(server) })
     }
@@ -125,7 +127,19 @@ impl Emulator {
             .collect()
     }
 
-    /// Streams (chat, generate, pull) whose client went away before the end, in order.
+    /// The JSON bodies of `POST /v1/chat/completions` requests (OpenAI mode), in order.
+    pub fn chat_completion_requests(&self) -> Vec<serde_json::Value> {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == "/v1/chat/completions")
+            .filter_map(|r| r.body.clone())
+            .collect()
+    }
+
+    /// Streams (chat, chat completion, generate, pull) whose client went away before the end,
+    /// in order.
     pub fn cancellations(&self) -> Vec<Cancellation> {
         self.shared.lock().cancellations.clone()
     }
@@ -143,18 +157,19 @@ impl Emulator {
         }
     }
 
-    /// Chat responses written to the end (the `done` chunk, or the whole non-stream body, was
-    /// handed to the connection).
+    /// Chat responses (`/api/chat` and `/v1/chat/completions`) written to the end (the final
+    /// chunk, or the whole non-stream body, was handed to the connection).
     pub fn completed_chats(&self) -> usize {
         self.shared.completed_chats.load(Ordering::SeqCst)
     }
 
-    /// Chat requests being served right now (validated, and not yet finished or cancelled).
+    /// Chat requests (`/api/chat` and `/v1/chat/completions`) being served right now
+    /// (validated, and not yet finished or cancelled).
     pub fn in_flight_chats(&self) -> usize {
         self.shared.in_flight_chats.load(Ordering::SeqCst)
     }
 
-    /// Names of the installed models, as `/api/tags` lists them.
+    /// Names of the installed models, as `/api/tags` (or `/v1/models`) lists them.
     pub fn models(&self) -> Vec<String> {
         self.shared.lock().installed.iter().map(|m| m.name.clone()).collect()
     }

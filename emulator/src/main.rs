@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ollama_emulator::{Emulator, EmulatorConfig, Knobs};
+use ollama_emulator::{Emulator, EmulatorConfig, Knobs, ModelSpec};
 
 /// A stand-in for Ollama that answers "Echo: <your message>" (no GPU, no model files).
 #[derive(Parser, Debug)]
@@ -34,6 +34,33 @@ struct Args {
     /// Do not print a line per request.
     #[arg(long)]
     quiet: bool,
+    /// Serve the OpenAI-compatible API (`/v1/models`, `/v1/chat/completions`, `/health`)
+    /// instead of Ollama's; `/api/*` then answers 404.
+    #[arg(long)]
+    openai: bool,
+    /// Require `Authorization: Bearer <KEY>` on every request.
+    #[arg(long, value_name = "KEY")]
+    api_key: Option<String>,
+    /// An installed model instead of the defaults (repeatable): `NAME` or
+    /// `NAME=CAPABILITY,...`, e.g. `--model mistral:7b=completion,tools`. A known model
+    /// (`llama3.2:1b`, `qwen3:0.6b`, `tinyllama`) named without capabilities keeps its own.
+    #[arg(long = "model", value_name = "NAME[=CAPABILITIES]")]
+    models: Vec<String>,
+}
+
+/// A `--model` value as a model.
+fn model_spec(arg: &str) -> ModelSpec {
+    let (name, capabilities) = match arg.split_once('=') {
+        Some((name, capabilities)) => (name, Some(capabilities)),
+        None => (arg, None),
+    };
+    let known = [ModelSpec::llama3_2_1b(), ModelSpec::qwen3_0_6b(), ModelSpec::tinyllama()];
+    let with_tag = if name.contains(':') { name.to_string() } else { format!("{name}:latest") };
+    match (capabilities, known.into_iter().find(|spec| spec.name == with_tag)) {
+        (None, Some(spec)) => spec,
+        (None, None) => ModelSpec::new(name, &["completion"]),
+        (Some(capabilities), _) => ModelSpec::new(name, &capabilities.split(',').map(str::trim).collect::<Vec<_>>()),
+    }
 }
 
 #[tokio::main]
@@ -47,8 +74,16 @@ async fn main() -> ExitCode {
         reply: args.reply,
         ..Knobs::default()
     };
-    let config =
-        EmulatorConfig { host: Some(args.host.clone()), port: Some(args.port), knobs, models: None, log_requests: !args.quiet };
+    let models = (!args.models.is_empty()).then(|| args.models.iter().map(|arg| model_spec(arg)).collect());
+    let config = EmulatorConfig {
+        host: Some(args.host.clone()),
+        port: Some(args.port),
+        knobs,
+        models,
+        log_requests: !args.quiet,
+        openai: args.openai,
+        api_key: args.api_key,
+    };
     let emulator = match Emulator::try_start_with(config).await {
         Ok(emulator) => emulator,
         Err(error) => {
@@ -56,7 +91,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("ollama-emulator listening on {}", emulator.base_url());
+    let kind = if args.openai { " (OpenAI-compatible, /v1)" } else { "" };
+    println!("ollama-emulator listening on {}{kind}", emulator.base_url());
     println!("models: {}", emulator.models().join(", "));
     if let Err(error) = tokio::signal::ctrl_c().await {
         eprintln!("ollama-emulator: cannot wait for Ctrl-C: {error}");

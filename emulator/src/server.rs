@@ -17,14 +17,24 @@ use tokio::task::JoinSet;
 
 use crate::state::{RecordedRequest, Shared};
 use crate::wire::{with_content_type, ApiError};
-use crate::{chat, embed, generate, models, pull};
+use crate::{chat, embed, generate, models, openai, pull};
 
 /// Largest request body read (images can be large).
 const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
 
-/// The routes of the native API. `get` also answers HEAD. Unknown paths and wrong methods get
-/// Gin's plain-text 404/405 bodies.
+/// The routes of the native API, or of the OpenAI-compatible one in OpenAI mode. Every
+/// request is recorded, then checked for the API key (when there is one).
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let routes = if shared.openai { openai_routes() } else { native_routes() };
+    routes
+        .layer(middleware::from_fn_with_state(shared.clone(), openai::authorize))
+        .layer(middleware::from_fn_with_state(shared.clone(), record))
+        .with_state(shared)
+}
+
+/// `get` also answers HEAD. Unknown paths and wrong methods get Gin's plain-text 404/405
+/// bodies.
+fn native_routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/", get(models::root))
         .route("/api/version", get(models::version))
@@ -38,8 +48,16 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/generate", post(generate::generate))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(shared.clone(), record))
-        .with_state(shared)
+}
+
+/// Unknown paths (`/api/*` included) and wrong methods get OpenAI-shaped 404/405 errors.
+fn openai_routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/health", get(openai::health))
+        .route("/v1/models", get(openai::models))
+        .route(openai::CHAT_COMPLETIONS, post(openai::chat_completions))
+        .method_not_allowed_fallback(openai::method_not_allowed)
+        .fallback(openai::not_found)
 }
 
 async fn not_found() -> Response {

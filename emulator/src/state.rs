@@ -28,7 +28,7 @@ pub struct RecordedRequest {
 /// A stream (chat, generate or pull) whose client went away before its end.
 #[derive(Clone, Debug)]
 pub struct Cancellation {
-    /// `/api/chat`, `/api/generate` or `/api/pull`.
+    /// `/api/chat`, `/api/generate`, `/api/pull` or `/v1/chat/completions`.
     pub path: String,
     /// The model as the client sent it.
     pub model: String,
@@ -66,10 +66,14 @@ pub(crate) struct Shared {
     /// Set by shutdown: connections torn down then are not client cancellations.
     pub shutting_down: AtomicBool,
     pub log_requests: bool,
+    /// Serves the OpenAI-compatible API instead of the native one.
+    pub openai: bool,
+    /// The bearer token every request must carry, if any.
+    pub api_key: Option<String>,
 }
 
 impl Shared {
-    pub fn new(knobs: Knobs, installed: Vec<ModelSpec>, log_requests: bool) -> Self {
+    pub fn new(knobs: Knobs, installed: Vec<ModelSpec>, log_requests: bool, openai: bool, api_key: Option<String>) -> Self {
         let mut catalog = installed.clone();
         for extra in ModelSpec::defaults().into_iter().chain([ModelSpec::tinyllama()]) {
             if !catalog.iter().any(|m| names::key(&m.name) == names::key(&extra.name)) {
@@ -93,6 +97,8 @@ impl Shared {
             in_flight_chats: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             log_requests,
+            openai,
+            api_key,
         }
     }
 

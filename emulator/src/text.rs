@@ -84,6 +84,16 @@ pub(crate) fn tool_call_id() -> String {
     format!("call_{suffix}")
 }
 
+/// `len` random hex digits, for ids.
+pub(crate) fn random_hex(len: usize) -> String {
+    let mut hex = String::with_capacity(len + 16);
+    while hex.len() < len {
+        hex.push_str(&format!("{:016x}", random_u64()));
+    }
+    hex.truncate(len);
+    hex
+}
+
 /// A non-cryptographic random number (splitmix64 over the clock and a counter); enough for ids.
 fn random_u64() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -27,7 +27,8 @@ pub(crate) struct Tracker {
     shared: Arc<Shared>,
     path: &'static str,
     model: String,
-    /// Counted in `in_flight_chats` / `completed_chats` (only `/api/chat`).
+    /// Counted in `in_flight_chats` / `completed_chats` (`/api/chat` and
+    /// `/v1/chat/completions`).
     is_chat: bool,
     sent: usize,
     outcome: Outcome,
@@ -39,7 +40,7 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     pub fn new(shared: &Arc<Shared>, path: &'static str, model: &str) -> Self {
-        let is_chat = path == "/api/chat";
+        let is_chat = matches!(path, "/api/chat" | crate::openai::CHAT_COMPLETIONS);
         if is_chat {
             shared.in_flight_chats.fetch_add(1, Ordering::SeqCst);
         }

@@ -411,6 +411,32 @@ async fn empty_messages_load_or_unload_the_model() {
 }
 
 #[tokio::test]
+async fn ps_lists_the_models_recent_chats_loaded() {
+    let emulator = Emulator::start().await;
+    let ps = || {
+        let url = format!("{}/api/ps", emulator.base_url());
+        async move { client().get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    read_lines(chat(&emulator, json!({"model": "llama3.2:1b", "messages": user("hi")})).await).await;
+    let whole =
+        chat(&emulator, json!({"model": "qwen3:0.6b", "stream": false, "keep_alive": "1h", "messages": user("hi")})).await;
+    assert_eq!(whole.status(), 200);
+    let loaded = ps().await;
+    let models = loaded["models"].as_array().unwrap();
+    // Latest expiry first.
+    let names: Vec<&str> = models.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["qwen3:0.6b", "llama3.2:1b"]);
+    let expires_in = |model: &Value| {
+        let at = chrono::DateTime::parse_from_rfc3339(model["expires_at"].as_str().unwrap()).unwrap();
+        (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds()
+    };
+    assert!((3590..=3600).contains(&expires_in(&models[0])), "{loaded}");
+    assert!((290..=300).contains(&expires_in(&models[1])), "{loaded}");
+    assert_eq!(models[1]["size_vram"], models[1]["size"]);
+    assert_eq!(models[1]["context_length"], 4096);
+}
+
+#[tokio::test]
 async fn generate_streams_responses() {
     let emulator = Emulator::start().await;
     let streamed =

@@ -1,6 +1,7 @@
 //! Client of the Ollama API: typed requests, NDJSON streaming, timeouts for connect and first
 //! byte, and failures mapped to clear, typed errors.
 
+pub mod openai_upstream;
 pub mod types;
 
 use std::collections::HashMap;
