@@ -12,6 +12,7 @@ pub mod routing;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
+use crate::ollama::openai_upstream::OpenAiUpstream;
 use crate::ollama::{ChatChunk, ChatRequest, OllamaClient, OllamaError};
 
 pub use registry::{OpenedAnswer, Provider, ProviderStatus, PullTarget, Upstreams};
@@ -32,6 +33,7 @@ pub type ChunkStream = BoxStream<'static, Result<ChatChunk, OllamaError>>;
 #[derive(Clone)]
 pub enum UpstreamClient {
     Ollama(OllamaClient),
+    OpenAi(OpenAiUpstream),
 }
 
 impl UpstreamClient {
@@ -39,6 +41,7 @@ impl UpstreamClient {
     pub async fn chat(&self, request: &ChatRequest) -> Result<ChunkStream, OllamaError> {
         match self {
             UpstreamClient::Ollama(client) => Ok(client.chat(request).await?.boxed()),
+            UpstreamClient::OpenAi(client) => Ok(client.chat(request).await?.boxed()),
         }
     }
 
@@ -46,6 +49,7 @@ impl UpstreamClient {
     pub fn address(&self) -> &str {
         match self {
             UpstreamClient::Ollama(client) => client.address(),
+            UpstreamClient::OpenAi(client) => client.address(),
         }
     }
 }

@@ -22,6 +22,7 @@ use super::routing::{self, Candidate};
 use super::{cools_down, fails_over, ChunkStream, ProviderKind, UpstreamClient};
 use crate::background::Spawner;
 use crate::config::OllamaConfig;
+use crate::ollama::openai_upstream::{OpenAiUpstream, Timeouts};
 use crate::ollama::{model_name, ChatRequest, OllamaClient, OllamaError};
 use crate::store::providers::ProviderRow;
 use crate::store::Store;
@@ -290,6 +291,7 @@ impl Provider {
         let requested = self.state().requested;
         match &self.client {
             Ok(UpstreamClient::Ollama(client)) if self.enabled => self.probe_ollama(client, config, requested).await,
+            Ok(UpstreamClient::OpenAi(client)) if self.enabled => self.probe_openai(client).await,
             _ => {}
         }
         // Also for a provider that is not probed (disabled, unusable): its next turn is a
@@ -361,6 +363,52 @@ impl Provider {
         }
     }
 
+    /// An OpenAI-compatible server: its model list (`/models`) is its health; it has no
+    /// version and says nothing of what is loaded.
+    async fn probe_openai(&self, client: &OpenAiUpstream) {
+        let started = Instant::now();
+        let ids = match bounded(client.models()).await {
+            Ok(ids) => ids,
+            Err(err) => {
+                self.cool_down(&mut self.state(), err);
+                return;
+            }
+        };
+        let latency = started.elapsed();
+        let installed: Vec<(String, String)> = ids.iter().map(|id| (id.clone(), String::new())).collect();
+        let mut state = self.state();
+        let recovered = !state.healthy;
+        if recovered {
+            tracing::info!(provider = %self.name, address = client.address(), models = ids.len(), "upstream reachable");
+        }
+        state.healthy = true;
+        state.failures = 0;
+        state.retry_at = None;
+        state.last_error = None;
+        state.latency_ms = Some(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX));
+        if state.installed != installed || state.listed_at.is_none() {
+            // The shape of Ollama's `/api/tags` entries, with what an OpenAI server tells.
+            let entries: Vec<Value> = ids
+                .iter()
+                .map(|id| {
+                    let listed = self.listed_name(id);
+                    json!({
+                        "model": listed, "name": listed, "modified_at": null, "size": 0, "digest": "",
+                        "details": {"format": "", "family": "", "parameter_size": "", "quantization_level": ""},
+                        "capabilities": ["completion"], "provider": self.name,
+                    })
+                })
+                .collect();
+            state.names = ids.iter().map(|id| (self.listed_name(id), id.clone())).collect();
+            state.models = Arc::new(entries);
+            state.installed = installed;
+            state.listed_at = Some(Instant::now());
+            self.epoch.fetch_add(1, Ordering::Relaxed);
+        } else if recovered {
+            self.epoch.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// `/api/tags` entries under the prefix, each naming this provider.
     fn entries(&self, tags: &Value) -> Vec<Value> {
         let listed = tags.get("models").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
@@ -390,7 +438,9 @@ async fn bounded<T>(call: impl std::future::Future<Output = Result<T, OllamaErro
 fn make_client(kind: ProviderKind, config: &OllamaConfig, base_url: &str, key: Option<&str>) -> Result<UpstreamClient, String> {
     match kind {
         ProviderKind::Ollama => OllamaClient::new(config, base_url, key).map(UpstreamClient::Ollama).map_err(|e| e.to_string()),
-        ProviderKind::OpenAi => Err("OpenAI-compatible providers are not supported by this build yet".into()),
+        ProviderKind::OpenAi => OpenAiUpstream::new(base_url, key.map(str::to_owned), Timeouts::from(config))
+            .map(UpstreamClient::OpenAi)
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -757,10 +807,24 @@ impl Upstreams {
             .ok_or_else(|| OllamaError::NoProvider(format!("No Ollama provider serves {model}")))
     }
 
-    /// Ollama's `/api/show` for `model`, from a provider that has it.
+    /// Ollama's `/api/show` for `model`, from a provider that has it (for an OpenAI-compatible
+    /// one, what its listing says, in `/api/show`'s shape).
     pub async fn show(&self, model: &str) -> Result<Value, OllamaError> {
-        let (client, upstream) = self.ollama_for(model)?;
-        client.show(&upstream).await
+        let route = self.route(model, None)?;
+        let Some((provider, upstream)) = route.into_iter().find(|(p, _)| p.usable().is_some()) else {
+            return Err(OllamaError::NoProvider(format!("No model provider serves {model}")));
+        };
+        match provider.usable() {
+            Some(UpstreamClient::Ollama(client)) => client.show(&upstream).await,
+            _ => {
+                let entry = provider.state().models.iter().find(|m| model_name(m) == Some(model)).cloned().unwrap_or_default();
+                Ok(json!({
+                    "modelfile": "", "parameters": "", "template": "",
+                    "details": entry.get("details").cloned().unwrap_or_else(|| json!({})),
+                    "model_info": {}, "capabilities": entry.get("capabilities").cloned().unwrap_or_else(|| json!(["completion"])),
+                }))
+            }
+        }
     }
 
     /// `/ollama/version`: of the first reachable Ollama provider (by priority).

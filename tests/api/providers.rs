@@ -22,6 +22,7 @@ on_both_databases!(
     pull_and_delete_act_on_the_named_provider,
     admins_manage_providers_and_keys_are_never_shown,
     non_admins_never_see_an_upstream_address,
+    an_openai_compatible_provider_serves_its_models_under_its_prefix,
 );
 
 fn spec(name: &str) -> ModelSpec {
@@ -541,4 +542,82 @@ async fn an_adopted_database_keeps_its_providers() {
     let (_, dave) = app.signed_up("dave_new").await;
     let chat = app.new_chat(&dave, None).await;
     assert_eq!(ask(&app, &dave, &chat, "llama3.2:1b", "hello").await.status, 200, "the configured provider answers");
+}
+
+/// Three upstreams: two Ollama hosts with overlapping models and an OpenAI-compatible server
+/// (with an API key) whose models are listed under a prefix.
+async fn an_openai_compatible_provider_serves_its_models_under_its_prefix(backend: Backend) {
+    let first = emulator_with(&["llama3.2:1b", "qwen3:0.6b"]).await;
+    let second = emulator_with(&["llama3.2:1b"]).await;
+    let key = "sk-cloud-key-42";
+    let cloud = Emulator::start_with(EmulatorConfig {
+        openai: true,
+        api_key: Some(key.into()),
+        models: Some(vec![spec("llama3.2:1b"), spec("cloudy:7b")]),
+        ..Default::default()
+    })
+    .await;
+    let app = app_with(backend, &[&first, &second]).await;
+    let (_, admin) = app.signed_up("admin_ann").await;
+    let (_, bob) = app.signed_up("bob_user").await;
+    let body = json!({"name": "cloud", "kind": "openai", "base_url": cloud.base_url(), "api_key": key, "model_prefix": "cloud/"});
+    let added = app.post("/admin/providers").session(&admin).json(&body).send().await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    assert!(!added.body.to_string().contains(key));
+    let ready = wait_for_provider(&app, &admin, "cloud", |p| p["status"]["healthy"] == true).await;
+    assert_eq!(ready["status"]["models"], json!(["cloud/cloudy:7b", "cloud/llama3.2:1b"]));
+
+    let tags = app.get("/ollama/tags").session(&bob).send().await;
+    let listed: Vec<(&str, &str)> = tags.body["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap(), m["provider"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [("cloud/llama3.2:1b", "cloud"), ("cloud/cloudy:7b", "cloud"), ("llama3.2:1b", "default"), ("qwen3:0.6b", "default")],
+        "providers by priority, then name"
+    );
+    let shown = app.post("/ollama/show").session(&bob).json(&json!({"model": "cloud/cloudy:7b"})).send().await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(shown.body["capabilities"], json!(["completion"]));
+
+    // A chat on a prefixed model goes to the OpenAI-compatible server, under its own name.
+    let chat = app.new_chat(&bob, None).await;
+    let events = StreamReader::open(
+        app.post(&format!("/chats/{chat}/completions"))
+            .session(&bob)
+            .json(&json!({"model": "cloud/cloudy:7b", "content": "Hello cloud"})),
+    )
+    .await
+    .rest()
+    .await;
+    let end = events.last().unwrap();
+    assert_eq!(end.event, "done", "{events:?}");
+    assert!(end.data["message"]["content"].as_str().unwrap().starts_with("Echo:"), "{}", end.data);
+    let sent = cloud.chat_completion_requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["model"], "cloudy:7b");
+    assert_eq!((first.chat_requests().len(), second.chat_requests().len()), (0, 0));
+    assert_eq!(usage_provider(&app, &chat).await, "cloud");
+    let whole = ask(&app, &bob, &app.new_chat(&bob, None).await, "cloud/cloudy:7b", "Once more").await;
+    assert_eq!(whole.status, 200, "{}", whole.body);
+    assert_eq!(whole.body["model"], "cloud/cloudy:7b");
+    assert!(whole.body["eval_count"].as_u64().unwrap() > 0, "usage is counted: {}", whole.body);
+
+    // A wrong key: the provider is reported unusable, and the key appears nowhere.
+    let id = ready["id"].as_str().unwrap().to_owned();
+    let wrong = app.put(&format!("/admin/providers/{id}")).session(&admin).json(&json!({"api_key": "sk-wrong-one"})).send().await;
+    assert_eq!(wrong.status, 200, "{}", wrong.body);
+    let refused = wait_for_provider(&app, &admin, "cloud", |p| !p["status"]["last_error"].is_null()).await;
+    assert_eq!(refused["status"]["healthy"], false);
+    assert!(!refused.to_string().contains("sk-wrong-one") && !refused.to_string().contains(key), "{refused}");
+
+    // Killed: what only it serves fails clearly; what others serve goes on.
+    drop(cloud);
+    let gone = ask(&app, &bob, &app.new_chat(&bob, None).await, "cloud/cloudy:7b", "Still there?").await;
+    assert!(gone.status == 404 || gone.status == 502, "{}", gone.body);
+    assert!(!gone.body.to_string().contains("127.0.0.1"), "{}", gone.body);
+    assert_eq!(ask(&app, &bob, &app.new_chat(&bob, None).await, "llama3.2:1b", "Local?").await.status, 200);
 }
