@@ -42,13 +42,12 @@ impl BackgroundTasks {
 
     /// Runs `task` until it ends or the tasks are stopped, whichever comes first.
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let stopping = self.stopping.clone();
-        self.tracker.spawn(async move {
-            tokio::select! {
-                () = task => {}
-                () = stopping.cancelled() => {}
-            }
-        });
+        self.spawner().spawn(task);
+    }
+
+    /// A handle that starts more tasks later (e.g. when a provider is added), stopped with these.
+    pub fn spawner(&self) -> Spawner {
+        Spawner { tracker: self.tracker.clone(), stopping: self.stopping.clone() }
     }
 
     /// Stops every task and waits until they are gone (with what they hold).
@@ -56,6 +55,26 @@ impl BackgroundTasks {
         self.stopping.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+    }
+}
+
+/// Starts tasks that belong to a [`BackgroundTasks`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Spawner {
+    tracker: TaskTracker,
+    stopping: CancellationToken,
+}
+
+impl Spawner {
+    /// Runs `task` until it ends or the tasks are stopped, whichever comes first.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let stopping = self.stopping.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = task => {}
+                () = stopping.cancelled() => {}
+            }
+        });
     }
 }
 

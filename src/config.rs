@@ -105,13 +105,17 @@ variables! {
     FRONTEND_ORIGINS = Value("http://localhost:5173"),
         "The SPA's origins, allowed by CORS with credentials: a comma-separated or JSON list.";
     DOMAIN = Described("none"), "Cookie Domain for public hosts (never used for localhost or private addresses).";
-    OLLAMA_BASE_URL = Value("http://127.0.0.1:11434"), "Ollama's address.";
+    OLLAMA_BASE_URL = Value("http://127.0.0.1:11434"),
+        "Ollama's address; several comma-separated addresses each become an Ollama provider (added at startup when missing).";
     OLLAMA_API_BASE_URL = Described("none"), "The original's name for OLLAMA_BASE_URL, read when that is unset.";
     OLLAMA_CONNECT_TIMEOUT_SECS = Value("5"), "Seconds to connect to Ollama.";
     OLLAMA_FIRST_BYTE_TIMEOUT_SECS = Value("600"),
         "Seconds to wait for the first chunk of an answer (a cold model can take minutes to load); then 504.";
     OLLAMA_IDLE_TIMEOUT_SECS = Value("300"), "Longest silence between two chunks of an answer, in seconds.";
     OLLAMA_TAGS_CACHE_SECS = Value("300"), "Seconds /ollama/tags (with capabilities) and /ollama/show answers are cached.";
+    PROVIDER_KEYS_SECRET = Described("JWT_SECRET_KEY"),
+        "Secret the providers' API keys are encrypted with (ChaCha20-Poly1305, key derived by HKDF-SHA256). Changing it \
+         makes stored provider keys unreadable: set them again.";
     SSE_HEARTBEAT_SECS = Value("15"), "Seconds between the heartbeat comments of event streams.";
     SHUTDOWN_GRACE_SECS = Value("30"),
         "Seconds running generations and requests may go on after SIGTERM; a second later every open connection is closed.";
@@ -231,7 +235,8 @@ pub struct JwtConfig {
 
 #[derive(Clone, Debug)]
 pub struct OllamaConfig {
-    pub base_url: String,
+    /// The Ollama hosts of `OLLAMA_BASE_URL` (at least one), each made a provider at startup.
+    pub base_urls: Vec<String>,
     pub connect_timeout: Duration,
     /// How long to wait for the first byte of an answer: a cold model can take minutes to load.
     pub first_byte_timeout: Duration,
@@ -393,6 +398,9 @@ pub struct Config {
     pub frontend_origins: Vec<String>,
     pub domain: Option<String>,
     pub ollama: OllamaConfig,
+    /// What the providers' API keys are encrypted with (`PROVIDER_KEYS_SECRET`, else the access
+    /// token secret).
+    pub provider_keys_secret: Secret,
     /// How long running generations may go on after a shutdown signal before they are stopped.
     pub shutdown_grace: Duration,
     /// Interval of the comments that keep an event stream open while a model loads.
@@ -493,6 +501,7 @@ impl Config {
             return Err(ConfigError::new(var::JWT_REFRESH_TOKEN_EXPIRE_DAYS, "must be at least 1"));
         }
         let (access_secret, refresh_secret) = jwt_secrets(&vars, environment, &data_dir)?;
+        let provider_keys_secret = Secret::new(vars.get(var::PROVIDER_KEYS_SECRET).unwrap_or(access_secret.expose()));
         let refresh_reuse_grace: u64 = vars.parse(var::REFRESH_REUSE_GRACE_SECS, "a whole number of seconds")?;
 
         let frontend_origins = parse_origins(vars.value(var::FRONTEND_ORIGINS))?;
@@ -508,16 +517,24 @@ impl Config {
             (None, Some(url)) => (var::OLLAMA_API_BASE_URL, url),
             _ => (var::OLLAMA_BASE_URL, vars.value(var::OLLAMA_BASE_URL)),
         };
-        let base_url = base_url.trim_end_matches('/').to_owned();
-        match url::Url::parse(&base_url) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-            _ => return Err(ConfigError::new(base_var, format!("not an http(s) URL: {base_url:?}"))),
+        let mut base_urls: Vec<String> = Vec::new();
+        for base_url in base_url.split(',').map(|url| url.trim().trim_end_matches('/')).filter(|url| !url.is_empty()) {
+            match url::Url::parse(base_url) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                _ => return Err(ConfigError::new(base_var, format!("not an http(s) URL: {base_url:?}"))),
+            }
+            if !base_urls.iter().any(|known| known == base_url) {
+                base_urls.push(base_url.to_owned());
+            }
+        }
+        if base_urls.is_empty() {
+            return Err(ConfigError::new(base_var, "needs at least one http(s) URL"));
         }
         let seconds = |variable: Variable| -> Result<Duration, ConfigError> {
             Ok(Duration::from_secs(vars.parse(variable, "a whole number of seconds")?))
         };
         let ollama = OllamaConfig {
-            base_url,
+            base_urls,
             connect_timeout: seconds(var::OLLAMA_CONNECT_TIMEOUT_SECS)?,
             first_byte_timeout: seconds(var::OLLAMA_FIRST_BYTE_TIMEOUT_SECS)?,
             idle_timeout: seconds(var::OLLAMA_IDLE_TIMEOUT_SECS)?,
@@ -607,6 +624,7 @@ impl Config {
             frontend_origins,
             domain,
             ollama,
+            provider_keys_secret,
         })
     }
 }
@@ -1002,6 +1020,16 @@ mod tests {
     fn ollama_accepts_the_originals_variable_name() {
         let mut v = vars(&SECRETS);
         v.push(("OLLAMA_API_BASE_URL".into(), "http://gpu-box:11434/".into()));
-        assert_eq!(Config::from_vars(v).unwrap().ollama.base_url, "http://gpu-box:11434");
+        assert_eq!(Config::from_vars(v).unwrap().ollama.base_urls, ["http://gpu-box:11434"]);
+    }
+
+    #[test]
+    fn several_ollama_hosts_are_listed_once_each() {
+        let mut v = vars(&SECRETS);
+        v.push(("OLLAMA_BASE_URL".into(), "http://gpu-a:11434/, http://gpu-b:11434,http://gpu-a:11434".into()));
+        assert_eq!(Config::from_vars(v).unwrap().ollama.base_urls, ["http://gpu-a:11434", "http://gpu-b:11434"]);
+        let mut v = vars(&SECRETS);
+        v.push(("OLLAMA_BASE_URL".into(), "http://gpu-a:11434,ftp://b".into()));
+        assert_eq!(Config::from_vars(v).unwrap_err().var, "OLLAMA_BASE_URL");
     }
 }

@@ -4,7 +4,6 @@
 use std::fmt::Display;
 
 use crate::config::{Config, DatabaseConfig};
-use crate::metrics::DEFAULT_PROVIDER;
 use crate::ollama::OllamaClient;
 use crate::store::Store;
 
@@ -59,18 +58,25 @@ pub async fn check(config: &Config) -> bool {
             Err(err) => report(found(false, "database", format!("{err:#}"))),
         }
     }
-    let upstream = format!("upstream {DEFAULT_PROVIDER}");
-    report(match OllamaClient::new(&config.ollama) {
-        Ok(ollama) => match tokio::time::timeout(config.ollama.connect_timeout * 2, ollama.model_names()).await {
-            Ok(Ok(models)) => found(true, upstream, format!("reachable at {} ({} models)", ollama.address(), models.len())),
-            Ok(Err(err)) => found(false, upstream, format!("{err} ({})", ollama.address())),
-            Err(_) => found(
-                false,
-                upstream,
-                format!("no answer at {} within {:?}", ollama.address(), config.ollama.connect_timeout * 2),
-            ),
-        },
-        Err(err) => found(false, upstream, format!("{err:#}")),
-    });
+    // The hosts of OLLAMA_BASE_URL, named as the server names them (providers added through
+    // the admin API live in the database and are checked by the server itself).
+    for (index, base_url) in config.ollama.base_urls.iter().enumerate() {
+        let upstream = match index {
+            0 => "upstream default".to_owned(),
+            n => format!("upstream default-{}", n + 1),
+        };
+        report(match OllamaClient::new(&config.ollama, base_url, None) {
+            Ok(ollama) => match tokio::time::timeout(config.ollama.connect_timeout * 2, ollama.model_names()).await {
+                Ok(Ok(models)) => found(true, upstream, format!("reachable at {} ({} models)", ollama.address(), models.len())),
+                Ok(Err(err)) => found(false, upstream, format!("{err} ({})", ollama.address())),
+                Err(_) => found(
+                    false,
+                    upstream,
+                    format!("no answer at {} within {:?}", ollama.address(), config.ollama.connect_timeout * 2),
+                ),
+            },
+            Err(err) => found(false, upstream, format!("{err:#}")),
+        });
+    }
     all_ok
 }

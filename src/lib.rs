@@ -25,6 +25,7 @@ pub mod services;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod upstream;
 pub mod validation;
 
 use std::future::Future;
@@ -42,7 +43,6 @@ use tower::Layer;
 use crate::auth::tokens::TokenKeys;
 use crate::background::BackgroundTasks;
 use crate::config::Config;
-use crate::ollama::OllamaClient;
 use crate::server::Server;
 use crate::services::admission::Admission;
 use crate::services::api_keys::ApiKeyCheck;
@@ -51,6 +51,8 @@ use crate::services::model_access::ModelAccess;
 use crate::services::quotas::Quotas;
 use crate::state::AppState;
 use crate::store::Store;
+use crate::upstream::keys::KeyCipher;
+use crate::upstream::Upstreams;
 use crate::validation::BodyLimits;
 
 /// How long answers stopped at the end of the shutdown grace period have to send their last
@@ -72,7 +74,6 @@ impl Application {
         let store =
             Store::connect(&config.database, config.database_max_connections).await?.with_row_cache(config.user_cache_ttl);
         store.migrate().await?;
-        let ollama = OllamaClient::new(&config.ollama)?;
         let background = BackgroundTasks::default();
         let rate_limits = guards::RateLimits::new(&config.rate_limits);
         rate_limits.spawn_housekeeping(&background);
@@ -87,23 +88,21 @@ impl Application {
             store::Pool::Postgres(pool) => cluster::Bus::shared(pool.clone(), instance, &background),
             store::Pool::Sqlite(_) => cluster::Bus::single(),
         };
-        let upstream = metrics::UpstreamHealth::default();
-        // The first probe's line says at startup whether the upstream is reachable.
-        upstream.probe(&ollama).await;
-        upstream.spawn_probe(ollama.clone(), &background);
+        // Waits for the providers' first probes, whose lines say at startup which are reachable.
+        let cipher = KeyCipher::new(config.provider_keys_secret.expose());
+        let upstreams = Upstreams::start(store.clone(), config.ollama.clone(), cipher, background.spawner()).await?;
         let state = AppState::new(state::Parts {
-            upstream,
             frontend: config.frontend_dir.as_deref().map(frontend::Frontend::new),
             rate_limits,
             body_limits: BodyLimits::new(config.max_body_bytes, config.max_body_bytes_in_flight, config.request_timeout),
             tokens: Arc::new(TokenKeys::new(&config.jwt)),
-            generations: Generations::new(store.clone(), ollama.clone(), config.generation_limits, instance, bus.clone()),
+            generations: Generations::new(store.clone(), upstreams.clone(), config.generation_limits, instance, bus.clone()),
             api_key_check: ApiKeyCheck::new(store.clone()),
             admission: Admission {
                 models: ModelAccess::new(store.clone(), config.user_cache_ttl),
                 quotas: Quotas::new(store.clone(), config.user_cache_ttl, config.generation_limits.per_user),
             },
-            ollama,
+            upstreams,
             store,
             config: Arc::new(config),
         });
@@ -201,6 +200,14 @@ fn connect_replicas(state: &AppState, bus: &cluster::Bus, background: &Backgroun
                 }
                 if matches!(change, None | Some(store::Change::Quotas)) {
                     receiver.admission.quotas.forget();
+                }
+                if matches!(change, None | Some(store::Change::Providers)) {
+                    let upstreams = receiver.upstreams.clone();
+                    tokio::spawn(async move {
+                        if let Err(err) = upstreams.reload().await {
+                            tracing::warn!(error = %err, "reading the providers another replica changed failed");
+                        }
+                    });
                 }
             }
             None => receiver.generations.on_notice(&received),

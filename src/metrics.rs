@@ -8,8 +8,7 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, LazyLock, OnceLock, RwLock};
+use std::sync::{LazyLock, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -22,7 +21,6 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::background::BackgroundTasks;
 use crate::config::MetricsAccess;
 use crate::error::ApiError;
-use crate::ollama::OllamaClient;
 use crate::services::generation::{EndStatus, Ending};
 use crate::state::AppState;
 use crate::store::Pool;
@@ -38,25 +36,19 @@ const DB_POOL_CONNECTIONS: &str = "rovertchat_db_pool_connections";
 const RATE_LIMITED: &str = "rovertchat_rate_limited_total";
 const LOGINS: &str = "rovertchat_logins_total";
 
-/// The one upstream today: Ollama at `OLLAMA_BASE_URL`.
-pub const DEFAULT_PROVIDER: &str = "default";
 /// The route label of requests no route matched (the SPA's files have their own).
 const UNMATCHED_ROUTE: &str = "unmatched";
 /// The route label of the SPA's files (`FRONTEND_DIR`).
 pub const FRONTEND_ROUTE: &str = "frontend";
 /// The model label of a model the upstream does not list.
 const OTHER_MODEL: &str = "other";
-/// How often the upstream is asked for its models (its health and the model labels).
-const UPSTREAM_PROBE_INTERVAL: Duration = Duration::from_secs(30);
-/// The longest wait for a probe's answer (startup waits for the first).
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 const HTTP_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 const TTFT_BUCKETS: [f64; 12] = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0];
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// The model names the upstream listed last (as `name:tag`).
+/// The model names the providers listed last (as `name:tag`).
 static KNOWN_MODELS: LazyLock<RwLock<HashSet<String>>> = LazyLock::new(RwLock::default);
 
 /// Installs the process's recorder (once; later calls return the same handle).
@@ -87,71 +79,10 @@ fn describe() {
     describe_histogram!(TIME_TO_FIRST_TOKEN, Unit::Seconds, "Time from a generation's start to its first token, by model.");
     describe_counter!(GENERATION_TOKENS, "Tokens of ended generations, by model and kind (prompt or completion).");
     describe_counter!(GENERATIONS, "Ended generations, by model and status (completed, length, stopped, failed).");
-    describe_gauge!(UPSTREAM_UP, "1 when the upstream answered its last probe, else 0.");
+    describe_gauge!(UPSTREAM_UP, "1 when the provider answered its last probe (and no request failed on it since), else 0.");
     describe_gauge!(DB_POOL_CONNECTIONS, "Database pool connections, by state (idle, in_use).");
     describe_counter!(RATE_LIMITED, "Requests refused by a rate limit, by limit.");
     describe_counter!(LOGINS, "Login attempts, by result.");
-}
-
-/// Whether the upstream answered its last probe. Cheap to clone.
-#[derive(Clone, Default)]
-pub struct UpstreamHealth(Arc<AtomicU8>);
-
-// 0: not probed yet.
-const UP: u8 = 1;
-const DOWN: u8 = 2;
-
-impl UpstreamHealth {
-    /// `None` before the first probe.
-    pub fn is_up(&self) -> Option<bool> {
-        match self.0.load(Ordering::Relaxed) {
-            UP => Some(true),
-            DOWN => Some(false),
-            _ => None,
-        }
-    }
-
-    /// Asks the upstream for its models (at most [`PROBE_TIMEOUT`]), records whether it
-    /// answered (logging a change, the first answer included) and the models it lists.
-    pub async fn probe(&self, ollama: &OllamaClient) {
-        let answer = match tokio::time::timeout(PROBE_TIMEOUT, ollama.model_names()).await {
-            Ok(answer) => answer,
-            Err(_) => Err(crate::ollama::OllamaError::Timeout(PROBE_TIMEOUT)),
-        };
-        let now = if answer.is_ok() { UP } else { DOWN };
-        let before = self.0.swap(now, Ordering::Relaxed);
-        match answer {
-            Ok(names) => {
-                if before != UP {
-                    tracing::info!(
-                        provider = DEFAULT_PROVIDER,
-                        address = ollama.address(),
-                        models = names.len(),
-                        "upstream reachable"
-                    );
-                }
-                know_models(names);
-            }
-            Err(err) if before != DOWN => {
-                tracing::warn!(provider = DEFAULT_PROVIDER, address = ollama.address(), cause = %err, "upstream unreachable");
-            }
-            Err(_) => {}
-        }
-    }
-
-    /// Probes the upstream every [`UPSTREAM_PROBE_INTERVAL`].
-    pub fn spawn_probe(&self, ollama: OllamaClient, tasks: &BackgroundTasks) {
-        let health = self.clone();
-        tasks.spawn(async move {
-            let start = tokio::time::Instant::now() + UPSTREAM_PROBE_INTERVAL;
-            let mut ticks = tokio::time::interval_at(start, UPSTREAM_PROBE_INTERVAL);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                health.probe(&ollama).await;
-            }
-        });
-    }
 }
 
 /// Replaces the models that get their own label.
@@ -246,7 +177,10 @@ pub async fn render(State(state): State<AppState>, request: Request) -> Response
         return refusal.into_response();
     }
     gauge!(GENERATIONS_ACTIVE).set(state.generations.running_count() as f64);
-    gauge!(UPSTREAM_UP, "provider" => DEFAULT_PROVIDER).set(if state.upstream.is_up() == Some(true) { 1.0 } else { 0.0 });
+    // Provider names are set by admins: a bounded set.
+    for (provider, healthy) in state.upstreams.health_by_name() {
+        gauge!(UPSTREAM_UP, "provider" => provider).set(if healthy { 1.0 } else { 0.0 });
+    }
     let (size, idle) = match state.store.pool() {
         Pool::Postgres(pool) => (pool.size(), pool.num_idle()),
         Pool::Sqlite(pool) => (pool.size(), pool.num_idle()),

@@ -4,12 +4,11 @@ use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
 use crate::frontend::Frontend;
 use crate::guards::RateLimits;
-use crate::metrics::UpstreamHealth;
-use crate::ollama::OllamaClient;
 use crate::services::admission::Admission;
 use crate::services::api_keys::ApiKeyCheck;
 use crate::services::generation::Generations;
 use crate::store::Store;
+use crate::upstream::Upstreams;
 use crate::validation::BodyLimits;
 
 /// What every handler can reach: one pointer, so that the clone every request and extractor
@@ -36,14 +35,13 @@ pub struct Parts {
     pub config: Arc<Config>,
     pub store: Store,
     pub tokens: Arc<TokenKeys>,
-    pub ollama: OllamaClient,
+    /// The providers: their clients, health and models.
+    pub upstreams: Upstreams,
     pub generations: Generations,
     pub api_key_check: ApiKeyCheck,
     pub admission: Admission,
     pub rate_limits: RateLimits,
     pub body_limits: BodyLimits,
-    /// Whether the upstream answered its last probe.
-    pub upstream: UpstreamHealth,
     /// The SPA of `FRONTEND_DIR`, when one is served.
     pub frontend: Option<Frontend>,
 }

@@ -32,6 +32,10 @@ pub enum OllamaError {
     Protocol(String),
     #[error("The connection to Ollama was lost: {0}")]
     Disconnected(String),
+    /// No provider could take the request: none serves the model, or every one failed. The
+    /// message names providers, never their addresses.
+    #[error("{0}")]
+    NoProvider(String),
 }
 
 #[derive(Clone)]
@@ -40,6 +44,8 @@ pub struct OllamaClient {
     base_url: String,
     /// `base_url` without any user or password in it: what the log names.
     logged_address: String,
+    /// Sent as `Authorization: Bearer` (an Ollama behind an authenticating proxy).
+    api_key: Option<Arc<str>>,
     first_byte_timeout: Duration,
     idle_timeout: Duration,
     cache: Arc<ModelCache>,
@@ -70,15 +76,17 @@ impl ModelCache {
 }
 
 impl OllamaClient {
-    pub fn new(config: &OllamaConfig) -> anyhow::Result<Self> {
+    /// A client of the Ollama at `base_url`, with the timeouts of `config`.
+    pub fn new(config: &OllamaConfig, base_url: &str, api_key: Option<&str>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
         Ok(Self {
             http,
-            base_url: config.base_url.clone(),
-            logged_address: without_credentials(&config.base_url),
+            base_url: base_url.to_owned(),
+            logged_address: without_credentials(base_url),
+            api_key: api_key.map(Arc::from),
             first_byte_timeout: config.first_byte_timeout,
             idle_timeout: config.idle_timeout,
             cache: Arc::new(ModelCache { ttl: config.tags_cache_ttl, tags: Mutex::new(None), shows: Mutex::new(HashMap::new()) }),
@@ -99,6 +107,9 @@ impl OllamaClient {
     async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<reqwest::Response, OllamaError> {
         let url = self.url(path);
         let mut request = self.http.request(method, &url);
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -146,6 +157,27 @@ impl OllamaClient {
     pub async fn model_names(&self) -> Result<Vec<String>, OllamaError> {
         let tags = self.json(Method::GET, "/api/tags", None).await?;
         let models = tags.get("models").and_then(Value::as_array).cloned().unwrap_or_default();
+        Ok(models.iter().filter_map(|m| model_name(m).map(str::to_owned)).collect())
+    }
+
+    /// The installed models' names and digests (`/api/tags`, uncached): what changes when a
+    /// model is pulled, deleted or replaced.
+    pub async fn installed(&self) -> Result<Vec<(String, String)>, OllamaError> {
+        let tags = self.json(Method::GET, "/api/tags", None).await?;
+        let models = tags.get("models").and_then(Value::as_array).cloned().unwrap_or_default();
+        Ok(models
+            .iter()
+            .filter_map(|m| {
+                let digest = m.get("digest").and_then(Value::as_str).unwrap_or_default();
+                model_name(m).map(|name| (name.to_owned(), digest.to_owned()))
+            })
+            .collect())
+    }
+
+    /// The names of the models loaded in memory now (`/api/ps`).
+    pub async fn loaded(&self) -> Result<Vec<String>, OllamaError> {
+        let ps = self.json(Method::GET, "/api/ps", None).await?;
+        let models = ps.get("models").and_then(Value::as_array).cloned().unwrap_or_default();
         Ok(models.iter().filter_map(|m| model_name(m).map(str::to_owned)).collect())
     }
 
@@ -259,7 +291,7 @@ pub fn model_name(model: &Value) -> Option<&str> {
 }
 
 /// `url` with any user and password taken out, for the log.
-fn without_credentials(url: &str) -> String {
+pub fn without_credentials(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
             let _ = parsed.set_username("");

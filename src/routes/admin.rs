@@ -13,12 +13,14 @@ use crate::guards::rate_limit::ClientAddress;
 use crate::schemas::admin::{AuditPage, AuditQuery};
 use crate::schemas::api_keys::{AdminKeyQuery, ApiKeyResponse, KeyPath};
 use crate::schemas::models::{ModelNamePath, ModelPolicyChange, ModelPolicyResponse, QuotaChange};
+use crate::schemas::providers::{ProviderChangeRequest, ProviderCreate, ProviderPath, ProviderResponse};
 use crate::schemas::usage::{UsageQuery, UsageReport};
 use crate::services::audit::ActionContext;
 use crate::services::model_access::PolicyUpdate;
+use crate::services::providers::{ProviderDraft, ProviderUpdate};
 use crate::services::quotas::QuotaDocument;
 use crate::services::stats::Stats;
-use crate::services::{api_keys, audit, stats, usage};
+use crate::services::{api_keys, audit, providers, stats, usage};
 use crate::state::AppState;
 use crate::store::audit::AuditFilter;
 use crate::validation::ValidJson;
@@ -32,7 +34,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_api_key))
         .routes(routes!(all_usage))
         .routes(routes!(list_models))
-        .routes(routes!(get_quotas, put_quotas));
+        .routes(routes!(get_quotas, put_quotas))
+        .routes(routes!(list_providers, create_provider))
+        .routes(routes!(update_provider, delete_provider));
     // Model names may contain `/`.
     super::route_catch_all(router, "/admin/models/{*name}", routes!(put_model))
 }
@@ -44,7 +48,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn list_models(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Vec<ModelPolicyResponse>>> {
-    let policies = state.admission.models.all(&state.ollama).await?;
+    let policies = state.admission.models.all(&state.upstreams).await?;
     Ok(Json(policies.into_iter().map(Into::into).collect()))
 }
 
@@ -120,7 +124,7 @@ pub(crate) async fn all_usage(
     security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn overview(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Stats>> {
-    Ok(Json(stats::stats(&state.store, state.generations.running_count(), state.upstream.is_up()).await?))
+    Ok(Json(stats::stats(&state.store, state.generations.running_count(), state.upstreams.any_healthy()).await?))
 }
 
 /// The audit log, newest first.
@@ -170,5 +174,70 @@ pub(crate) async fn revoke_api_key(
 ) -> ApiResult<StatusCode> {
     api_keys::revoke(&state.store, &ActionContext::user(admin.id, address), None, path.key_id).await?;
     tracing::info!(key_id = %path.key_id, admin_id = %admin.id, "API key revoked by an admin");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every provider with its state here (models, health); never an API key.
+#[utoipa::path(
+    get, path = "/admin/providers", tag = "admin",
+    responses((status = 200, body = Vec<ProviderResponse>), (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail)),
+    security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn list_providers(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Vec<ProviderResponse>>> {
+    let providers = providers::list(&state.store, &state.upstreams).await?;
+    Ok(Json(providers.into_iter().map(Into::into).collect()))
+}
+
+/// Adds a provider; it is probed in the background (its `status` says so once it answered).
+#[utoipa::path(
+    post, path = "/admin/providers", tag = "admin", request_body = ProviderCreate,
+    responses((status = 201, body = ProviderResponse), (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail),
+              (status = 409, description = "A provider with this name already exists", body = crate::openapi::ErrorDetail)),
+    security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn create_provider(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    AdminUser(admin): AdminUser,
+    ValidJson(draft): ValidJson<ProviderDraft>,
+) -> ApiResult<(StatusCode, Json<ProviderResponse>)> {
+    let context = ActionContext::user(admin.id, address);
+    let created = providers::create(&state.store, &state.upstreams, &context, draft).await?;
+    Ok((StatusCode::CREATED, Json(created.into())))
+}
+
+/// Changes a provider; fields left out keep their value, `null` clears `api_key` and `model_prefix`.
+#[utoipa::path(
+    put, path = "/admin/providers/{provider_id}", tag = "admin", params(("provider_id" = Uuid, Path)), request_body = ProviderChangeRequest,
+    responses((status = 200, body = ProviderResponse), (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail),
+              (status = 404, description = "Provider not found", body = crate::openapi::ErrorDetail),
+              (status = 409, description = "A provider with this name already exists", body = crate::openapi::ErrorDetail)),
+    security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn update_provider(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    AdminUser(admin): AdminUser,
+    ValidPath(path): ValidPath<ProviderPath>,
+    ValidJson(update): ValidJson<ProviderUpdate>,
+) -> ApiResult<Json<ProviderResponse>> {
+    let context = ActionContext::user(admin.id, address);
+    Ok(Json(providers::update(&state.store, &state.upstreams, &context, path.provider_id, update).await?.into()))
+}
+
+/// Removes a provider: no new answer goes to it.
+#[utoipa::path(
+    delete, path = "/admin/providers/{provider_id}", tag = "admin", params(("provider_id" = Uuid, Path)),
+    responses((status = 204, description = "Removed"), (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail),
+              (status = 404, description = "Provider not found", body = crate::openapi::ErrorDetail)),
+    security(("access_token" = []), ("bearer" = []))
+)]
+pub(crate) async fn delete_provider(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    AdminUser(admin): AdminUser,
+    ValidPath(path): ValidPath<ProviderPath>,
+) -> ApiResult<StatusCode> {
+    providers::delete(&state.store, &state.upstreams, &ActionContext::user(admin.id, address), path.provider_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -95,9 +95,16 @@ pub(crate) async fn model_catalog(
     let mut usable = state.admission.models.usable(&user, &names).await?.into_iter();
     models.retain(|_| usable.next().unwrap_or(false));
     let providers = state.store.active_providers().await?;
+    // Only admins see where the upstreams are.
+    let hide_address = |mut provider: crate::schemas::chats::ProviderSummary| {
+        if !user.is_admin() {
+            provider.api_url = String::new();
+        }
+        provider
+    };
     Ok(Json(ModelCatalog {
         models: models.into_iter().map(Into::into).collect(),
-        providers: providers.into_iter().map(Into::into).collect(),
+        providers: providers.into_iter().map(Into::into).map(hide_address).collect(),
     }))
 }
 

@@ -38,14 +38,14 @@ pub fn router() -> OpenApiRouter<AppState> {
     get, path = "/ollama/version", tag = "ollama", responses((status = 200, description = "Ollama's version", body = Object), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn version(State(state): State<AppState>, CurrentUser(_user): CurrentUser) -> ApiResult<Json<Value>> {
-    Ok(Json(state.ollama.version().await?))
+    Ok(Json(state.upstreams.version().await?))
 }
 
 #[utoipa::path(
-    get, path = "/ollama/tags", tag = "ollama", responses((status = 200, description = "Installed models with their capabilities (cached)", body = Object), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
+    get, path = "/ollama/tags", tag = "ollama", responses((status = 200, description = "The models of every reachable provider with their capabilities and `provider` (from memory)", body = Object), (status = 502, description = "Ollama is unreachable or failed", body = crate::openapi::ErrorDetail), (status = 504, description = "Ollama did not answer in time", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn tags(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> ApiResult<Json<Value>> {
-    let tags = state.ollama.tags().await?;
+    let tags = state.upstreams.tags()?;
     Ok(Json(state.admission.models.visible_tags(&user, &tags).await?))
 }
 
@@ -57,7 +57,7 @@ pub(crate) async fn show(
     CurrentUser(_user): CurrentUser,
     ValidJson(request): ValidJson<ModelName>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(state.ollama.show(&request.model).await?))
+    Ok(Json(state.upstreams.show(&request.model).await?))
 }
 
 /// A pull that ends in an error line is a failure (the original answered 200).
@@ -84,20 +84,30 @@ pub(crate) async fn pull(
     ValidJson(request): ValidJson<ModelName>,
 ) -> ApiResult<Response> {
     let context = ActionContext::user(admin.id, address);
-    let progress = models::pull(&state.store, &state.ollama, &context, &request.model).await.map_err(|err| match err {
-        ServiceError::Upstream(err) => pull_error(err),
-        err => err.into(),
-    })?;
+    let provider = request.provider.as_deref();
+    let (providers, progress) =
+        models::pull(&state.store, &state.upstreams, &context, &request.model, provider).await.map_err(|err| match err {
+            ServiceError::Upstream(err) => pull_error(err),
+            err => err.into(),
+        })?;
     if request.stream {
-        let lines = progress.map(|line| {
-            let value = line.unwrap_or_else(|err| json!({ "error": err.to_string() }));
+        let lines = progress.map(|(provider, line)| {
+            let mut value = line.unwrap_or_else(|err| json!({ "error": err.to_string() }));
+            value["provider"] = json!(&*provider);
             Ok::<_, std::convert::Infallible>(format!("{value}\n"))
         });
         return Ok(ndjson_response(Body::from_stream(lines)));
     }
     let mut text = String::new();
     futures_util::pin_mut!(progress);
-    while let Some(line) = progress.next().await {
+    while let Some((provider, line)) = progress.next().await {
+        let line = line.map_err(|err| match err {
+            OllamaError::Upstream { status, message } if providers > 1 => {
+                OllamaError::Upstream { status, message: format!("{provider}: {message}") }
+            }
+            err if providers > 1 => OllamaError::NoProvider(format!("{provider}: {err}")),
+            err => err,
+        });
         text.push_str(&line.map_err(pull_error)?.to_string());
         text.push('\n');
     }
@@ -114,7 +124,8 @@ pub(crate) async fn delete_model(
     AdminUser(admin): AdminUser,
     ValidJson(request): ValidJson<ModelName>,
 ) -> ApiResult<Json<Message>> {
-    models::delete(&state.store, &state.ollama, &ActionContext::user(admin.id, address), &request.model).await?;
+    let context = ActionContext::user(admin.id, address);
+    models::delete(&state.store, &state.upstreams, &context, &request.model, request.provider.as_deref()).await?;
     Ok(Json(Message { message: "Model deleted successfully" }))
 }
 
@@ -122,7 +133,7 @@ pub(crate) async fn delete_model(
     post, path = "/ollama/cache/clear", tag = "ollama", responses((status = 200, body = crate::schemas::Message), (status = 403, description = "Not an admin user", body = crate::openapi::ErrorDetail)), security(("access_token" = []), ("bearer" = []))
 )]
 pub(crate) async fn clear_cache(State(state): State<AppState>, AdminUser(_admin): AdminUser) -> Json<Message> {
-    state.ollama.clear_cache().await;
+    state.upstreams.refresh_all().await;
     Json(Message { message: "Model cache cleared successfully" })
 }
 

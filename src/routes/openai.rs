@@ -60,7 +60,7 @@ where
     security(("api_key" = []))
 )]
 pub(crate) async fn list_models(State(state): State<AppState>, holder: KeyHolder) -> Result<Json<ModelList>, OpenAiError> {
-    let data = openai::models(&state.ollama, &state.admission.models, &holder.user, &holder.key).await?;
+    let data = openai::models(&state.upstreams, &state.admission.models, &holder.user, &holder.key).await?;
     Ok(Json(ModelList { object: "list", data }))
 }
 
@@ -75,7 +75,7 @@ pub(crate) async fn get_model(
     holder: KeyHolder,
     Path(model): Path<String>,
 ) -> Result<Json<ModelObject>, OpenAiError> {
-    let found = openai::model(&state.ollama, &state.admission.models, &holder.user, &holder.key, &model).await?;
+    let found = openai::model(&state.upstreams, &state.admission.models, &holder.user, &holder.key, &model).await?;
     found.map(Json).ok_or_else(|| OpenAiError::model_not_found(&model))
 }
 
@@ -334,7 +334,7 @@ pub(crate) async fn embeddings(
         Some("base64") => true,
         Some(_) => return Err(OpenAiError::invalid_request("encoding_format must be float or base64", Some("encoding_format"))),
     };
-    let embeddings = openai::embed(&state.ollama, &state.admission.models, &holder.user, &holder.key, &request).await?;
+    let embeddings = openai::embed(&state.upstreams, &state.admission.models, &holder.user, &holder.key, &request).await?;
     let data: Vec<Value> = embeddings
         .vectors
         .iter()

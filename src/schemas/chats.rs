@@ -477,13 +477,18 @@ pub struct ModelName {
     pub model: String,
     /// `/ollama/pull` only: stream Ollama's progress as NDJSON.
     pub stream: bool,
+    /// `/ollama/pull` and `/ollama/delete`: the provider (name or id) to act on; absent: every
+    /// enabled Ollama provider.
+    #[schema(value_type = Option<String>, max_length = 100)]
+    pub provider: Option<String>,
 }
 
 impl FromFields for ModelName {
     fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
         let model = f.required("model", ModelNameText::parse).map(Text::into_string);
         let stream = f.optional("stream", boolean).unwrap_or(false);
-        Some(ModelName { model: model?, stream })
+        let provider = f.optional("provider", crate::validation::string(1, 100));
+        Some(ModelName { model: model?, stream, provider })
     }
 }
 
@@ -618,6 +623,7 @@ impl From<ModelRecord> for ModelSummary {
 pub struct ProviderSummary {
     pub id: Uuid,
     pub name: String,
+    /// The provider's address; empty for anyone but an admin.
     pub api_url: String,
     pub auth_type: Option<String>,
     pub is_active: bool,

@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod chats;
 pub mod models;
 pub mod openai;
+pub mod providers;
 pub mod search;
 pub mod settings;
 pub mod usage;

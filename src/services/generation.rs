@@ -30,12 +30,13 @@ use super::{ServiceError, ServiceResult};
 use crate::cluster::{Bus, Notice, PieceAt};
 use crate::config::GenerationLimits;
 use crate::ollama::types::ChunkMessage;
-use crate::ollama::{ChatChunk, ChatRequest, OllamaClient, OllamaError};
+use crate::ollama::{ChatChunk, ChatRequest, OllamaError};
 use crate::schemas::chats::MessageRole;
 use crate::store::chats::DEFAULT_CHAT_TITLE;
 use crate::store::generations::{EndWritten, GenerationEnd, GenerationRow, NewGeneration, StartRefusal};
 use crate::store::messages::{Message, NewMessage};
 use crate::store::{self, Store};
+use crate::upstream::Upstreams;
 use chrono::NaiveDateTime;
 
 /// How a generation ended.
@@ -215,6 +216,8 @@ pub struct Generation {
     mirror: bool,
     /// How many pieces the checkpoint in the database holds.
     checkpointed: AtomicU64,
+    /// The provider that answered (or was tried last), recorded with the usage.
+    provider: Mutex<Option<String>>,
 }
 
 impl Generation {
@@ -234,6 +237,7 @@ impl Generation {
             cancel: CancellationToken::new(),
             mirror: false,
             checkpointed: AtomicU64::new(0),
+            provider: Mutex::default(),
         }
     }
 
@@ -254,7 +258,13 @@ impl Generation {
             cancel: CancellationToken::new(),
             mirror: true,
             checkpointed: AtomicU64::new(0),
+            provider: Mutex::default(),
         }
+    }
+
+    /// The provider that answered, or was tried last.
+    pub fn provider(&self) -> Option<String> {
+        self.provider.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Its key among the running generations: its chat, or itself when it has none.
@@ -484,7 +494,7 @@ pub struct Generations {
     pub(super) running: Arc<Mutex<HashMap<Uuid, Arc<Generation>>>>,
     pub(super) tasks: TaskTracker,
     pub(super) store: Store,
-    ollama: OllamaClient,
+    upstreams: Upstreams,
     limits: GenerationLimits,
     /// This process, as `generations.owner_instance` names it.
     pub(super) instance: Uuid,
@@ -499,12 +509,12 @@ pub struct Generations {
 type HeartbeatSeen = (Option<NaiveDateTime>, Instant);
 
 impl Generations {
-    pub fn new(store: Store, ollama: OllamaClient, limits: GenerationLimits, instance: Uuid, bus: Bus) -> Self {
+    pub fn new(store: Store, upstreams: Upstreams, limits: GenerationLimits, instance: Uuid, bus: Bus) -> Self {
         Self {
             running: Arc::default(),
             tasks: TaskTracker::new(),
             store,
-            ollama,
+            upstreams,
             limits,
             instance,
             bus,
@@ -654,7 +664,7 @@ impl Generations {
         let outcome = tokio::select! {
             // Dropping `stream_answer` drops the upstream request: Ollama stops generating.
             _ = generation.cancel.cancelled() => Outcome::Stopped,
-            result = stream_answer(&self.ollama, generation, &upstream, self.limits.max_answer_tokens) => match result {
+            result = stream_answer(&self.upstreams, generation, &upstream, self.limits.max_answer_tokens) => match result {
                 Ok(Streamed::Done(final_chunk)) if final_chunk.done_reason.as_deref() == Some("length") => {
                     Outcome::Length(Some(final_chunk))
                 }
@@ -717,7 +727,7 @@ impl Generations {
         let end = GenerationEnd {
             id: generation.id,
             status: status.as_str().into(),
-            provider: None,
+            provider: generation.provider(),
             ended_at: store::now(),
             first_token_ms: generation.time_to_first_token().map(millis),
             duration_ms: Some(millis(generation.started.elapsed())),
@@ -963,15 +973,18 @@ fn limit_answer_length(request: &mut ChatRequest, max_tokens: u32) {
     }
 }
 
-/// Publishes the upstream's chunks as they come, at most `max_tokens` of them.
+/// Publishes the chunks of the provider that answers (see [`Upstreams::open`]) as they come,
+/// at most `max_tokens` of them.
 async fn stream_answer(
-    ollama: &OllamaClient,
+    upstreams: &Upstreams,
     generation: &Generation,
     request: &ChatRequest,
     max_tokens: u32,
 ) -> Result<Streamed, OllamaError> {
-    let stream = ollama.chat(request).await?;
-    futures_util::pin_mut!(stream);
+    let record_provider =
+        |name: &str| *generation.provider.lock().unwrap_or_else(PoisonError::into_inner) = Some(name.to_owned());
+    let mut answer = upstreams.open(generation.chat_id, request, record_provider).await?;
+    let stream = &mut answer.chunks;
     let mut tokens = 0u32;
     while let Some(item) = stream.next().await {
         let mut chunk = item?;
@@ -1155,15 +1168,17 @@ mod tests {
             .await
             .unwrap();
         let chat = store.create_chat(user.id, DEFAULT_CHAT_TITLE, store::now()).await.unwrap();
-        let ollama = OllamaClient::new(&crate::config::OllamaConfig {
-            base_url: "http://127.0.0.1:9".into(),
+        let config = crate::config::OllamaConfig {
+            base_urls: vec!["http://127.0.0.1:9".into()],
             connect_timeout: Duration::from_secs(1),
             first_byte_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             tags_cache_ttl: Duration::from_secs(1),
-        })
-        .unwrap();
-        (Generations::new(store, ollama, GenerationLimits::default(), Uuid::new_v4(), Bus::single()), user.id, chat.id)
+        };
+        let cipher = crate::upstream::keys::KeyCipher::new("test");
+        let spawner = crate::background::BackgroundTasks::default().spawner();
+        let upstreams = Upstreams::new(store.clone(), config, cipher, spawner);
+        (Generations::new(store, upstreams, GenerationLimits::default(), Uuid::new_v4(), Bus::single()), user.id, chat.id)
     }
 
     fn question(content: &str) -> Question {

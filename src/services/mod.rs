@@ -12,6 +12,7 @@ pub mod import;
 pub mod model_access;
 pub mod models;
 pub mod openai;
+pub mod providers;
 pub mod quotas;
 pub mod replicas;
 pub mod search;

@@ -14,11 +14,12 @@ use uuid::Uuid;
 use super::audit::ActionContext;
 use super::snapshot::Snapshot;
 use super::{ServiceError, ServiceResult};
-use crate::ollama::{model_name, ChatRequest, OllamaClient, UpstreamMessage};
+use crate::ollama::{model_name, ChatRequest, UpstreamMessage};
 use crate::store::audit::{AuditAction, AuditTarget};
 use crate::store::models::{PolicySave, StoredPolicy};
 use crate::store::users::{Role, User};
 use crate::store::{Change, Store};
+use crate::upstream::Upstreams;
 
 /// A model's rules.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,10 +188,10 @@ impl ModelAccess {
         Ok(tags)
     }
 
-    /// Every model an upstream offers and every model with a row, with its policy, by name.
-    pub async fn all(&self, ollama: &OllamaClient) -> ServiceResult<Vec<ModelPolicy>> {
+    /// Every model a provider offers and every model with a row, with its policy, by name.
+    pub async fn all(&self, upstreams: &Upstreams) -> ServiceResult<Vec<ModelPolicy>> {
         let mut all: BTreeMap<String, ModelPolicy> = BTreeMap::new();
-        match ollama.tags().await {
+        match upstreams.tags() {
             Ok(tags) => {
                 for model in tags.get("models").and_then(Value::as_array).into_iter().flatten() {
                     let name = model_name(model).unwrap_or_default().to_owned();

@@ -12,10 +12,11 @@ use super::api_keys::key_models;
 use super::generation::{Generation, GenerationRequest, Generations};
 use super::model_access::ModelAccess;
 use super::{ServiceError, ServiceResult};
-use crate::ollama::{model_name, ChatRequest, OllamaClient, UpstreamMessage};
+use crate::ollama::{model_name, ChatRequest, UpstreamMessage};
 use crate::schemas::openai::{ChatCompletionRequest, ChatMessage, EmbeddingsRequest, ModelObject, Stop};
 use crate::store::api_keys::ApiKeyRecord;
 use crate::store::users::User;
+use crate::upstream::Upstreams;
 
 /// Inputs one embeddings request may carry (OpenAI's own limit).
 pub const MAX_EMBEDDING_INPUTS: usize = 2048;
@@ -41,12 +42,12 @@ async fn check_model(access: &ModelAccess, user: &User, key: &ApiKeyRecord, mode
 
 /// The models the key and its owner may use, as `/v1/models` lists them.
 pub async fn models(
-    ollama: &OllamaClient,
+    upstreams: &Upstreams,
     access: &ModelAccess,
     user: &User,
     key: &ApiKeyRecord,
 ) -> ServiceResult<Vec<ModelObject>> {
-    let tags = ollama.tags().await?;
+    let tags = upstreams.tags()?;
     let listed: &[Value] = tags.get("models").and_then(Value::as_array).map_or(&[], Vec::as_slice);
     let names: Vec<String> = listed.iter().map(|model| model_name(model).unwrap_or_default().to_owned()).collect();
     let usable = access.usable(user, &names).await?;
@@ -69,13 +70,13 @@ pub async fn models(
 }
 
 pub async fn model(
-    ollama: &OllamaClient,
+    upstreams: &Upstreams,
     access: &ModelAccess,
     user: &User,
     key: &ApiKeyRecord,
     id: &str,
 ) -> ServiceResult<Option<ModelObject>> {
-    Ok(models(ollama, access, user, key).await?.into_iter().find(|m| m.id == id))
+    Ok(models(upstreams, access, user, key).await?.into_iter().find(|m| m.id == id))
 }
 
 /// Starts the answer; it is streamed back and never stored in a chat.
@@ -309,7 +310,7 @@ pub struct Embeddings {
 }
 
 pub async fn embed(
-    ollama: &OllamaClient,
+    upstreams: &Upstreams,
     access: &ModelAccess,
     user: &User,
     key: &ApiKeyRecord,
@@ -327,7 +328,8 @@ pub async fn embed(
     if inputs.len() > MAX_EMBEDDING_INPUTS {
         return Err(invalid(format!("At most {MAX_EMBEDDING_INPUTS} inputs per request")));
     }
-    let answer = ollama.embed(&request.model, &inputs, request.dimensions).await?;
+    let (ollama, model) = upstreams.ollama_for(&request.model)?;
+    let answer = ollama.embed(&model, &inputs, request.dimensions).await?;
     let vectors: Vec<Vec<f32>> = answer
         .get("embeddings")
         .cloned()

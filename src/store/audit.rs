@@ -38,6 +38,9 @@ crate::text_enum! {
         ModelPolicyChanged = "model.policy_changed",
         QuotasChanged = "quotas.changed",
         ChatsImported = "chats.imported",
+        ProviderCreated = "provider.created",
+        ProviderUpdated = "provider.updated",
+        ProviderDeleted = "provider.deleted",
     }
 }
 
@@ -99,6 +102,10 @@ impl AuditTarget {
 
     pub fn api_key(id: Uuid) -> Self {
         AuditTarget { kind: "api_key", id: id.to_string() }
+    }
+
+    pub fn provider(id: Uuid) -> Self {
+        AuditTarget { kind: "provider", id: id.to_string() }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod generations;
 pub mod login_attempts;
 pub mod messages;
 pub mod models;
+pub mod providers;
 pub mod quotas;
 pub mod refresh_tokens;
 pub mod row_cache;

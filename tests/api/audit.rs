@@ -150,13 +150,13 @@ async fn every_change_is_recorded_once_and_reads_are_not(backend: Backend) {
     let pulled = app.post("/ollama/pull").session(&admin).json(&json!({"model": "tinyllama:latest"})).send().await;
     assert_eq!(pulled.status, 200);
     let model = Some(("model", "tinyllama:latest".to_owned()));
-    assert_event(&log.one_new("model.pulled").await, ("user", Some(ann)), model.clone(), json!({}));
+    assert_event(&log.one_new("model.pulled").await, ("user", Some(ann)), model.clone(), json!({"provider": "default"}));
     let missing = app.post("/ollama/pull").session(&admin).json(&json!({"model": "nonexistent-model:latest"})).send().await;
     assert_eq!(missing.status, 404);
     log.nothing_new("a pull that failed").await;
     let deleted = app.delete("/ollama/delete").session(&admin).json(&json!({"model": "tinyllama:latest"})).send().await;
     assert_eq!(deleted.status, 200);
-    assert_event(&log.one_new("model.deleted").await, ("user", Some(ann)), model, json!({}));
+    assert_event(&log.one_new("model.deleted").await, ("user", Some(ann)), model, json!({"provider": "default"}));
 
     // A retired refresh token presented again.
     let refresh = |token: &str| app.post("/auth/refresh").cookie(&format!("refresh_token={token}")).send();

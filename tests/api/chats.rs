@@ -354,9 +354,15 @@ async fn seed_readme_routes_are_aliases(app: TestApp) {
 }
 
 async fn model_catalog_lists_registered_models(app: TestApp) {
+    let (_, ann) = app.signed_up("admin_ann").await;
     let (_, s) = app.signed_up("bob_user").await;
     let empty = app.get("/chats/models").session(&s).send().await;
-    assert_eq!(empty.body, json!({"models": [], "providers": []}));
+    // The provider of OLLAMA_BASE_URL; only admins see its address.
+    let provider = &empty.body["providers"][0];
+    assert_eq!(empty.body["models"], json!([]));
+    assert_eq!((provider["name"].as_str(), provider["api_url"].as_str()), (Some("default"), Some("")));
+    let seen_by_admin = app.get("/chats/models").session(&ann).send().await;
+    assert_eq!(seen_by_admin.body["providers"][0]["api_url"], app.emulator.base_url());
     app.get("/chats/models").send().await.assert_detail(401, "Not authenticated");
 }
 

@@ -24,6 +24,7 @@ mod observability;
 mod ollama;
 mod openai;
 mod process;
+mod providers;
 mod quotas;
 mod registration;
 mod replicas;

@@ -97,6 +97,10 @@ const MATRIX: &[(&str, &str, [u16; 6])] = &[
     ("put", "/admin/quotas", [401, 403, 403, 403, 400, 200]),
     ("get", "/admin/audit", [401, 403, 403, 403, 400, 200]),
     ("get", "/admin/stats", [401, 403, 403, 403, 400, 200]),
+    ("get", "/admin/providers", [401, 403, 403, 403, 400, 200]),
+    ("post", "/admin/providers", [401, 403, 403, 403, 400, 201]),
+    ("put", "/admin/providers/{provider_id}", [401, 403, 403, 403, 400, 200]),
+    ("delete", "/admin/providers/{provider_id}", [401, 403, 403, 403, 400, 204]),
 ];
 
 /// A valid body for the route, so that only authorization decides the status.
@@ -118,6 +122,9 @@ fn body_for(method: &str, path: &str, actor: &str) -> Option<Value> {
         ("post", "/chats/import") => json!([]),
         ("post", "/ollama/pull") => json!({"model": "tinyllama:latest"}),
         ("delete", "/ollama/delete") => json!({"model": "tinyllama:latest"}),
+        ("post", "/admin/providers") => {
+            json!({"name": format!("spare_{actor}"), "base_url": "http://127.0.0.1:9", "enabled": false})
+        }
         ("post", "/ollama/chat") => {
             json!({"model": "llama3.2:1b", "chatId": "{chat_id}", "messages": [{"role": "user", "content": "hi"}]})
         }
@@ -167,7 +174,16 @@ async fn every_route_answers_each_kind_of_caller_as_intended(app: TestApp) {
         } else {
             String::new()
         };
+        // A disabled provider of its own, in the provider routes' paths.
+        let provider = if template.contains("{provider_id}") {
+            let body = json!({"name": format!("spare_{}", uuid::Uuid::new_v4().simple()), "base_url": "http://127.0.0.1:9", "enabled": false});
+            let created = app.post("/admin/providers").session(&admin).json(&body).send().await;
+            created.body["id"].as_str().unwrap().to_owned()
+        } else {
+            String::new()
+        };
         let path = template
+            .replace("{provider_id}", &provider)
             .replace("{chat_id}", &chat)
             .replace("{message_id}", &message)
             .replace("{user_id}", &target)

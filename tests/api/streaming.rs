@@ -361,7 +361,7 @@ async fn pull_progress_streams_through(app: TestApp) {
     while let Some(line) = failing.next_line().await {
         last = line;
     }
-    assert_eq!(last, json!({"error": "pull model manifest: file does not exist"}));
+    assert_eq!(last, json!({"error": "pull model manifest: file does not exist", "provider": "default"}));
 }
 
 async fn shutdown_stops_generations_and_stores_partials(app: TestApp) {
