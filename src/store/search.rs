@@ -119,8 +119,9 @@ pub const SEARCH_RANKED_MATCHES: i64 = 2_000;
 /// messages match: 25 or more (a common word), their messages are walked newest first until
 /// enough match (`message_words_newest_idx`, a few thousand rows at most for such a word);
 /// fewer, the GIN index gives every match (few) with the owner's word (`owner<user id>`, weight
-/// D: no part of the score), and the newest are kept. The word index alone would read all of a
-/// common word's matches (and, for a prefix, every user's), the walk all of a rare word's user.
+/// D: no part of the score), and the newest are kept. The word index alone would read every
+/// match of a common word (and, for a prefix, every user's), the walk alone every message of the
+/// user for a rare one.
 const POSTGRES_HITS: &str = "
     WITH titles AS (
         SELECT c.id AS chat_id, NULL::uuid AS message_id, 0 AS kind,
