@@ -2,12 +2,13 @@
 
 use chrono::NaiveDateTime;
 use serde::Serialize;
+use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, SchemaFormat, Type};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::chats::{ChatPageLimit, ChatResponse, MessageResponse};
 use super::serialize_utc;
-use crate::store::search::SearchTerms;
+use crate::store::search::{SearchTerms, SEARCH_RANKED_MATCHES};
 use crate::validation::{boolean, string, Fields, FromFields, Problem, Skip, Text};
 
 /// The longest search query, in characters.
@@ -74,7 +75,21 @@ pub struct SearchResult {
 pub struct SearchResults {
     /// Best first: title matches, then messages by relevance.
     pub results: Vec<SearchResult>,
+    #[schema(schema_with = ranked_total_schema)]
     pub total: i64,
+}
+
+fn ranked_total_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(0.0))
+        .maximum(Some(SEARCH_RANKED_MATCHES as f64))
+        .description(Some(format!(
+            "How many matches there are to page through, at most {SEARCH_RANKED_MATCHES}: a query found more often is \
+             answered from its title matches and its newest messages, {SEARCH_RANKED_MATCHES} in all, ranked best first."
+        )))
+        .build()
 }
 
 crate::text_enum! {

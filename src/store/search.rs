@@ -100,60 +100,119 @@ pub struct SearchHit {
     pub total: i64,
 }
 
-/// A page of matches and how many there are in all.
+/// A page of the ranked matches, and how many were ranked (at most [`SEARCH_RANKED_MATCHES`]).
 pub struct SearchPage {
     pub total: i64,
     pub hits: Vec<SearchHit>,
 }
 
-/// The matches, as `(chat_id, message_id, kind, score, created_at)`: titles (kind 0) before
-/// messages (kind 1), then by relevance. `$1` user, `$2` query, `$3` include archived. Messages
-/// are looked up with their owner's word (`owner<user id>`, weight D: no part of the score).
+/// The most matches one search ranks: the chat titles, then the newest messages. Scoring every
+/// match of a word found in most of a long history would take a scan of them all; `total`
+/// counts the ranked matches only, so it is at most this.
+pub const SEARCH_RANKED_MATCHES: i64 = 2_000;
+
+/// The ranked matches, as `(chat_id, message_id, kind, score, created_at)`: titles (kind 0),
+/// then messages (kind 1). `$1` user, `$2` query, `$3` include archived, `$4`
+/// [`SEARCH_RANKED_MATCHES`].
+///
+/// The newest messages come from one of two plans, picked by how many of the user's 200 newest
+/// messages match: 25 or more (a common word), their messages are walked newest first until
+/// enough match (`message_words_newest_idx`, a few thousand rows at most for such a word);
+/// fewer, the GIN index gives every match (few) with the owner's word (`owner<user id>`, weight
+/// D: no part of the score), and the newest are kept. The word index alone would read every
+/// match of a common word (and, for a prefix, every user's), the walk alone every message of the
+/// user for a rare one.
 const POSTGRES_HITS: &str = "
-    WITH query AS (
-        SELECT to_tsquery('simple', $2) AS q, ('owner' || replace($1::text, '-', ''))::tsquery AS owner
+    WITH titles AS (
+        SELECT c.id AS chat_id, NULL::uuid AS message_id, 0 AS kind,
+               ts_rank(to_tsvector('simple', coalesce(c.title, '')), to_tsquery('simple', $2), 1) AS score,
+               c.created_at AS created_at
+        FROM chats c
+        WHERE to_tsvector('simple', coalesce(c.title, '')) @@ to_tsquery('simple', $2)
+          AND c.user_id = $1 AND ($3 OR NOT COALESCE(c.is_archived, FALSE))
+        ORDER BY c.created_at DESC, c.id DESC LIMIT $4
+    ),
+    common AS (
+        SELECT count(*) >= 25 AS common
+        FROM (SELECT words FROM message_words WHERE user_id = $1 ORDER BY created_at DESC, message_id DESC LIMIT 200) newest
+        WHERE words @@ to_tsquery('simple', $2)
+    ),
+    newest AS (
+        (SELECT w.chat_id, w.message_id, w.created_at, w.words
+         FROM message_words w JOIN chats c ON c.id = w.chat_id
+         WHERE (SELECT common FROM common) AND w.user_id = $1 AND w.words @@ to_tsquery('simple', $2)
+           AND c.user_id = $1 AND ($3 OR NOT COALESCE(c.is_archived, FALSE))
+         ORDER BY w.created_at DESC, w.message_id DESC LIMIT $4)
+        UNION ALL
+        (SELECT w.chat_id, w.message_id, w.created_at, w.words
+         FROM message_words w JOIN chats c ON c.id = w.chat_id
+         WHERE NOT (SELECT common FROM common)
+           AND w.words @@ (to_tsquery('simple', $2) && ('owner' || replace($1::text, '-', ''))::tsquery)
+           AND c.user_id = $1 AND ($3 OR NOT COALESCE(c.is_archived, FALSE))
+         ORDER BY w.created_at DESC, w.message_id DESC LIMIT $4)
     ),
     hits AS (
-        SELECT c.id AS chat_id, NULL::uuid AS message_id, 0 AS kind,
-               ts_rank(to_tsvector('simple', coalesce(c.title, '')), query.q, 1) AS score, c.created_at AS created_at
-        FROM chats c, query
-        WHERE to_tsvector('simple', coalesce(c.title, '')) @@ query.q
-          AND c.user_id = $1 AND ($3 OR NOT COALESCE(c.is_archived, FALSE))
+        SELECT * FROM titles
         UNION ALL
-        SELECT m.chat_id, m.id, 1, ts_rank('{0, 0, 0, 1}', w.words, query.q, 1), m.created_at
-        FROM message_words w JOIN messages m ON m.id = w.message_id JOIN chats c ON c.id = m.chat_id, query
-        WHERE w.words @@ (query.q && query.owner)
-          AND c.user_id = $1 AND ($3 OR NOT COALESCE(c.is_archived, FALSE))
+        (SELECT chat_id, message_id, 1, ts_rank('{0, 0, 0, 1}', words, to_tsquery('simple', $2), 1), created_at
+         FROM newest ORDER BY created_at DESC, message_id DESC LIMIT $4 - (SELECT count(*) FROM titles))
     )";
 
-/// As [`POSTGRES_HITS`]; FTS5's `bm25` is lower for better matches. Messages are looked up with
-/// their owner's id, a word of the `owner` column (weight 0 in the score).
-const SQLITE_HITS: &str = "
-    WITH hits AS (
-        SELECT c.id AS chat_id, NULL AS message_id, 0 AS kind, -bm25(chats_search) AS score, c.created_at AS created_at
+/// As [`POSTGRES_HITS`]. FTS5 gives matches newest first (by rowid) and stops at the limit;
+/// messages are looked up with their owner's id, a word of the `owner` column. The score (see
+/// [`sqlite_score`]) replaces FTS5's `bm25`, whose document frequencies take a read of every
+/// user's matches of each word: tens of ms for a common one.
+fn sqlite_hits() -> String {
+    let title_score = sqlite_score("chats_search", "title");
+    let message_score = sqlite_score("messages_search", "content");
+    format!(
+        "
+    WITH titles AS (
+        SELECT c.id AS chat_id, NULL AS message_id, 0 AS kind, {title_score} AS score, c.created_at AS created_at
         FROM chats_search JOIN chats c ON c.rowid = chats_search.rowid
         WHERE chats_search MATCH $2 AND c.user_id = $1 AND ($3 OR NOT COALESCE(c.is_archived, FALSE))
-        UNION ALL
-        SELECT m.chat_id, m.id, 1, -bm25(messages_search, 1.0, 0.0), m.created_at
+        ORDER BY chats_search.rowid DESC LIMIT $4
+    ),
+    newest AS (
+        SELECT m.chat_id, m.id AS message_id, 1 AS kind, {message_score} AS score, m.created_at AS created_at,
+               messages_search.rowid AS written
         FROM messages_search JOIN messages m ON m.rowid = messages_search.rowid JOIN chats c ON c.id = m.chat_id
-        WHERE messages_search MATCH '{content} : (' || $2 || ') AND {owner} : \"' || lower(hex($1)) || '\"'
+        WHERE messages_search MATCH '{{content}} : (' || $2 || ') AND {{owner}} : \"' || lower(hex($1)) || '\"'
           AND c.user_id = $1 AND ($3 OR NOT COALESCE(c.is_archived, FALSE))
-    )";
+        ORDER BY messages_search.rowid DESC LIMIT $4
+    ),
+    hits AS (
+        SELECT * FROM titles
+        UNION ALL
+        SELECT * FROM (
+            SELECT chat_id, message_id, kind, score, created_at FROM newest
+            ORDER BY written DESC LIMIT $4 - (SELECT count(*) FROM titles)
+        )
+    )"
+    )
+}
 
-/// One page of the hits, best first, with the text each was found in. `$4` limit, `$5` skip.
+/// How well an FTS5 row matches, higher is better: the matched words (or phrases) per
+/// character of the text, a text counting 100 characters more so that a shorter one is not
+/// always first. `highlight` marks each match (with a `char(1)`).
+fn sqlite_score(table: &str, column: &str) -> String {
+    format!("(length(highlight({table}, 0, char(1), '')) - length({table}.{column})) * 1.0 / (length({table}.{column}) + 100)")
+}
+
+/// One page of the hits, best first, with the text each was found in. `$5` limit, `$6` skip.
 const PAGE: &str = ",
     page AS (
         SELECT hits.*, COUNT(*) OVER () AS total FROM hits
-        ORDER BY kind, score DESC, created_at DESC, message_id LIMIT $4 OFFSET $5
+        ORDER BY kind, score DESC, created_at DESC, message_id, chat_id LIMIT $5 OFFSET $6
     )
     SELECT page.chat_id, c.title AS chat_title, page.message_id, m.role, COALESCE(m.content, c.title, '') AS text,
            page.created_at, page.total
     FROM page JOIN chats c ON c.id = page.chat_id LEFT JOIN messages m ON m.id = page.message_id
-    ORDER BY page.kind, page.score DESC, page.created_at DESC, page.message_id";
+    ORDER BY page.kind, page.score DESC, page.created_at DESC, page.message_id, page.chat_id";
 
 impl Store {
     /// The user's chats and messages that match every term, best first: title matches, then
-    /// messages by relevance (then newest first).
+    /// messages by relevance (then newest first), among the [`SEARCH_RANKED_MATCHES`] ranked.
     pub async fn search(
         &self,
         user_id: Uuid,
@@ -163,12 +222,23 @@ impl Store {
         limit: i64,
     ) -> Result<SearchPage, sqlx::Error> {
         let (hits_sql, query) = match self.pool() {
-            Pool::Postgres(_) => (POSTGRES_HITS, terms.tsquery()),
-            Pool::Sqlite(_) => (SQLITE_HITS, terms.fts5()),
+            Pool::Postgres(_) => (POSTGRES_HITS.to_owned(), terms.tsquery()),
+            Pool::Sqlite(_) => (sqlite_hits(), terms.fts5()),
         };
         let page_sql = format!("{hits_sql}{PAGE}");
+        // Not a prepared statement kept for the next search: PostgreSQL then plans each search
+        // with its words (whose frequencies pick the plans), never with a generic plan.
         let hits: Vec<SearchHit> = on_pool!(self, pool => {
-            sqlx::query_as(&page_sql).bind(user_id).bind(&query).bind(include_archived).bind(limit).bind(skip).fetch_all(pool).await
+            sqlx::query_as(&page_sql)
+                .bind(user_id)
+                .bind(&query)
+                .bind(include_archived)
+                .bind(SEARCH_RANKED_MATCHES)
+                .bind(limit)
+                .bind(skip)
+                .persistent(false)
+                .fetch_all(pool)
+                .await
         })?;
         let total = match hits.first() {
             Some(hit) => hit.total,
@@ -176,7 +246,14 @@ impl Store {
             None if skip > 0 => {
                 let count_sql = format!("{hits_sql} SELECT COUNT(*) FROM hits");
                 on_pool!(self, pool => {
-                    sqlx::query_scalar(&count_sql).bind(user_id).bind(&query).bind(include_archived).fetch_one(pool).await
+                    sqlx::query_scalar(&count_sql)
+                        .bind(user_id)
+                        .bind(&query)
+                        .bind(include_archived)
+                        .bind(SEARCH_RANKED_MATCHES)
+                        .persistent(false)
+                        .fetch_one(pool)
+                        .await
                 })?
             }
             None => 0,

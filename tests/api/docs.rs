@@ -136,3 +136,13 @@ fn documented_text_bounds_are_the_enforced_ones() {
     let renamed = &title_on_rename["oneOf"][1];
     assert_eq!((renamed["minLength"].as_u64(), renamed["maxLength"].as_u64()), (Some(1), Some(255)), "{title_on_rename}");
 }
+
+/// `total` of a search is documented with the cap the store applies.
+#[test]
+fn the_search_total_is_documented_as_capped() {
+    let spec = serde_json::to_value(rovertchat::openapi::spec()).unwrap();
+    let total = &spec["components"]["schemas"]["SearchResults"]["properties"]["total"];
+    let cap = rovertchat::store::search::SEARCH_RANKED_MATCHES;
+    assert_eq!(total["maximum"].as_i64(), Some(cap), "{total}");
+    assert!(total["description"].as_str().unwrap().contains(&format!("at most {cap}")), "{total}");
+}

@@ -1,5 +1,8 @@
 //! `GET /chats/search`: the caller's chat titles and messages, best first, with marked snippets.
 
+use std::collections::HashSet;
+
+use rovertchat::store::search::SEARCH_RANKED_MATCHES;
 use serde_json::{json, Value};
 
 use crate::on_both_databases;
@@ -12,6 +15,7 @@ on_both_databases!(
     archived_chats_are_found_only_when_asked,
     edits_renames_and_deletes_show_at_once,
     queries_and_pages_are_validated,
+    a_word_in_more_messages_than_are_ranked_is_answered_from_the_newest,
 );
 
 async fn search(app: &TestApp, session: &Session, query: &str) -> Value {
@@ -186,4 +190,60 @@ async fn queries_and_pages_are_validated(app: TestApp) {
     }
     refused("q=apple&limit=0").await.assert_validation(&[("greater_than_equal", json!(["query", "limit"]))]);
     refused("q=apple&skip=-1").await.assert_validation(&[("greater_than_equal", json!(["query", "skip"]))]);
+}
+
+/// A word found in more messages than are ranked: its title and newest messages are ranked and
+/// paged through (`total` is capped), older messages only by a narrower query.
+async fn a_word_in_more_messages_than_are_ranked_is_answered_from_the_newest(app: TestApp) {
+    let (_, bob) = app.signed_up("bob_user").await;
+    let chat = app.new_chat(&bob, Some("Apple pie")).await;
+    // Straight into the database (the API would take a while), one a second, the oldest first.
+    // The three oldest are the best matches on both backends (short, the word twice), so they
+    // would come first if all were ranked; then the newest but five.
+    let older = 10;
+    let messages = SEARCH_RANKED_MATCHES + older;
+    let content = format!(
+        "CASE WHEN n <= 3 THEN 'apple apple' WHEN n = {best} THEN 'apple new' ELSE 'apple ' || n || ' is one of many words' END",
+        best = messages - 5
+    );
+    app.execute(&if app.is_postgres() {
+        format!(
+            "INSERT INTO messages (id, chat_id, role, content, created_at, tokens_used) \
+             SELECT gen_random_uuid(), '{chat}', 'user', {content}, TIMESTAMP '2026-01-01' + n * INTERVAL '1 second', 0 \
+             FROM generate_series(1, {messages}) n"
+        )
+    } else {
+        format!(
+            "WITH RECURSIVE numbers(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM numbers WHERE n < {messages}) \
+             INSERT INTO messages (id, chat_id, role, content, created_at, tokens_used) \
+             SELECT randomblob(16), X'{}', 'user', {content}, datetime('2026-01-01', '+' || n || ' seconds'), 0 FROM numbers",
+            chat.replace('-', "")
+        )
+    })
+    .await;
+
+    let first = search(&app, &bob, "q=apple&limit=2").await;
+    assert_eq!(first["total"], SEARCH_RANKED_MATCHES);
+    assert_eq!(
+        found(&first),
+        [
+            ("title Apple pie".to_owned(), "<mark>Apple</mark> pie".to_owned()),
+            ("user".to_owned(), "<mark>apple</mark> new".to_owned()),
+        ]
+    );
+    // The pages hold each ranked match once, and no older one.
+    let mut seen = HashSet::new();
+    for skip in (0..SEARCH_RANKED_MATCHES).step_by(100) {
+        let page = search(&app, &bob, &format!("q=apple&skip={skip}&limit=100")).await;
+        assert_eq!(page["total"], SEARCH_RANKED_MATCHES);
+        for (what, snippet) in found(&page) {
+            assert_ne!(snippet, "<mark>apple</mark> <mark>apple</mark>", "an older message");
+            assert!(seen.insert((what, snippet.clone())), "twice: {snippet}");
+        }
+    }
+    assert_eq!(seen.len() as i64, SEARCH_RANKED_MATCHES);
+    let past = search(&app, &bob, &format!("q=apple&skip={SEARCH_RANKED_MATCHES}")).await;
+    assert_eq!(past, json!({"results": [], "total": SEARCH_RANKED_MATCHES}));
+    // A narrower query finds the older ones.
+    assert_eq!(search(&app, &bob, "q=%22apple%20apple%22").await["total"], 3);
 }
