@@ -170,7 +170,8 @@ async fn a_loaded_model_wins_then_the_least_busy_provider(backend: Backend) {
     let mut stream = StreamReader::open(started).await;
     assert_eq!(stream.next_event().await.unwrap().event, "start");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while provider(&app, &admin, "default-2").await["status"]["running"] != 1 {
+    // The emulator reads its knobs when the request arrives: it must have it before they change.
+    while provider(&app, &admin, "default-2").await["status"]["running"] != 1 || second.in_flight_chats() != 1 {
         assert!(Instant::now() < deadline, "the hanging answer never ran");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -179,7 +180,8 @@ async fn a_loaded_model_wins_then_the_least_busy_provider(backend: Backend) {
     let idle = app.new_chat(&admin, None).await;
     assert_eq!(ask(&app, &admin, &idle, "llama3.2:1b", "Anyone free?").await.status, 200);
     assert_eq!(first.chat_requests().len(), 2, "the idle provider answered (after the direct one)");
-    assert_eq!(app.post(&format!("/chats/{hanging}/stop")).session(&bob).send().await.status, 200);
+    let stopped = app.post(&format!("/chats/{hanging}/stop")).session(&bob).send().await;
+    assert_eq!(stopped.status, 200, "{}", stopped.body);
 }
 
 async fn a_chat_sticks_to_the_provider_of_its_last_answer(backend: Backend) {
