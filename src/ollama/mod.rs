@@ -270,8 +270,10 @@ impl OllamaClient {
 }
 
 fn transport_error(logged_address: &str, err: reqwest::Error) -> OllamaError {
+    // The client's only timeout of its own is the connect timeout (the others are ours).
     if err.is_timeout() {
-        return OllamaError::Timeout(Duration::ZERO);
+        tracing::warn!(address = logged_address, "connecting to the upstream timed out");
+        return OllamaError::Unreachable { reason: "connecting timed out".into() };
     }
     // The innermost cause ("Connection refused (os error 111)") names no address.
     let err = err.without_url();
