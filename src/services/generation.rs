@@ -358,13 +358,8 @@ impl Generation {
         self.mirror
     }
 
-    /// Ends a mirror as its generation ended on its replica.
-    pub(super) fn end_as_mirror(&self, ending: Ending) {
-        self.publish_end(ending);
-    }
-
     /// Publishes the end; a generation ends once, so a later end is ignored.
-    fn publish_end(&self, ending: Ending) {
+    pub(super) fn publish_end(&self, ending: Ending) {
         let mut produced = self.produced();
         if produced.end.is_none() {
             if !self.mirror {

@@ -337,7 +337,7 @@ impl Generations {
             None => None,
         };
         let produced_anything = mirror.answer().produced_anything();
-        mirror.end_as_mirror(Ending { status, message, chat_title, final_chunk: None, error, produced_anything });
+        mirror.publish_end(Ending { status, message, chat_title, final_chunk: None, error, produced_anything });
     }
 }
 

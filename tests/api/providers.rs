@@ -163,11 +163,7 @@ async fn a_loaded_model_wins_then_the_least_busy_provider(backend: Backend) {
     second.set_knobs(Knobs { hang: true, ..Knobs::default() });
     let (_, bob) = app.signed_up("bob_user").await;
     let hanging = app.new_chat(&bob, None).await;
-    let started = app
-        .post(&format!("/chats/{hanging}/completions"))
-        .session(&bob)
-        .json(&json!({"model": "llama3.2:1b", "content": "wait"}));
-    let mut stream = StreamReader::open(started).await;
+    let mut stream = app.open_completion(&bob, &hanging, "llama3.2:1b", "wait").await;
     assert_eq!(stream.next_event().await.unwrap().event, "start");
     let deadline = Instant::now() + Duration::from_secs(10);
     // The emulator reads its knobs when the request arrives: it must have it before they change.
@@ -228,14 +224,7 @@ async fn a_provider_failing_before_the_first_token_hands_over_to_the_next(backen
         ..Knobs::default()
     });
     let chat = app.new_chat(&admin, None).await;
-    let events = StreamReader::open(
-        app.post(&format!("/chats/{chat}/completions"))
-            .session(&admin)
-            .json(&json!({"model": "llama3.2:1b", "content": "Still there?"})),
-    )
-    .await
-    .rest()
-    .await;
+    let events = app.open_completion(&admin, &chat, "llama3.2:1b", "Still there?").await.rest().await;
     let end = events.last().unwrap();
     assert_eq!(end.event, "done", "{events:?}");
     assert_eq!(end.data["message"]["content"], "Echo: Still there?");
@@ -587,14 +576,7 @@ async fn an_openai_compatible_provider_serves_its_models_under_its_prefix(backen
 
     // A chat on a prefixed model goes to the OpenAI-compatible server, under its own name.
     let chat = app.new_chat(&bob, None).await;
-    let events = StreamReader::open(
-        app.post(&format!("/chats/{chat}/completions"))
-            .session(&bob)
-            .json(&json!({"model": "cloud/cloudy:7b", "content": "Hello cloud"})),
-    )
-    .await
-    .rest()
-    .await;
+    let events = app.open_completion(&bob, &chat, "cloud/cloudy:7b", "Hello cloud").await.rest().await;
     let end = events.last().unwrap();
     assert_eq!(end.event, "done", "{events:?}");
     assert!(end.data["message"]["content"].as_str().unwrap().starts_with("Echo:"), "{}", end.data);

@@ -25,10 +25,7 @@ async fn two_replicas(extra: Vec<(&str, String)>) -> (TestApp, TestApp) {
 }
 
 async fn open_completion(app: &TestApp, s: &Session, chat: &str, content: &str) -> StreamReader {
-    StreamReader::open(
-        app.post(&format!("/chats/{chat}/completions")).session(s).json(&json!({"model": "llama3.2:1b", "content": content})),
-    )
-    .await
+    app.open_completion(s, chat, "llama3.2:1b", content).await
 }
 
 fn content_of(events: &[SseEvent]) -> String {

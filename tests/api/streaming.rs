@@ -27,10 +27,7 @@ fn slow(per_token_ms: u64, tokens: usize) -> Knobs {
 }
 
 async fn open_completion(app: &TestApp, s: &Session, chat: &str, content: &str) -> StreamReader {
-    StreamReader::open(
-        app.post(&format!("/chats/{chat}/completions")).session(s).json(&json!({"model": "llama3.2:1b", "content": content})),
-    )
-    .await
+    app.open_completion(s, chat, "llama3.2:1b", content).await
 }
 
 fn deltas(events: &[crate::support::SseEvent]) -> String {

@@ -531,6 +531,14 @@ impl StreamReader {
 }
 
 impl TestApp {
+    /// Opens the event stream of `POST /chats/{chat}/completions` asking `model`.
+    pub async fn open_completion(&self, session: &Session, chat: &str, model: &str, content: &str) -> StreamReader {
+        StreamReader::open(
+            self.post(&format!("/chats/{chat}/completions")).session(session).json(&json!({"model": model, "content": content})),
+        )
+        .await
+    }
+
     /// Creates a chat for the session's user and returns its id.
     pub async fn new_chat(&self, session: &Session, title: Option<&str>) -> String {
         let request = self.post("/chats/my").session(session);
