@@ -111,6 +111,10 @@ variables! {
     OLLAMA_CONNECT_TIMEOUT_SECS = Value("5"), "Seconds to connect to Ollama.";
     OLLAMA_FIRST_BYTE_TIMEOUT_SECS = Value("600"),
         "Seconds to wait for the first chunk of an answer (a cold model can take minutes to load); then 504.";
+    PROVIDER_STALL_SECS = Value("60"),
+        "Seconds a provider that has the model loaded may take to start an answer when another provider could serve it; \
+         then the next one answers and the stalled one is tried after the others for a while (0: wait \
+         OLLAMA_FIRST_BYTE_TIMEOUT_SECS).";
     OLLAMA_IDLE_TIMEOUT_SECS = Value("300"), "Longest silence between two chunks of an answer, in seconds.";
     OLLAMA_TAGS_CACHE_SECS = Value("300"), "Seconds /ollama/tags (with capabilities) and /ollama/show answers are cached.";
     PROVIDER_KEYS_SECRET = Described("JWT_SECRET_KEY"),
@@ -240,6 +244,9 @@ pub struct OllamaConfig {
     pub connect_timeout: Duration,
     /// How long to wait for the first byte of an answer: a cold model can take minutes to load.
     pub first_byte_timeout: Duration,
+    /// How long a provider with the model loaded may take to start an answer before the next
+    /// provider is tried (`None`: no limit but `first_byte_timeout`).
+    pub stall_timeout: Option<Duration>,
     /// Longest silence between two chunks of a streamed answer.
     pub idle_timeout: Duration,
     /// How long `/ollama/tags` answers are cached.
@@ -537,6 +544,7 @@ impl Config {
             base_urls,
             connect_timeout: seconds(var::OLLAMA_CONNECT_TIMEOUT_SECS)?,
             first_byte_timeout: seconds(var::OLLAMA_FIRST_BYTE_TIMEOUT_SECS)?,
+            stall_timeout: Some(seconds(var::PROVIDER_STALL_SECS)?).filter(|limit| !limit.is_zero()),
             idle_timeout: seconds(var::OLLAMA_IDLE_TIMEOUT_SECS)?,
             tags_cache_ttl: seconds(var::OLLAMA_TAGS_CACHE_SECS)?,
         };

@@ -33,7 +33,7 @@ use crate::ollama::types::ChunkMessage;
 use crate::ollama::{ChatChunk, ChatRequest, OllamaError};
 use crate::schemas::chats::MessageRole;
 use crate::store::chats::DEFAULT_CHAT_TITLE;
-use crate::store::generations::{EndWritten, GenerationEnd, GenerationRow, NewGeneration, StartRefusal};
+use crate::store::generations::{EndWritten, EndedBy, GenerationEnd, GenerationRow, NewGeneration, StartRefusal};
 use crate::store::messages::{Message, NewMessage};
 use crate::store::{self, Store};
 use crate::upstream::Upstreams;
@@ -238,6 +238,20 @@ impl Generation {
             mirror: false,
             checkpointed: AtomicU64::new(0),
             provider: Mutex::default(),
+        }
+    }
+
+    /// Its row as it starts, owned by `instance`.
+    fn started_row(&self, instance: Uuid) -> NewGeneration {
+        NewGeneration {
+            id: self.id,
+            user_id: self.user_id,
+            api_key_id: self.api_key_id,
+            chat_id: self.chat_id,
+            model: self.model.clone(),
+            owner_instance: instance,
+            user_message_id: self.user_message_id,
+            started_at: self.started_at,
         }
     }
 
@@ -559,16 +573,7 @@ impl Generations {
     /// Writes the generation's `running` row: the database keeps one per chat and the user's
     /// quota across replicas. A chat held by a dead replica's generation is recovered first.
     async fn write_start(&self, generation: &Generation, max_running: Option<usize>) -> ServiceResult<()> {
-        let new = NewGeneration {
-            id: generation.id,
-            user_id: generation.user_id,
-            api_key_id: generation.api_key_id,
-            chat_id: generation.chat_id,
-            model: generation.model.clone(),
-            owner_instance: self.instance,
-            user_message_id: generation.user_message_id,
-            started_at: generation.started_at,
-        };
+        let new = generation.started_row(self.instance);
         let mut recovered = false;
         loop {
             match self.store.start_generation(&new, max_running).await? {
@@ -729,7 +734,7 @@ impl Generations {
             prompt_tokens: counters.and_then(|c| c.prompt_eval_count).map_or(0, count),
             completion_tokens: count(counters.and_then(|c| c.eval_count).unwrap_or(pieces)),
             detail: ending.error.as_ref().map(ToString::to_string),
-            unchanged_heartbeat: None,
+            by: EndedBy::Owner(generation.started_row(self.instance)),
         };
         // Nothing produced and cut short, there is no answer to keep.
         let nothing_to_keep = !produced_anything && matches!(status, EndStatus::Stopped | EndStatus::Failed);
@@ -1167,6 +1172,7 @@ mod tests {
             base_urls: vec!["http://127.0.0.1:9".into()],
             connect_timeout: Duration::from_secs(1),
             first_byte_timeout: Duration::from_secs(1),
+            stall_timeout: None,
             idle_timeout: Duration::from_secs(1),
             tags_cache_ttl: Duration::from_secs(1),
         };

@@ -25,7 +25,7 @@ use super::generation::{Answer, EndStatus, Ending, Generation, GenerationError, 
 use super::ServiceResult;
 use crate::background::BackgroundTasks;
 use crate::cluster::{Notice, PieceAt, Received};
-use crate::store::generations::{EndWritten, GenerationEnd, GenerationRow};
+use crate::store::generations::{EndWritten, EndedBy, GenerationEnd, GenerationRow};
 use crate::store::{self};
 
 /// How often the owner writes its heartbeat and checkpoints, and a mirror reads the row.
@@ -120,7 +120,7 @@ impl Generations {
             prompt_tokens: 0,
             completion_tokens: row.checkpoint_pieces,
             detail: Some(GenerationError::ServerLost.to_string()),
-            unchanged_heartbeat: row.heartbeat_at,
+            by: EndedBy::Recovery { unchanged_heartbeat: row.heartbeat_at },
         };
         let new = match (row.chat_id, answer.produced_anything()) {
             (Some(chat_id), true) => Some((chat_id, self.answer_message(&row.model, answer, &ending).await)),

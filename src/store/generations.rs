@@ -38,9 +38,18 @@ pub struct GenerationEnd {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub detail: Option<String>,
-    /// Only end it if its heartbeat is still this one (a replica ending a generation whose
-    /// owner it takes for dead).
-    pub unchanged_heartbeat: Option<NaiveDateTime>,
+    pub by: EndedBy,
+}
+
+/// Who ends a generation.
+#[derive(Debug, Clone)]
+pub enum EndedBy {
+    /// The process that ran it. Its start was committed without waiting for the disk (see
+    /// [`Store::start_generation`]): when a database crash lost the row, it is written again,
+    /// ended, so the answer is still kept.
+    Owner(NewGeneration),
+    /// A process that takes the owner for dead: only while the row's heartbeat is still this one.
+    Recovery { unchanged_heartbeat: Option<NaiveDateTime> },
 }
 
 /// What ending a generation wrote.
@@ -74,6 +83,12 @@ pub struct GenerationRow {
 const GENERATION_COLUMNS: &str = "id, user_id, chat_id, model, status, owner_instance, started_at, heartbeat_at, \
     first_token_ms, user_message_id, message_id, detail, checkpoint, checkpoint_pieces";
 
+/// The row of a generation whose start was lost, written as it ended.
+const RESTORE_ENDED: &str = "INSERT INTO generations (id, user_id, api_key_id, chat_id, model, owner_instance, started_at, \
+    heartbeat_at, user_message_id, status, provider, ended_at, first_token_ms, duration_ms, prompt_tokens, \
+    completion_tokens, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+    ON CONFLICT (id) DO NOTHING";
+
 const END_RUNNING: &str = "UPDATE generations SET status = $2, provider = COALESCE($3, provider), ended_at = $4, \
     first_token_ms = $5, duration_ms = $6, prompt_tokens = $7, completion_tokens = $8, detail = $9, checkpoint = NULL \
     WHERE id = $1 AND status = 'running'";
@@ -90,14 +105,25 @@ impl Store {
         let insert = "INSERT INTO generations (id, user_id, api_key_id, chat_id, model, status, owner_instance, started_at, \
                       heartbeat_at, user_message_id) VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $7, $8)";
         let count = "SELECT COUNT(*) FROM generations WHERE user_id = $1 AND status = 'running'";
-        let postgres = self.is_postgres();
+        // The commit does not wait for the disk (its flush was ~0.35 ms of the ~1 ms a /v1 stream
+        // adds to the time to first token): the generation's first heartbeat, or any later commit, makes the row
+        // durable, and an owner whose row a crash lost writes it again when the answer ends
+        // (`EndedBy::Owner`). Two replicas starting for the same user at once count one after
+        // the other (the advisory lock).
+        let postgres_setup = match (self.is_postgres(), max_running.is_some()) {
+            (false, _) => None,
+            (true, false) => Some("SELECT set_config('synchronous_commit', 'off', true)"),
+            (true, true) => {
+                Some("SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(hashtextextended($1, 0))")
+            }
+        };
         in_transaction!(self, tx => {
-            if postgres && max_running.is_some() {
-                // Two replicas starting for the same user at once count one after the other.
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                    .bind(new.user_id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
+            if let Some(setup) = postgres_setup {
+                let mut query = sqlx::query(setup);
+                if max_running.is_some() {
+                    query = query.bind(new.user_id.to_string());
+                }
+                query.execute(&mut *tx).await?;
             }
             let inserted = sqlx::query(insert)
                 .bind(new.id)
@@ -131,7 +157,11 @@ impl Store {
         end: &GenerationEnd,
         answer: Option<(Uuid, Uuid, &NewMessage)>,
     ) -> Result<EndWritten, sqlx::Error> {
-        let sql = match end.unchanged_heartbeat {
+        let unchanged_heartbeat = match &end.by {
+            EndedBy::Recovery { unchanged_heartbeat } => *unchanged_heartbeat,
+            EndedBy::Owner(_) => None,
+        };
+        let sql = match unchanged_heartbeat {
             Some(_) => format!("{END_RUNNING} AND heartbeat_at = $10"),
             None => END_RUNNING.to_owned(),
         };
@@ -146,11 +176,34 @@ impl Store {
                 .bind(end.prompt_tokens)
                 .bind(end.completion_tokens)
                 .bind(&end.detail)
-                .bind(end.unchanged_heartbeat)
+                .bind(unchanged_heartbeat)
                 .execute(&mut *tx)
                 .await?;
             if ended.rows_affected() == 0 {
-                return Ok(TxEnd::Rollback(EndWritten::NotRunning));
+                let EndedBy::Owner(started) = &end.by else { return Ok(TxEnd::Rollback(EndWritten::NotRunning)) };
+                let restored = sqlx::query(RESTORE_ENDED)
+                    .bind(started.id)
+                    .bind(started.user_id)
+                    .bind(started.api_key_id)
+                    .bind(started.chat_id)
+                    .bind(&started.model)
+                    .bind(started.owner_instance)
+                    .bind(started.started_at)
+                    .bind(started.user_message_id)
+                    .bind(&end.status)
+                    .bind(&end.provider)
+                    .bind(end.ended_at)
+                    .bind(end.first_token_ms)
+                    .bind(end.duration_ms)
+                    .bind(end.prompt_tokens)
+                    .bind(end.completion_tokens)
+                    .bind(&end.detail)
+                    .execute(&mut *tx)
+                    .await?;
+                if restored.rows_affected() == 0 {
+                    return Ok(TxEnd::Rollback(EndWritten::NotRunning));
+                }
+                tracing::warn!(generation_id = %end.id, "the generation's row was missing (lost by the database); written again as it ended");
             }
             let Some((user_id, chat_id, new)) = answer else { return Ok(TxEnd::Commit(EndWritten::Ended(None))) };
             let message = append_message!(tx, Uuid::new_v4(), user_id, chat_id, new, end.ended_at);

@@ -35,6 +35,10 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// [`MAX_COOL_DOWN`].
 const FIRST_COOL_DOWN: Duration = Duration::from_secs(1);
 const MAX_COOL_DOWN: Duration = Duration::from_secs(60);
+/// How long a stalled provider is routed after the others the first time, at least (see
+/// [`Provider::stalled`]), and at most.
+const MIN_STALL_ASIDE: Duration = Duration::from_secs(10);
+const MAX_STALL_ASIDE: Duration = Duration::from_secs(600);
 /// How often the providers are read again from the database (changes made on other replicas).
 const RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 /// Chats whose provider is remembered in memory; beyond it the memory starts over (the
@@ -88,6 +92,17 @@ struct State {
     loaded: HashSet<String>,
     /// Refreshes asked for ([`Provider::refresh_now`]); a probe serves those asked before it began.
     requested: u64,
+    /// Took a request for a loaded model and gave no first token in time: until when it is
+    /// routed after the others, and the wait it exceeded. Probes cannot tell; a first token ends it.
+    stalled: Option<(Instant, Duration)>,
+    /// Stalls in a row: each doubles the time set aside.
+    stalls: u32,
+}
+
+impl State {
+    fn stalled_now(&self) -> Option<Duration> {
+        self.stalled.filter(|(until, _)| Instant::now() < *until).map(|(_, limit)| limit)
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -100,7 +115,8 @@ struct Progress {
 /// What the admin sees of a provider's state.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ProviderStatus {
-    /// Answered its last probe and no request failed on it since (`false` until first probed).
+    /// Answered its last probe, no request failed on it since (`false` until first probed), and
+    /// it is not set aside for leaving a request without a first token.
     pub healthy: bool,
     /// The provider's own version (Ollama's `/api/version`).
     pub version: Option<String>,
@@ -178,16 +194,20 @@ impl Provider {
 
     pub fn status(&self) -> ProviderStatus {
         let state = self.state();
-        let last_error = match (&self.client, &state.last_error) {
-            (Err(reason), _) => Some(reason.clone()),
-            (_, error) => error.as_ref().map(ToString::to_string),
+        let stalled = state.stalled_now();
+        let last_error = match (&self.client, stalled, &state.last_error) {
+            (Err(reason), _, _) => Some(reason.clone()),
+            (_, Some(limit), _) => {
+                Some(format!("Gave no first token within {}s; other providers are tried first", limit.as_secs_f64()))
+            }
+            (_, None, error) => error.as_ref().map(ToString::to_string),
         };
         let mut models: Vec<String> = state.names.keys().cloned().collect();
         models.sort();
         let mut loaded_models: Vec<String> = state.loaded.iter().cloned().collect();
         loaded_models.sort();
         ProviderStatus {
-            healthy: state.healthy,
+            healthy: state.healthy && stalled.is_none(),
             version: state.version.clone(),
             latency_ms: state.latency_ms,
             last_error,
@@ -235,12 +255,36 @@ impl Provider {
         state.last_error = Some(err);
     }
 
-    /// The model answered here, so it is in memory now.
+    /// A request for a model loaded here waited `limit` without a first token while it could
+    /// have gone elsewhere: the provider takes requests but does not answer them (a wedged
+    /// runner, a GPU fault), which its probes do not show. It is routed after the others for
+    /// `limit` (at least [`MIN_STALL_ASIDE`]), doubling with each stall in a row up to
+    /// [`MAX_STALL_ASIDE`].
+    fn stalled(&self, limit: Duration) {
+        let mut state = self.state();
+        state.stalls = state.stalls.saturating_add(1);
+        let first = limit.max(MIN_STALL_ASIDE);
+        let aside = first.saturating_mul(1u32 << (state.stalls - 1).min(10)).min(MAX_STALL_ASIDE.max(first));
+        state.stalled = Some((Instant::now() + aside, limit));
+        drop(state);
+        tracing::warn!(provider = %self.name, waited_secs = limit.as_secs_f64(), aside_secs = aside.as_secs(), "provider gave no first token; other providers are tried first");
+    }
+
+    /// The model answered here, so it is in memory now, and the provider answers again.
     fn answered_with(&self, listed: &str) {
         let mut state = self.state();
         if !state.loaded.contains(listed) {
             state.loaded.insert(listed.to_owned());
         }
+        state.stalled = None;
+        state.stalls = 0;
+    }
+
+    /// How long a request for `listed` may wait here for its first token before the next
+    /// provider is tried: only when the model needs no loading (a load may take minutes).
+    fn stall_limit(&self, listed: &str, config: &OllamaConfig) -> Option<Duration> {
+        let limit = config.stall_timeout?;
+        (self.kind == ProviderKind::OpenAi || self.state().loaded.contains(listed)).then_some(limit)
     }
 
     /// Asks for a probe now (forcing a fresh model list) and waits for it, at most
@@ -690,6 +734,7 @@ impl Upstreams {
                 Candidate {
                     name: p.name.clone(),
                     healthy: state.healthy,
+                    stalled: state.stalled_now().is_some(),
                     sticky: sticky == Some(p.name.as_str()),
                     loaded: state.loaded.contains(model),
                     running: p.running.load(Ordering::Relaxed),
@@ -741,7 +786,8 @@ impl Upstreams {
         };
         let route = self.route(&request.model, sticky.as_deref())?;
         let mut failures: Vec<(String, OllamaError)> = Vec::new();
-        for (provider, upstream_name) in route {
+        let tries = route.len();
+        for (tried, (provider, upstream_name)) in route.into_iter().enumerate() {
             let Some(client) = provider.usable() else { continue };
             on_attempt(&provider.name);
             let running = Running::start(&provider);
@@ -752,6 +798,8 @@ impl Upstreams {
                 renamed = ChatRequest { model: upstream_name, ..request.clone() };
                 &renamed
             };
+            let last = tried + 1 == tries;
+            let stall_limit = if last { None } else { provider.stall_limit(&request.model, &self.0.config) };
             let started = async {
                 let mut chunks = client.chat(sent).await?;
                 match chunks.next().await {
@@ -760,7 +808,18 @@ impl Upstreams {
                     None => Err(OllamaError::Disconnected("the answer ended before it began".into())),
                 }
             };
-            match started.await {
+            let started = match stall_limit {
+                None => started.await,
+                Some(limit) => match tokio::time::timeout(limit, started).await {
+                    Ok(started) => started,
+                    Err(_) => {
+                        provider.stalled(limit);
+                        failures.push((provider.name.clone(), OllamaError::Timeout(limit)));
+                        continue;
+                    }
+                },
+            };
+            match started {
                 Ok((first, rest)) => {
                     provider.answered_with(&request.model);
                     if let Some(chat_id) = chat_id {

@@ -4,7 +4,9 @@
 //! Reachable providers come first, and among them: the chat's provider (the one that gave its
 //! last answer: its cache of the conversation is warm), then those that have the model loaded,
 //! then the least busy, then the highest priority (then the name, so that the order is stable).
-//! Providers in cool-down come last, by priority: they are only tried when nothing else is left.
+//! Providers set aside for leaving a request without a first token follow the others (in the
+//! same order among themselves). Providers in cool-down come last, by priority: they are only
+//! tried when nothing else is left.
 
 use std::cmp::Reverse;
 
@@ -14,6 +16,8 @@ pub struct Candidate {
     pub name: String,
     /// Answered its last probe and no request failed on it since.
     pub healthy: bool,
+    /// Left a request for a loaded model without a first token lately.
+    pub stalled: bool,
     /// Gave the chat's last answer.
     pub sticky: bool,
     /// Has the model in memory (`/api/ps`, or it answered with it since).
@@ -28,11 +32,11 @@ pub fn order(candidates: &mut [Candidate]) {
     candidates.sort_by(|a, b| key(a).cmp(&key(b)).then_with(|| a.name.cmp(&b.name)));
 }
 
-fn key(c: &Candidate) -> (bool, bool, bool, usize, Reverse<i32>) {
+fn key(c: &Candidate) -> (bool, bool, bool, bool, usize, Reverse<i32>) {
     if !c.healthy {
-        return (true, false, false, 0, Reverse(c.priority));
+        return (true, false, false, false, 0, Reverse(c.priority));
     }
-    (false, !c.sticky, !c.loaded, c.running, Reverse(c.priority))
+    (false, c.stalled, !c.sticky, !c.loaded, c.running, Reverse(c.priority))
 }
 
 #[cfg(test)]
@@ -40,7 +44,7 @@ mod tests {
     use super::*;
 
     fn provider(name: &str) -> Candidate {
-        Candidate { name: name.into(), healthy: true, sticky: false, loaded: false, running: 0, priority: 0 }
+        Candidate { name: name.into(), healthy: true, stalled: false, sticky: false, loaded: false, running: 0, priority: 0 }
     }
 
     fn ordered(mut candidates: Vec<Candidate>) -> Vec<String> {
@@ -77,6 +81,14 @@ mod tests {
         assert_eq!(ordered(vec![loaded.clone(), sticky.clone()]), ["mine", "other"]);
         let down = Candidate { healthy: false, ..sticky };
         assert_eq!(ordered(vec![down, loaded]), ["other", "mine"]);
+    }
+
+    #[test]
+    fn a_stalled_provider_follows_the_others_even_when_it_has_the_chat() {
+        let stalled = Candidate { stalled: true, sticky: true, loaded: true, priority: 9, ..provider("stalled") };
+        let busy = Candidate { running: 5, ..provider("busy") };
+        let down = Candidate { healthy: false, priority: 10, ..provider("down") };
+        assert_eq!(ordered(vec![stalled, down, busy]), ["busy", "stalled", "down"]);
     }
 
     #[test]

@@ -19,6 +19,7 @@ on_both_databases!(
     after_the_first_token_there_is_no_failover_and_the_partial_answer_is_kept,
     a_dead_provider_is_cooled_down_and_recovers_without_a_restart,
     a_hung_provider_delays_nothing,
+    a_provider_that_takes_requests_but_never_starts_is_passed_over,
     pull_and_delete_act_on_the_named_provider,
     admins_manage_providers_and_keys_are_never_shown,
     non_admins_never_see_an_upstream_address,
@@ -323,6 +324,53 @@ async fn a_hung_provider_delays_nothing(backend: Backend) {
     assert_eq!(stuck["status"]["healthy"], false);
     assert!(stuck["status"]["last_error"].as_str().unwrap().contains("did not answer"), "{stuck}");
     held.abort();
+}
+
+async fn a_provider_that_takes_requests_but_never_starts_is_passed_over(backend: Backend) {
+    let first = emulator_with(&["llama3.2:1b"]).await;
+    let second = emulator_with(&["llama3.2:1b"]).await;
+    let urls = format!("{},{}", first.base_url(), second.base_url());
+    let app = TestApp::spawn_with(backend, vec![("OLLAMA_BASE_URL", urls), ("PROVIDER_STALL_SECS", "1".to_owned())]).await;
+    let (_, admin) = app.signed_up("admin_ann").await;
+    load_directly(&app, &admin, &first, "llama3.2:1b").await;
+    load_directly(&app, &admin, &second, "llama3.2:1b").await;
+
+    // Both have the model loaded and are idle, so "default" is asked first; it answers its
+    // probes but never starts an answer.
+    first.set_knobs(Knobs { hang: true, ..Knobs::default() });
+    let chat = app.new_chat(&admin, None).await;
+    let asked = Instant::now();
+    let answered = ask(&app, &admin, &chat, "llama3.2:1b", "Anyone there?").await;
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "waited {:?}: the first-byte timeout, not the stall limit",
+        asked.elapsed()
+    );
+    assert_eq!(usage_provider(&app, &chat).await, "default-2");
+    assert_eq!(first.chat_requests().len(), 2, "the direct one and the stalled one");
+    let stalled = provider(&app, &admin, "default").await;
+    assert_eq!(stalled["status"]["healthy"], false, "{stalled}");
+    assert!(stalled["status"]["last_error"].as_str().unwrap().contains("no first token"), "{stalled}");
+
+    // Its probes pass, yet the next chat goes to the other provider without waiting.
+    assert_eq!(app.post("/ollama/cache/clear").session(&admin).send().await.status, 200);
+    let next = app.new_chat(&admin, None).await;
+    assert_eq!(ask(&app, &admin, &next, "llama3.2:1b", "And now?").await.status, 200);
+    assert_eq!(usage_provider(&app, &next).await, "default-2");
+    assert_eq!(first.chat_requests().len(), 2, "nothing more went to the stalled provider");
+
+    // When the other one fails, the stalled one is still tried (before giving up), and its first
+    // token ends the stall.
+    first.set_knobs(Knobs::default());
+    second.set_knobs(Knobs { fail_before_first_byte: Some((500, "out of memory".into())), ..Knobs::default() });
+    let last = app.new_chat(&admin, None).await;
+    let recovered = ask(&app, &admin, &last, "llama3.2:1b", "Back?").await;
+    assert_eq!(recovered.status, 200, "{}", recovered.body);
+    assert_eq!(usage_provider(&app, &last).await, "default");
+    let answering = provider(&app, &admin, "default").await;
+    assert_eq!(answering["status"]["healthy"], true, "{answering}");
+    assert!(answering["status"]["last_error"].is_null(), "{answering}");
 }
 
 async fn pull_and_delete_act_on_the_named_provider(backend: Backend) {

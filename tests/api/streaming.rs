@@ -9,6 +9,7 @@ use crate::support::{Backend, Session, StreamReader, TestApp};
 on_both_databases!(
     completions_stream_deltas_before_the_answer_is_finished,
     a_client_that_leaves_still_gets_its_answer_stored,
+    an_answer_is_kept_when_the_database_lost_its_start,
     stop_drops_the_upstream_request_and_keeps_the_partial_answer,
     reattaching_replays_then_follows_without_repeats,
     failures_mid_stream_are_reported_and_stored,
@@ -91,6 +92,27 @@ async fn a_client_that_leaves_still_gets_its_answer_stored(app: TestApp) {
     assert!(app.emulator.cancellations().is_empty());
     app.wait_until_no_generation(&s, &chat).await;
     assert_eq!(app.count(ASSISTANT_ROWS).await, 1, "stored exactly once");
+}
+
+/// A generation's start is committed without waiting for the disk; a database crash in that
+/// moment loses the row, and the end must write it again rather than drop the answer.
+async fn an_answer_is_kept_when_the_database_lost_its_start(app: TestApp) {
+    let (_, s) = app.signed_up("bob_user").await;
+    let chat = app.new_chat(&s, None).await;
+    app.emulator.set_knobs(slow(30, 10));
+    let mut stream = open_completion(&app, &s, &chat, "hello").await;
+    assert_eq!(stream.next_event().await.unwrap().event, "start");
+    app.execute("DELETE FROM generations").await;
+    let events = stream.rest().await;
+    let done = events.last().unwrap();
+    assert_eq!(done.event, "done", "{events:?}");
+    assert_eq!(done.data["status"], "completed");
+    assert_eq!(app.count(ASSISTANT_ROWS).await, 1);
+    let restored = "SELECT COUNT(*) FROM generations WHERE status = 'completed' AND completion_tokens = 10 \
+                    AND message_id IS NOT NULL AND user_message_id IS NOT NULL AND ended_at IS NOT NULL";
+    assert_eq!(app.count(restored).await, 1);
+    let opened = app.get(&format!("/chats/chat/{chat}")).session(&s).send().await;
+    assert_eq!(opened.body["messages"].as_array().unwrap().len(), 2);
 }
 
 async fn stop_drops_the_upstream_request_and_keeps_the_partial_answer(app: TestApp) {
