@@ -126,6 +126,19 @@ write_report() {
       echo "Server cores per round: /users/me $(get openai.users_me_server_cores_runs), /v1/models $(get openai.models_server_cores_runs); other processes $(get openai.users_me_other_cores_runs) / $(get openai.models_other_cores_runs)."
       echo
     fi
+    if [ "$(get routing.routing_met)" != n/a ]; then
+      echo "### What routing costs (issue #14)"
+      echo
+      echo "\`bench/routing.sh\`: a server (own database) with one provider, then with three emulators serving the model (every"
+      echo "request routed among three), $ROUTING_ROUNDS rounds in turn of $TTFT_N \`/v1/chat/completions\` streams against the emulator directly;"
+      echo "median of the rounds' p50 added time to first token."
+      echo
+      echo "| database | one provider, ms | three providers, ms | routing (three − one), ms |"
+      echo "|---|---|---|---|"
+      printf '| PostgreSQL | %s | %s | **%s** |\n' "$(get routing.postgres_one_added_p50_ms)" "$(get routing.postgres_three_added_p50_ms)" "$(get routing.postgres_routing_p50_ms)"
+      printf '| SQLite | %s | %s | **%s** |\n' "$(get routing.sqlite_one_added_p50_ms)" "$(get routing.sqlite_three_added_p50_ms)" "$(get routing.sqlite_routing_p50_ms)"
+      echo
+    fi
     if [ "$(get replicas.users_me_one_rps)" != n/a ]; then
       echo "### Two replicas on one PostgreSQL (issue #15)"
       echo
@@ -262,6 +275,9 @@ write_report() {
       echo "| /v1: added time to first token through POST /v1/chat/completions (stream) < 1 ms at p50 | p50 $(get openai.ttft_added_p50_ms) ms (p99 $(get openai.ttft_added_p99_ms) ms) | $(yesno "$(num openai.ttft_added_p50_ms) < 1") |"
       echo "| /v1: GET /v1/models with a key at least as fast as GET /users/me | $(get openai.models_rps) vs $(get openai.users_me_rps) req/s = $(calc "$(num openai.models_vs_users_me) * 100" "%.0f")% | $(yesno "$(num openai.models_rps) >= $(num openai.users_me_rps)") |"
     fi
+    if [ "$(get routing.routing_met)" != n/a ]; then
+      echo "| routing among three providers adds < 0.1 ms to the p50 time to first token (three minus one) | PostgreSQL $(get routing.postgres_routing_p50_ms) ms, SQLite $(get routing.sqlite_routing_p50_ms) ms | $(get routing.routing_met) |"
+    fi
     if [ "$(get replicas.users_me_one_rps)" != n/a ]; then
       echo "| replicas: two replicas on the same cores lose ≤ 10% on GET /users/me | $(get replicas.users_me_two_rps) vs $(get replicas.users_me_one_rps) req/s = $(calc "$(num replicas.users_me_ratio) * 100" "%.0f")% | $(yesno "$(num replicas.users_me_ratio) >= 0.9") |"
       echo "| replicas: two replicas on the same cores lose ≤ 10% on POST message | $(get replicas.post_message_two_rps) vs $(get replicas.post_message_one_rps) req/s = $(calc "$(num replicas.post_message_ratio) * 100" "%.0f")% | $(yesno "$(num replicas.post_message_ratio) >= 0.9") |"
@@ -335,13 +351,13 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   calc() { awk "BEGIN { x = $1; if (x != x) print \"n/a\"; else printf \"${2:-%.2f}\", x }" 2>/dev/null || echo n/a; }
   while IFS= read -r line; do
     case "${line%%=*}" in
-      DURATION|WARMUP|COOLDOWN|CONNS|THREADS|LOGIN_DURATION|LOGIN_CONNS|LOW_CONNS|FLOOD_CONNS|POOL|POOL_SWEEP|TTFT_N|STREAMS|STREAM_TOKENS|STREAM_TOKEN_DELAY_MS|STARTUP_RUNS|SWEEP_DURATION|BODIES_PARALLEL|OPENAI_DURATION|OPENAI_ROUNDS|REPLICAS_DURATION|REPLICAS_ROUNDS)
+      DURATION|WARMUP|COOLDOWN|CONNS|THREADS|LOGIN_DURATION|LOGIN_CONNS|LOW_CONNS|FLOOD_CONNS|POOL|POOL_SWEEP|TTFT_N|STREAMS|STREAM_TOKENS|STREAM_TOKEN_DELAY_MS|STARTUP_RUNS|SWEEP_DURATION|BODIES_PARALLEL|OPENAI_DURATION|OPENAI_ROUNDS|ROUTING_ROUNDS|REPLICAS_DURATION|REPLICAS_ROUNDS)
         printf -v "${line%%=*}" '%s' "${line#*=}" ;;
     esac
   done < "$OUT_DIR/run-info.txt"
   STARTUP_RUNS="${STARTUP_RUNS:-11}"; SWEEP_DURATION="${SWEEP_DURATION:-10}"; BODIES_PARALLEL="${BODIES_PARALLEL:-16}"
   OPENAI_DURATION="${OPENAI_DURATION:-10}"; OPENAI_ROUNDS="${OPENAI_ROUNDS:-2}"
-  REPLICAS_DURATION="${REPLICAS_DURATION:-10}"; REPLICAS_ROUNDS="${REPLICAS_ROUNDS:-2}"
+  REPLICAS_DURATION="${REPLICAS_DURATION:-10}"; REPLICAS_ROUNDS="${REPLICAS_ROUNDS:-2}"; ROUTING_ROUNDS="${ROUTING_ROUNDS:-3}"
   SWEPT=(); for p in $POOL_SWEEP; do [ "$p" = "$POOL" ] || SWEPT+=("$p"); done
   write_report "$OUT_DIR/BENCHMARKS.generated.md"
   [ "${2:-}" = --write ] && update_benchmarks_md "$ROOT/BENCHMARKS.md" "$OUT_DIR/BENCHMARKS.generated.md"

@@ -13,6 +13,7 @@
 #   5. pgbench with the server's SQL for /users/me and POST message (same clients, same duration): the ceiling
 #   6. time to first token, through rovertchat vs directly against the emulator
 #   6b. the OpenAI-compatible API (bench/openai.sh): TTFT through /v1/chat/completions, GET /v1/models vs /users/me
+#   6c. what routing costs (bench/routing.sh): /v1 added TTFT with one provider and with three, on both databases
 #   7. 1,000 concurrent SSE completions at 20 tokens/s: server CPU, peak RSS, answers stored
 #   8. worst-case request bodies (bench/bodies.sh): 16 at once on each route, peak RSS against 300 MB
 #   9. search over SEARCH_MESSAGES messages (p50/p99), NDJSON export MB/s and RSS, import of a ChatGPT
@@ -34,6 +35,7 @@
 #   SEARCH_BACKENDS="postgres sqlite" SEARCH_MESSAGES=1000000 SEARCH_USER_MESSAGES=100000
 #                                    search/export/import step (bench/search.sh; "" = skip)
 #   OPENAI=1 OPENAI_DURATION=10 OPENAI_ROUNDS=2   the /v1 step (0 skips): wrk seconds per run, /users/me + /v1/models rounds
+#   ROUTING=1 ROUTING_ROUNDS=3                     the routing step (0 skips): rounds of one vs three providers
 #   REPLICAS=1 REPLICAS_DURATION=10 REPLICAS_ROUNDS=2 REPLICAS_N=10
 #                                    the replicas step (0 skips): wrk seconds per run, rounds of one vs two replicas,
 #                                    generations watched across replicas (200 tokens, 20 ms apart)
@@ -63,6 +65,7 @@ BODIES_PARALLEL="${BODIES_PARALLEL:-16}"
 SEARCH_BACKENDS="${SEARCH_BACKENDS-postgres sqlite}"
 SEARCH_MESSAGES="${SEARCH_MESSAGES:-1000000}"; SEARCH_USER_MESSAGES="${SEARCH_USER_MESSAGES:-100000}"
 OPENAI="${OPENAI:-1}"; OPENAI_DURATION="${OPENAI_DURATION:-$(( DURATION < 10 ? DURATION : 10 ))}"; OPENAI_ROUNDS="${OPENAI_ROUNDS:-2}"
+ROUTING="${ROUTING:-1}"; ROUTING_ROUNDS="${ROUTING_ROUNDS:-3}"
 REPLICAS="${REPLICAS:-1}"; REPLICAS_DURATION="${REPLICAS_DURATION:-$(( DURATION < 10 ? DURATION : 10 ))}"
 REPLICAS_ROUNDS="${REPLICAS_ROUNDS:-2}"; REPLICAS_N="${REPLICAS_N:-10}"
 PERF="${PERF:-1}"; NODELAY_DIAG="${NODELAY_DIAG:-0}"; MALLOC_DIAG="${MALLOC_DIAG:-0}"
@@ -124,7 +127,7 @@ psql -d postgres -Atc 'select 1' >/dev/null || { echo "bench: PostgreSQL at $PGH
   echo "wrk=$(wrk --version 2>&1 | head -1 | awk '{print $2}')"
   echo "pgbench=$(pgbench --version)"
   echo "command=$(printf '%q ' "$0" "$@")"
-  for v in DURATION WARMUP COOLDOWN CONNS THREADS LOGIN_DURATION LOGIN_CONNS LOW_CONNS FLOOD_CONNS POOL POOL_SWEEP SWEEP_DURATION TTFT_N STREAMS STREAM_TOKENS STREAM_TOKEN_DELAY_MS STARTUP_RUNS BODIES_PARALLEL OPENAI OPENAI_DURATION OPENAI_ROUNDS REPLICAS REPLICAS_DURATION REPLICAS_ROUNDS REPLICAS_N PG_URL_PARAMS; do
+  for v in DURATION WARMUP COOLDOWN CONNS THREADS LOGIN_DURATION LOGIN_CONNS LOW_CONNS FLOOD_CONNS POOL POOL_SWEEP SWEEP_DURATION TTFT_N STREAMS STREAM_TOKENS STREAM_TOKEN_DELAY_MS STARTUP_RUNS BODIES_PARALLEL OPENAI OPENAI_DURATION OPENAI_ROUNDS ROUTING ROUTING_ROUNDS REPLICAS REPLICAS_DURATION REPLICAS_ROUNDS REPLICAS_N PG_URL_PARAMS; do
     echo "$v=${!v}"
   done
 } > "$OUT_DIR/run-info.txt"
@@ -388,6 +391,20 @@ if [ "$OPENAI" = 1 ]; then
   log "/v1: added TTFT p50/p99 $(get openai.ttft_added_p50_ms)/$(get openai.ttft_added_p99_ms) ms (target p50 < 1 ms: $(get openai.ttft_met)); GET /v1/models $(get openai.models_rps) req/s vs /users/me $(get openai.users_me_rps) (met: $(get openai.models_met))"
 fi
 stop_server
+
+# 8c. what routing costs: /v1 added TTFT with one provider and with three (own servers, emulators
+#     and database), on both databases
+if [ "$ROUTING" = 1 ]; then
+  log "routing (bench/routing.sh): $ROUTING_ROUNDS rounds of one vs three providers, $TTFT_N requests each, PostgreSQL and SQLite"
+  echo "BIN=<bin> TTFT_N=$TTFT_N ROUNDS=$ROUTING_ROUNDS bench/routing.sh" >>"$OUT_DIR/commands.txt"
+  BIN="$BIN" LOADGEN="$LOADGEN" OUT_DIR="$OUT_DIR/routing" TTFT_N="$TTFT_N" ROUNDS="$ROUTING_ROUNDS" ROUTING_DB="${BENCH_DB}_routing" \
+    "$HERE/routing.sh" >"$OUT_DIR/routing.txt" 2>"$OUT_DIR/routing.log" || cat "$OUT_DIR/routing.log" >&2
+  for k in postgres_one_added_p50_ms postgres_three_added_p50_ms postgres_routing_p50_ms \
+           sqlite_one_added_p50_ms sqlite_three_added_p50_ms sqlite_routing_p50_ms routing_met; do
+    metric "routing.$k" "$(kv "$OUT_DIR/routing.txt" "$k")"
+  done
+  log "routing: three providers minus one, added TTFT p50: PostgreSQL $(get routing.postgres_routing_p50_ms) ms, SQLite $(get routing.sqlite_routing_p50_ms) ms (target < 0.1 ms: $(get routing.routing_met))"
+fi
 
 if [ -n "$SHIM" ]; then
   start_server nodelay "$EMU_PORT" "$POOL" "$SHIM"
