@@ -5,7 +5,7 @@
 //! hung host delays nothing but itself.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -57,7 +57,9 @@ pub struct Provider {
     pub name: String,
     pub kind: ProviderKind,
     pub enabled: bool,
-    pub priority: i32,
+    /// Changed in place by a reload: a new priority keeps the provider's state (its models stay
+    /// listed).
+    priority: AtomicI32,
     pub model_prefix: Option<String>,
     /// The row it was made from: a reload keeps providers whose row did not change.
     row: ProviderRow,
@@ -167,7 +169,7 @@ impl Provider {
             name: row.name.clone(),
             kind: kind.unwrap_or(ProviderKind::Ollama),
             enabled: row.enabled(),
-            priority: row.priority,
+            priority: AtomicI32::new(row.priority),
             model_prefix: row.model_prefix.clone().filter(|p| !p.is_empty()),
             row,
             client,
@@ -604,8 +606,8 @@ impl Upstreams {
         Ok(upstreams)
     }
 
-    /// Reads the providers again: unchanged ones keep their state, changed ones start over,
-    /// removed ones stop being probed.
+    /// Reads the providers again: unchanged ones keep their state (a new priority included),
+    /// changed ones start over, removed ones stop being probed.
     pub async fn reload(&self) -> Result<(), sqlx::Error> {
         let _one_at_a_time = self.0.reloading.lock().await;
         let rows = self.0.store.providers().await?;
@@ -614,7 +616,10 @@ impl Upstreams {
         for row in rows {
             let kept = before.iter().find(|p| p.id == row.id && same_settings(&p.row, &row));
             match kept {
-                Some(provider) => after.push(provider.clone()),
+                Some(provider) => {
+                    provider.priority.store(row.priority, Ordering::Relaxed);
+                    after.push(provider.clone());
+                }
                 None => {
                     let provider = Arc::new(Provider::new(row, &self.0.config, &self.0.cipher, self.0.epoch.clone()));
                     self.0.spawner.spawn(provider.clone().keep_probing(self.0.config.clone()));
@@ -738,7 +743,7 @@ impl Upstreams {
                     sticky: sticky == Some(p.name.as_str()),
                     loaded: state.loaded.contains(model),
                     running: p.running.load(Ordering::Relaxed),
-                    priority: p.priority,
+                    priority: p.priority.load(Ordering::Relaxed),
                 }
             })
             .collect();
@@ -936,10 +941,11 @@ impl Upstreams {
     }
 }
 
-/// The settings a provider is made from; a change of any starts it over.
+/// Whether a provider's row is the same but for what a reload applies in place (its priority);
+/// a change of anything else starts the provider over.
 fn same_settings(a: &ProviderRow, b: &ProviderRow) -> bool {
-    (&a.name, &a.kind, &a.api_url, a.is_active, a.priority, &a.model_prefix, &a.api_key_encrypted)
-        == (&b.name, &b.kind, &b.api_url, b.is_active, b.priority, &b.model_prefix, &b.api_key_encrypted)
+    (&a.name, &a.kind, &a.api_url, a.is_active, &a.model_prefix, &a.api_key_encrypted)
+        == (&b.name, &b.kind, &b.api_url, b.is_active, &b.model_prefix, &b.api_key_encrypted)
 }
 
 /// The error after every provider failed before the first token: the only one's own error (or

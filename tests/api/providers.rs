@@ -24,6 +24,9 @@ on_both_databases!(
     admins_manage_providers_and_keys_are_never_shown,
     non_admins_never_see_an_upstream_address,
     an_openai_compatible_provider_serves_its_models_under_its_prefix,
+    the_spa_journey_survives_losing_the_first_ollama_mid_answer,
+    the_spa_journey_survives_losing_the_second_ollama_mid_answer,
+    the_spa_journey_survives_losing_the_openai_server_mid_answer,
 );
 
 fn spec(name: &str) -> ModelSpec {
@@ -652,4 +655,114 @@ async fn an_openai_compatible_provider_serves_its_models_under_its_prefix(backen
     assert!(gone.status == 404 || gone.status == 502, "{}", gone.body);
     assert!(!gone.body.to_string().contains("127.0.0.1"), "{}", gone.body);
     assert_eq!(ask(&app, &bob, &app.new_chat(&bob, None).await, "llama3.2:1b", "Local?").await.status, 200);
+}
+
+async fn the_spa_journey_survives_losing_the_first_ollama_mid_answer(backend: Backend) {
+    spa_journey_losing(backend, "default").await;
+}
+
+async fn the_spa_journey_survives_losing_the_second_ollama_mid_answer(backend: Backend) {
+    spa_journey_losing(backend, "default-2").await;
+}
+
+async fn the_spa_journey_survives_losing_the_openai_server_mid_answer(backend: Backend) {
+    spa_journey_losing(backend, "cloud").await;
+}
+
+/// The SPA's turn in a chat: it stores the question, then asks `/ollama/chat` (which stores the
+/// answer) with the conversation so far.
+async fn spa_turn(app: &TestApp, session: &Session, chat: &str, content: &str) -> crate::support::TestResponse {
+    let question = json!({"role": "user", "content": content});
+    let stored = app.post(&format!("/chats/{chat}/messages")).session(session).json(&question).send().await;
+    assert_eq!(stored.status, 200, "{}", stored.body);
+    ask(app, session, chat, "llama3.2:1b", content).await
+}
+
+/// The SPA's calls (model list, chat, the admin's model page) with two Ollama hosts and one
+/// OpenAI-compatible server that all serve one model; `victim` is asked first for it and is
+/// killed while the answer waits for its first token: the answer comes from another one.
+async fn spa_journey_losing(backend: Backend, victim: &str) {
+    let key = "sk-journey-key";
+    let mut upstreams = vec![
+        ("default", emulator_with(&["llama3.2:1b", "qwen3:0.6b"]).await),
+        ("default-2", emulator_with(&["llama3.2:1b", "mistral:7b"]).await),
+    ];
+    let cloud = Emulator::start_with(EmulatorConfig {
+        openai: true,
+        api_key: Some(key.into()),
+        models: Some(vec![spec("llama3.2:1b")]),
+        ..Default::default()
+    })
+    .await;
+    let app = app_with(backend, &[&upstreams[0].1, &upstreams[1].1]).await;
+    upstreams.push(("cloud", cloud));
+    let (_, admin) = app.signed_up("admin_ann").await;
+    let (_, bob) = app.signed_up("bob_user").await;
+    let body = json!({"name": "cloud", "kind": "openai", "base_url": upstreams[2].1.base_url(), "api_key": key});
+    assert_eq!(app.post("/admin/providers").session(&admin).json(&body).send().await.status, 201);
+    for (name, _) in &upstreams {
+        wait_for_provider(&app, &admin, name, |p| p["status"]["healthy"] == true).await;
+    }
+    let id = provider(&app, &admin, victim).await["id"].as_str().unwrap().to_owned();
+    let preferred = app.put(&format!("/admin/providers/{id}")).session(&admin).json(&json!({"priority": 10})).send().await;
+    assert_eq!(preferred.status, 200, "{}", preferred.body);
+
+    // The model list: the union, each model once, no address anywhere.
+    let tags = app.get("/ollama/tags").session(&bob).send().await;
+    assert_eq!(tags.status, 200, "{}", tags.body);
+    let mut names: Vec<&str> = tags.body["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["llama3.2:1b", "mistral:7b", "qwen3:0.6b"]);
+    assert!(!tags.body.to_string().contains("127.0.0.1"), "{}", tags.body);
+    assert_eq!(app.get("/chats/models").session(&bob).send().await.status, 200);
+
+    // A chat whose answer waits on the victim, which dies before the first token.
+    let at = upstreams.iter().position(|(name, _)| *name == victim).unwrap();
+    upstreams[at].1.set_knobs(Knobs { first_token_delay: Duration::from_secs(30), ..Knobs::default() });
+    let chat = app.new_chat(&bob, None).await;
+    let kill = async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while upstreams[at].1.in_flight_chats() == 0 {
+            assert!(Instant::now() < deadline, "the answer never reached {victim}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        upstreams.remove(at).1.shutdown().await;
+    };
+    let (answered, ()) = tokio::join!(spa_turn(&app, &bob, &chat, "Who answers?"), kill);
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    assert_eq!(answered.body["message"]["content"], "Echo: Who answers?");
+    let answered_by = usage_provider(&app, &chat).await;
+    assert!(upstreams.iter().any(|(name, _)| *name == answered_by), "answered by {answered_by}");
+
+    // The chat goes on, and the SPA reads it back whole.
+    assert_eq!(spa_turn(&app, &bob, &chat, "And again?").await.status, 200);
+    let opened = app.get(&format!("/chats/chat/{chat}")).session(&bob).send().await;
+    let contents: Vec<&str> =
+        opened.body["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(contents, ["Who answers?", "Echo: Who answers?", "And again?", "Echo: And again?"]);
+
+    // The model list still answers, without what only the victim had.
+    let dead = wait_for_provider(&app, &admin, victim, |p| p["status"]["healthy"] == false).await;
+    assert!(!dead["status"]["last_error"].is_null(), "{dead}");
+    let tags = app.get("/ollama/tags").session(&bob).send().await;
+    assert_eq!(tags.status, 200, "{}", tags.body);
+    let names: Vec<&str> = tags.body["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"llama3.2:1b"), "{names:?}");
+    let only_victims = match victim {
+        "default" => Some("qwen3:0.6b"),
+        "default-2" => Some("mistral:7b"),
+        _ => None,
+    };
+    if let Some(gone) = only_victims {
+        assert!(!names.contains(&gone), "{names:?}");
+        let refused = ask(&app, &bob, &app.new_chat(&bob, None).await, gone, "Anyone?").await;
+        assert!(refused.status == 404 || refused.status == 502, "{}", refused.body);
+        assert!(!refused.body.to_string().contains("127.0.0.1"), "{}", refused.body);
+    }
+
+    // The admin's model page: version, details of a model, the providers.
+    assert_eq!(app.get("/ollama/version").session(&admin).send().await.status, 200);
+    let shown = app.post("/ollama/show").session(&admin).json(&json!({"model": "llama3.2:1b"})).send().await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(app.get("/chats/models").session(&admin).send().await.status, 200);
 }
