@@ -118,8 +118,8 @@ variables! {
     OLLAMA_IDLE_TIMEOUT_SECS = Value("300"), "Longest silence between two chunks of an answer, in seconds.";
     OLLAMA_TAGS_CACHE_SECS = Value("300"), "Seconds /ollama/tags (with capabilities) and /ollama/show answers are cached.";
     PROVIDER_KEYS_SECRET = Described("JWT_SECRET_KEY"),
-        "Secret the providers' API keys are encrypted with (ChaCha20-Poly1305, key derived by HKDF-SHA256). Changing it \
-         makes stored provider keys unreadable: set them again.";
+        "Secret the providers' API keys are encrypted with (ChaCha20-Poly1305, key derived by HKDF-SHA256); at least 32 \
+         bytes in production. Changing it makes stored provider keys unreadable: set them again.";
     SSE_HEARTBEAT_SECS = Value("15"), "Seconds between the heartbeat comments of event streams.";
     SHUTDOWN_GRACE_SECS = Value("30"),
         "Seconds running generations and requests may go on after SIGTERM; a second later every open connection is closed.";
@@ -508,7 +508,16 @@ impl Config {
             return Err(ConfigError::new(var::JWT_REFRESH_TOKEN_EXPIRE_DAYS, "must be at least 1"));
         }
         let (access_secret, refresh_secret) = jwt_secrets(&vars, environment, &data_dir)?;
-        let provider_keys_secret = Secret::new(vars.get(var::PROVIDER_KEYS_SECRET).unwrap_or(access_secret.expose()));
+        let provider_keys_secret = match vars.get(var::PROVIDER_KEYS_SECRET) {
+            Some(secret) if secret.len() < MIN_SECRET_BYTES && environment == Environment::Production => {
+                return Err(ConfigError::new(
+                    var::PROVIDER_KEYS_SECRET,
+                    format!("must be at least {MIN_SECRET_BYTES} bytes in production"),
+                ))
+            }
+            Some(secret) => Secret::new(secret),
+            None => Secret::new(access_secret.expose()),
+        };
         let refresh_reuse_grace: u64 = vars.parse(var::REFRESH_REUSE_GRACE_SECS, "a whole number of seconds")?;
 
         let frontend_origins = parse_origins(vars.value(var::FRONTEND_ORIGINS))?;
@@ -933,6 +942,10 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(err.var, "JWT_SECRET_KEY");
+        let mut short_keys_secret = vars(&SECRETS);
+        short_keys_secret.push(("ENVIRONMENT".into(), "production".into()));
+        short_keys_secret.push(("PROVIDER_KEYS_SECRET".into(), "hunter2".into()));
+        assert_eq!(Config::from_vars(short_keys_secret).unwrap_err().var, "PROVIDER_KEYS_SECRET");
         let mut ok = vars(&SECRETS);
         ok.push(("ENVIRONMENT".into(), "production".into()));
         assert!(Config::from_vars(ok).is_ok());
@@ -1018,6 +1031,7 @@ mod tests {
         };
         states(var::JWT_SECRET_KEY, MIN_SECRET_BYTES as u64);
         states(var::ENVIRONMENT, MIN_SECRET_BYTES as u64);
+        states(var::PROVIDER_KEYS_SECRET, MIN_SECRET_BYTES as u64);
         states(var::USER_CACHE_SECS, MAX_USER_CACHE_SECS);
         states(var::MAX_CONNECTIONS, DESCRIPTORS_RESERVED);
         states(var::AUDIT_RETENTION_DAYS, MAX_AUDIT_RETENTION_DAYS);

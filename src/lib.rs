@@ -186,6 +186,7 @@ fn connect_replicas(state: &AppState, bus: &cluster::Bus, background: &Backgroun
         }
     });
     let receiver = state.clone();
+    let spawner = background.spawner();
     bus.spawn_listener(pool, background, move |received| {
         let change = match &received {
             cluster::Received::Notice(cluster::Notice::Changed { change }) => Some(Some(change)),
@@ -203,7 +204,7 @@ fn connect_replicas(state: &AppState, bus: &cluster::Bus, background: &Backgroun
                 }
                 if matches!(change, None | Some(store::Change::Providers)) {
                     let upstreams = receiver.upstreams.clone();
-                    tokio::spawn(async move {
+                    spawner.spawn(async move {
                         if let Err(err) = upstreams.reload().await {
                             tracing::warn!(error = %err, "reading the providers another replica changed failed");
                         }

@@ -190,6 +190,16 @@ impl Provider {
         self.client.as_ref().ok().filter(|_| self.enabled)
     }
 
+    /// Its base URL as configured (for admins and `rovertchat check` only).
+    pub fn base_url(&self) -> &str {
+        &self.row.api_url
+    }
+
+    /// The address the log names: the base URL without credentials (`None` when unusable).
+    pub fn address(&self) -> Option<&str> {
+        self.client.as_ref().ok().map(UpstreamClient::address)
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.state().healthy
     }
@@ -583,11 +593,7 @@ impl Upstreams {
         }
         let upstreams = Upstreams::new(store, config, cipher, spawner.clone());
         upstreams.reload().await?;
-        let probes = upstreams.providers().iter().map(|p| p.progress.subscribe()).collect::<Vec<_>>();
-        let first = futures_util::future::join_all(probes.into_iter().map(|mut progress| async move {
-            let _ = progress.wait_for(|p| p.probes > 0).await;
-        }));
-        let _ = tokio::time::timeout(PROBE_TIMEOUT + Duration::from_secs(1), first).await;
+        upstreams.first_probes().await;
         let _ = upstreams.tags();
         let weak = Arc::downgrade(&upstreams.0);
         spawner.spawn(async move {
@@ -633,6 +639,15 @@ impl Upstreams {
         *self.0.providers.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(after);
         self.0.epoch.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Waits until every provider has been probed once, at most [`PROBE_TIMEOUT`] and a second.
+    pub async fn first_probes(&self) {
+        let probes = self.providers().iter().map(|p| p.progress.subscribe()).collect::<Vec<_>>();
+        let first = futures_util::future::join_all(probes.into_iter().map(|mut progress| async move {
+            let _ = progress.wait_for(|p| p.probes > 0).await;
+        }));
+        let _ = tokio::time::timeout(PROBE_TIMEOUT + Duration::from_secs(1), first).await;
     }
 
     /// Every provider, the preferred first.

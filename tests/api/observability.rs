@@ -7,6 +7,8 @@ use ollama_emulator::Emulator;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use rovertchat::config::{DatabaseConfig, Secret};
+
 use crate::on_both_databases;
 use crate::support::process::{rovertchat, ServerProcess};
 use crate::support::{create_pg_database, Backend, StreamReader, TestApp};
@@ -268,6 +270,26 @@ async fn check_reports_one_line_each_and_fails_for_a_dead_upstream(backend: Back
     assert_eq!(code, Some(1), "{dead}");
     let last = dead.lines().last().unwrap();
     assert!(last.starts_with("FAIL upstream default: Cannot connect to Ollama") && last.contains("127.0.0.1:9"), "{dead}");
+
+    // The providers of the database are checked as the server sees them.
+    let store = match &database {
+        Some(database) => {
+            rovertchat::store::Store::connect(&DatabaseConfig::Postgres { url: Secret::new(&database.url) }, 1).await
+        }
+        None => {
+            rovertchat::store::Store::connect(&DatabaseConfig::Sqlite { path: dir.path().join("data/rovertchat.db") }, 1).await
+        }
+    }
+    .unwrap();
+    store.ensure_ollama_provider(&emulator.base_url(), ["default".to_owned()]).await.unwrap();
+    store.ensure_ollama_provider("http://127.0.0.1:9", ["spare".to_owned()]).await.unwrap();
+    store.close().await;
+    let (code, providers) = run(&emulator.base_url(), &["check"]);
+    assert_eq!(code, Some(1), "{providers}");
+    let upstreams: Vec<&str> = providers.lines().skip(3).collect();
+    assert_eq!(upstreams.len(), 2, "{providers}");
+    assert!(upstreams.iter().any(|l| l.starts_with("ok   upstream default: reachable at")), "{providers}");
+    assert!(upstreams.iter().any(|l| l.starts_with("FAIL upstream spare: ") && l.contains("127.0.0.1:9")), "{providers}");
 
     let (code, bad) = run(&emulator.base_url(), &["check", "--port", "eighty"]);
     assert_eq!((code, bad.trim_end()), (Some(1), "FAIL config: PORT: expected a port number (0-65535), got \"eighty\""));
