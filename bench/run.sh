@@ -184,6 +184,10 @@ SERVER_PID=""
 start_server() {  # name, emulator port, pool, [LD_PRELOAD], [GLIBC_TUNABLES]
   local name=$1 emu=$2 pool=$3 preload=${4:-} tunables=${5:-}
   local dir="$OUT_DIR/server-$name"; mkdir -p "$dir"
+  # Providers outlive a server in its database: each server answers from its own emulator only.
+  if [ "${SERVER_BACKEND:-postgres}" = postgres ]; then
+    psql -q -d "$BENCH_DB" -c "DELETE FROM model_providers WHERE api_url <> 'http://127.0.0.1:$emu'" 2>/dev/null || true
+  fi
   # cwd = a scratch dir, so no stray .env is read
   (cd "$dir" && exec env ${preload:+LD_PRELOAD=$preload} ${tunables:+GLIBC_TUNABLES=$tunables} \
       $([ "${SERVER_BACKEND:-postgres}" = postgres ] && echo "DATABASE_URL=postgres://$PGUSER@$PGHOST:$PGPORT/$BENCH_DB$PG_URL_PARAMS") \

@@ -83,11 +83,42 @@ pub struct GenerationRow {
 const GENERATION_COLUMNS: &str = "id, user_id, chat_id, model, status, owner_instance, started_at, heartbeat_at, \
     first_token_ms, user_message_id, message_id, detail, checkpoint, checkpoint_pieces";
 
-/// The row of a generation whose start was lost, written as it ended.
+/// The row of a generation whose start was lost, written as it ended: the start's columns
+/// ([`bind_start!`]) then the end's ([`bind_end!`]).
 const RESTORE_ENDED: &str = "INSERT INTO generations (id, user_id, api_key_id, chat_id, model, owner_instance, started_at, \
     heartbeat_at, user_message_id, status, provider, ended_at, first_token_ms, duration_ms, prompt_tokens, \
     completion_tokens, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
     ON CONFLICT (id) DO NOTHING";
+
+/// Binds a generation's start to the next eight parameters.
+macro_rules! bind_start {
+    ($query:expr, $new:expr) => {
+        $query
+            .bind($new.id)
+            .bind($new.user_id)
+            .bind($new.api_key_id)
+            .bind($new.chat_id)
+            .bind(&$new.model)
+            .bind($new.owner_instance)
+            .bind($new.started_at)
+            .bind($new.user_message_id)
+    };
+}
+
+/// Binds a generation's end to the next eight parameters.
+macro_rules! bind_end {
+    ($query:expr, $end:expr) => {
+        $query
+            .bind(&$end.status)
+            .bind(&$end.provider)
+            .bind($end.ended_at)
+            .bind($end.first_token_ms)
+            .bind($end.duration_ms)
+            .bind($end.prompt_tokens)
+            .bind($end.completion_tokens)
+            .bind(&$end.detail)
+    };
+}
 
 const END_RUNNING: &str = "UPDATE generations SET status = $2, provider = COALESCE($3, provider), ended_at = $4, \
     first_token_ms = $5, duration_ms = $6, prompt_tokens = $7, completion_tokens = $8, detail = $9, checkpoint = NULL \
@@ -125,17 +156,7 @@ impl Store {
                 }
                 query.execute(&mut *tx).await?;
             }
-            let inserted = sqlx::query(insert)
-                .bind(new.id)
-                .bind(new.user_id)
-                .bind(new.api_key_id)
-                .bind(new.chat_id)
-                .bind(&new.model)
-                .bind(new.owner_instance)
-                .bind(new.started_at)
-                .bind(new.user_message_id)
-                .execute(&mut *tx)
-                .await;
+            let inserted = bind_start!(sqlx::query(insert), new).execute(&mut *tx).await;
             match inserted {
                 Err(err) if super::unique_violation(&err).is_some() => return Ok(TxEnd::Rollback(Err(StartRefusal::ChatBusy))),
                 other => other?,
@@ -166,40 +187,10 @@ impl Store {
             None => END_RUNNING.to_owned(),
         };
         in_transaction!(self, tx => {
-            let ended = sqlx::query(&sql)
-                .bind(end.id)
-                .bind(&end.status)
-                .bind(&end.provider)
-                .bind(end.ended_at)
-                .bind(end.first_token_ms)
-                .bind(end.duration_ms)
-                .bind(end.prompt_tokens)
-                .bind(end.completion_tokens)
-                .bind(&end.detail)
-                .bind(unchanged_heartbeat)
-                .execute(&mut *tx)
-                .await?;
+            let ended = bind_end!(sqlx::query(&sql).bind(end.id), end).bind(unchanged_heartbeat).execute(&mut *tx).await?;
             if ended.rows_affected() == 0 {
                 let EndedBy::Owner(started) = &end.by else { return Ok(TxEnd::Rollback(EndWritten::NotRunning)) };
-                let restored = sqlx::query(RESTORE_ENDED)
-                    .bind(started.id)
-                    .bind(started.user_id)
-                    .bind(started.api_key_id)
-                    .bind(started.chat_id)
-                    .bind(&started.model)
-                    .bind(started.owner_instance)
-                    .bind(started.started_at)
-                    .bind(started.user_message_id)
-                    .bind(&end.status)
-                    .bind(&end.provider)
-                    .bind(end.ended_at)
-                    .bind(end.first_token_ms)
-                    .bind(end.duration_ms)
-                    .bind(end.prompt_tokens)
-                    .bind(end.completion_tokens)
-                    .bind(&end.detail)
-                    .execute(&mut *tx)
-                    .await?;
+                let restored = bind_end!(bind_start!(sqlx::query(RESTORE_ENDED), started), end).execute(&mut *tx).await?;
                 if restored.rows_affected() == 0 {
                     return Ok(TxEnd::Rollback(EndWritten::NotRunning));
                 }
