@@ -112,7 +112,7 @@ variables! {
     OLLAMA_FIRST_BYTE_TIMEOUT_SECS = Value("600"),
         "Seconds to wait for the first chunk of an answer (a cold model can take minutes to load); then 504.";
     PROVIDER_STALL_SECS = Value("60"),
-        "Seconds a provider that has the model loaded may take to start an answer when another provider could serve it; \
+        "Seconds a provider that has the model loaded may take to start an answer when a reachable provider could serve it; \
          then the next one answers and the stalled one is tried after the others for a while (0: wait \
          OLLAMA_FIRST_BYTE_TIMEOUT_SECS).";
     OLLAMA_IDLE_TIMEOUT_SECS = Value("300"), "Longest silence between two chunks of an answer, in seconds.";

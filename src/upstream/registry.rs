@@ -806,8 +806,12 @@ impl Upstreams {
         };
         let route = self.route(&request.model, sticky.as_deref())?;
         let mut failures: Vec<(String, OllamaError)> = Vec::new();
-        let tries = route.len();
-        for (tried, (provider, upstream_name)) in route.into_iter().enumerate() {
+        // Whether a reachable provider comes after each one: only then is a stall worth leaving.
+        let mut reachable_after = vec![false; route.len()];
+        for at in (1..route.len()).rev() {
+            reachable_after[at - 1] = reachable_after[at] || route[at].0.is_healthy();
+        }
+        for ((provider, upstream_name), reachable_after) in route.into_iter().zip(reachable_after) {
             let Some(client) = provider.usable() else { continue };
             on_attempt(&provider.name);
             let running = Running::start(&provider);
@@ -818,8 +822,7 @@ impl Upstreams {
                 renamed = ChatRequest { model: upstream_name, ..request.clone() };
                 &renamed
             };
-            let last = tried + 1 == tries;
-            let stall_limit = if last { None } else { provider.stall_limit(&request.model, &self.0.config) };
+            let stall_limit = if reachable_after { provider.stall_limit(&request.model, &self.0.config) } else { None };
             let started = async {
                 let mut chunks = client.chat(sent).await?;
                 match chunks.next().await {
