@@ -800,11 +800,14 @@ impl Upstreams {
         request: &ChatRequest,
         on_attempt: impl Fn(&str),
     ) -> Result<OpenedAnswer, OllamaError> {
-        let sticky = match chat_id {
-            Some(chat_id) => self.sticky_provider(chat_id).await,
-            None => None,
-        };
-        let route = self.route(&request.model, sticky.as_deref())?;
+        let mut route = self.route(&request.model, None)?;
+        // The chat's provider only matters when there is a choice (its lookup may read the
+        // database, on the way to the first token).
+        if let (Some(chat_id), true) = (chat_id, route.len() > 1) {
+            if let Some(sticky) = self.sticky_provider(chat_id).await {
+                route = self.route(&request.model, Some(&sticky))?;
+            }
+        }
         let mut failures: Vec<(String, OllamaError)> = Vec::new();
         // Whether a reachable provider comes after each one: only then is a stall worth leaving.
         let mut reachable_after = vec![false; route.len()];
