@@ -793,16 +793,7 @@ mod tests {
     }
 
     fn request(model: &str, messages: Vec<UpstreamMessage>) -> ChatRequest {
-        ChatRequest {
-            model: model.into(),
-            messages,
-            stream: true,
-            think: None,
-            options: None,
-            format: None,
-            keep_alive: None,
-            tools: None,
-        }
+        ChatRequest::streamed(model, messages)
     }
 
     fn translated(events: &[Value]) -> Result<Vec<ChatChunk>, OllamaError> {
@@ -1078,16 +1069,7 @@ mod against_the_emulator {
             tool_calls: None,
             tool_name: None,
         };
-        ChatRequest {
-            model: model.into(),
-            messages: vec![question],
-            stream: true,
-            think: None,
-            options: None,
-            format: None,
-            keep_alive: None,
-            tools: None,
-        }
+        ChatRequest::streamed(model, vec![question])
     }
 
     /// Every item up to the end, and the chunks before the first error.

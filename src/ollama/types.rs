@@ -23,6 +23,23 @@ pub struct ChatRequest {
     pub tools: Option<Vec<Value>>,
 }
 
+#[cfg(test)]
+impl ChatRequest {
+    /// A streamed request with nothing but the model and the messages.
+    pub fn streamed(model: &str, messages: Vec<UpstreamMessage>) -> Self {
+        ChatRequest {
+            model: model.into(),
+            messages,
+            stream: true,
+            think: None,
+            options: None,
+            format: None,
+            keep_alive: None,
+            tools: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct UpstreamMessage {
     pub role: String,

@@ -1022,16 +1022,7 @@ mod tests {
     use super::*;
 
     fn empty_request(model: &str) -> ChatRequest {
-        ChatRequest {
-            model: model.into(),
-            messages: Vec::new(),
-            stream: true,
-            think: None,
-            options: None,
-            format: None,
-            keep_alive: None,
-            tools: None,
-        }
+        ChatRequest::streamed(model, Vec::new())
     }
 
     fn generation() -> Arc<Generation> {

@@ -47,6 +47,14 @@ async fn app_with(backend: Backend, upstreams: &[&Emulator]) -> TestApp {
     TestApp::spawn_with(backend, vec![("OLLAMA_BASE_URL", urls.join(","))]).await
 }
 
+/// A server whose two providers (`default`, `default-2`) both have `llama3.2:1b`.
+async fn two_llama_hosts(backend: Backend) -> (Emulator, Emulator, TestApp) {
+    let first = emulator_with(&["llama3.2:1b"]).await;
+    let second = emulator_with(&["llama3.2:1b"]).await;
+    let app = app_with(backend, &[&first, &second]).await;
+    (first, second, app)
+}
+
 /// The SPA's chat call, waiting for the whole answer.
 async fn ask(app: &TestApp, session: &Session, chat: &str, model: &str, content: &str) -> crate::support::TestResponse {
     app.post("/ollama/chat")
@@ -149,9 +157,7 @@ async fn each_model_goes_to_a_provider_that_has_it_and_tags_are_the_union(backen
 }
 
 async fn a_loaded_model_wins_then_the_least_busy_provider(backend: Backend) {
-    let first = emulator_with(&["llama3.2:1b"]).await;
-    let second = emulator_with(&["llama3.2:1b"]).await;
-    let app = app_with(backend, &[&first, &second]).await;
+    let (first, second, app) = two_llama_hosts(backend).await;
     let (_, admin) = app.signed_up("admin_ann").await;
 
     // Both idle and cold: the first by name. Loaded on the second: the second.
@@ -185,9 +191,7 @@ async fn a_loaded_model_wins_then_the_least_busy_provider(backend: Backend) {
 }
 
 async fn a_chat_sticks_to_the_provider_of_its_last_answer(backend: Backend) {
-    let first = emulator_with(&["llama3.2:1b"]).await;
-    let second = emulator_with(&["llama3.2:1b"]).await;
-    let app = app_with(backend, &[&first, &second]).await;
+    let (first, second, app) = two_llama_hosts(backend).await;
     let (_, admin) = app.signed_up("admin_ann").await;
     let chat = app.new_chat(&admin, None).await;
     assert_eq!(ask(&app, &admin, &chat, "llama3.2:1b", "One").await.status, 200);
@@ -219,9 +223,7 @@ async fn a_chat_sticks_to_the_provider_of_its_last_answer(backend: Backend) {
 }
 
 async fn a_provider_failing_before_the_first_token_hands_over_to_the_next(backend: Backend) {
-    let first = emulator_with(&["llama3.2:1b"]).await;
-    let second = emulator_with(&["llama3.2:1b"]).await;
-    let app = app_with(backend, &[&first, &second]).await;
+    let (first, second, app) = two_llama_hosts(backend).await;
     let (_, admin) = app.signed_up("admin_ann").await;
     first.set_knobs(Knobs {
         fail_before_first_byte: Some((500, "llama runner process has terminated".into())),
@@ -243,9 +245,7 @@ async fn a_provider_failing_before_the_first_token_hands_over_to_the_next(backen
 }
 
 async fn after_the_first_token_there_is_no_failover_and_the_partial_answer_is_kept(backend: Backend) {
-    let first = emulator_with(&["llama3.2:1b"]).await;
-    let second = emulator_with(&["llama3.2:1b"]).await;
-    let app = app_with(backend, &[&first, &second]).await;
+    let (first, second, app) = two_llama_hosts(backend).await;
     let (_, bob) = app.signed_up("bob_user").await;
     // Paced, so that the first tokens reach the server before the connection is cut.
     first.set_knobs(Knobs { drop_after_tokens: Some(2), per_token_delay: Duration::from_millis(30), ..Knobs::default() });
@@ -377,9 +377,7 @@ async fn a_provider_that_takes_requests_but_never_starts_is_passed_over(backend:
 }
 
 async fn pull_and_delete_act_on_the_named_provider(backend: Backend) {
-    let first = emulator_with(&["llama3.2:1b"]).await;
-    let second = emulator_with(&["llama3.2:1b"]).await;
-    let app = app_with(backend, &[&first, &second]).await;
+    let (first, second, app) = two_llama_hosts(backend).await;
     let (_, admin) = app.signed_up("admin_ann").await;
 
     let mut stream = StreamReader::open(
@@ -517,9 +515,7 @@ async fn admins_manage_providers_and_keys_are_never_shown(app: TestApp) {
 }
 
 async fn non_admins_never_see_an_upstream_address(backend: Backend) {
-    let first = emulator_with(&["llama3.2:1b"]).await;
-    let second = emulator_with(&["llama3.2:1b"]).await;
-    let app = app_with(backend, &[&first, &second]).await;
+    let (first, second, app) = two_llama_hosts(backend).await;
     let (_, admin) = app.signed_up("admin_ann").await;
     let (_, bob) = app.signed_up("bob_user").await;
     let addresses = [first.addr().to_string(), second.addr().to_string()];
